@@ -1,0 +1,1 @@
+//! Net back ends with bhyve's API (in progress).

@@ -1,0 +1,1 @@
+//! The sandbox: limit every descriptor, then give up ambient authority (in progress).

@@ -1,0 +1,1 @@
+//! libslirp user-mode networking on the reactor (in progress).

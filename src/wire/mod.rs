@@ -1,0 +1,1 @@
+//! Pure codecs for the harness protocols (in progress).
