@@ -341,10 +341,7 @@ impl<D> Reactor<D> {
         // registration that outlives its descriptor cannot touch freed
         // memory: the kernel drops it when the descriptor closes, and the
         // reactor deletes it before closing descriptors it owns.
-        let res = unsafe {
-            self.poller
-                .add_with_mode(fd, ev, PollMode::Level)
-        };
+        let res = unsafe { self.poller.add_with_mode(fd, ev, PollMode::Level) };
         res.map_err(|e| classify(fd, "registering", e))
     }
 
@@ -907,4 +904,3 @@ fn classify(fd: RawFd, what: &str, e: std::io::Error) -> Error {
         _ => Error::io(format!("{what} fd {fd}"), e),
     }
 }
-

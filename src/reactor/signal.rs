@@ -174,7 +174,11 @@ impl SignalSource {
     pub fn add(&mut self, poller: &Poller, sig: Signal) -> Result<()> {
         use polling::os::kqueue::{PollerKqueueExt, Signal as KqSignal};
         self.block(sig)?;
-        if let Err(e) = poller.add_filter(KqSignal(sig as i32), Self::key(sig), polling::PollMode::Level) {
+        if let Err(e) = poller.add_filter(
+            KqSignal(sig as i32),
+            Self::key(sig),
+            polling::PollMode::Level,
+        ) {
             self.unblock(sig);
             return Err(Error::io(format!("adding an EVFILT_SIGNAL for {sig}"), e));
         }

@@ -222,7 +222,10 @@ mod tests {
     fn period_keeps_phase() {
         let base = Instant::now();
         let p = Duration::from_millis(10);
-        assert_eq!(next_period(base, p, base + Duration::from_millis(3)), base + p);
+        assert_eq!(
+            next_period(base, p, base + Duration::from_millis(3)),
+            base + p
+        );
         // 35 ms late: the 10, 20 and 30 ms ticks are missed, next is 40.
         assert_eq!(
             next_period(base, p, base + Duration::from_millis(35)),

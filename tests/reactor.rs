@@ -1,0 +1,631 @@
+//! The reactor's semantics, each proven with real descriptors (socketpairs,
+//! pipes, files), real signals and a real second thread.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use caploop::reactor::{Error, FdOwner, Interest, Reactor};
+use caploop::Rights;
+
+const SHORT: Option<Duration> = Some(Duration::from_millis(20));
+
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    (a, b)
+}
+
+fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+#[test]
+fn readable_event_reaches_callback_and_data_is_read() {
+    let mut r: Reactor<Vec<u8>> = Reactor::new().unwrap();
+    let (a, mut b) = pair();
+    let a = Rc::new(a);
+    let a2 = a.clone();
+    r.add(&*a, Interest::READ, Rights::READ_ONLY, move |_, got, ev| {
+        assert!(ev.readable && !ev.writable);
+        let mut buf = [0u8; 64];
+        let n = (&*a2).read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    })
+    .unwrap();
+    b.write_all(b"hello").unwrap();
+    let mut got = Vec::new();
+    let ran = r.run_once(SHORT, &mut got).unwrap();
+    assert_eq!(ran, 1);
+    assert_eq!(got, b"hello");
+}
+
+#[test]
+fn level_triggered_unread_data_is_reported_again() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let (a, mut b) = pair();
+    r.add(&a, Interest::READ, Rights::READ_ONLY, |_, n, _| *n += 1)
+        .unwrap();
+    b.write_all(b"x").unwrap();
+    let mut n = 0;
+    for _ in 0..3 {
+        r.run_once(SHORT, &mut n).unwrap();
+    }
+    assert_eq!(n, 3, "unread data must keep the descriptor ready");
+}
+
+#[test]
+fn add_disabled_enable_disable() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let (a, mut b) = pair();
+    let h = r
+        .add_disabled(&a, Interest::READ, Rights::READ_ONLY, |_, n, _| *n += 1)
+        .unwrap();
+    b.write_all(b"x").unwrap();
+    let mut n = 0;
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 0, "a disabled registration gets no events");
+    assert!(!r.is_enabled(h).unwrap());
+    r.enable(h).unwrap();
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 1);
+    r.disable(h).unwrap();
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 1, "disabled again: no more events");
+    r.enable(h).unwrap();
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn write_interest_and_changing_interest() {
+    let mut r: Reactor<Vec<(bool, bool)>> = Reactor::new().unwrap();
+    let (a, _b) = pair();
+    let h = r
+        .add(&a, Interest::WRITE, Rights::SOCKET, |_, seen, ev| {
+            seen.push((ev.readable, ev.writable))
+        })
+        .unwrap();
+    let mut seen = Vec::new();
+    r.run_once(SHORT, &mut seen).unwrap();
+    assert_eq!(seen, vec![(false, true)]);
+    r.set_interest(h, Interest::READ).unwrap();
+    assert_eq!(r.interest(h).unwrap(), Interest::READ);
+    seen.clear();
+    r.run_once(SHORT, &mut seen).unwrap();
+    assert!(seen.is_empty(), "nothing to read: no event after narrowing");
+}
+
+#[test]
+fn delete_hands_owned_fd_back_and_delete_close_closes_it() {
+    let mut r: Reactor = Reactor::new().unwrap();
+    let (a, _b) = pair();
+    let (c, _d) = pair();
+    let a: OwnedFd = a.into();
+    let c: OwnedFd = c.into();
+    let (a_raw, c_raw) = (a.as_raw_fd(), c.as_raw_fd());
+    let ha = r
+        .add(a, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap();
+    let hc = r
+        .add(c, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap();
+    assert_eq!(r.len(), 2);
+
+    let back = r.delete(ha).unwrap().expect("owned fd comes back");
+    assert_eq!(back.as_raw_fd(), a_raw);
+    assert!(is_open(a_raw));
+
+    r.delete_close(hc).unwrap();
+    assert!(!is_open(c_raw), "delete_close closes the descriptor");
+    assert!(r.is_empty());
+
+    assert!(matches!(r.delete(ha), Err(Error::UnknownHandle(h)) if h == ha));
+    assert!(matches!(r.enable(hc), Err(Error::UnknownHandle(_))));
+}
+
+#[test]
+fn delete_close_refuses_a_borrowed_fd_and_keeps_it_registered() {
+    let mut r: Reactor = Reactor::new().unwrap();
+    let (a, _b) = pair();
+    let h = r
+        .add(&a, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap();
+    match r.delete_close(h) {
+        Err(Error::NotOwned(fd)) => assert_eq!(fd, a.as_raw_fd()),
+        other => panic!("expected NotOwned, got {other:?}"),
+    }
+    assert!(is_open(a.as_raw_fd()));
+    assert_eq!(r.len(), 1);
+    assert!(
+        r.delete(h).unwrap().is_none(),
+        "borrowed: nothing handed back"
+    );
+}
+
+#[test]
+fn bad_fds_and_double_registration_are_clear_errors() {
+    let mut r: Reactor = Reactor::new().unwrap();
+    assert!(matches!(
+        r.add(
+            caploop::Source::Borrowed(-1),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, _, _| {}
+        ),
+        Err(Error::BadFd(-1))
+    ));
+
+    let (a, _b) = pair();
+    let closed = a.as_raw_fd();
+    drop(a);
+    let err = r
+        .add(
+            caploop::Source::Borrowed(closed),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, _, _| {},
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::BadFd(fd) if fd == closed), "{err}");
+    let err = r
+        .add_disabled(
+            caploop::Source::Borrowed(closed),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, _, _| {},
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::BadFd(fd) if fd == closed), "{err}");
+
+    let file = std::fs::File::open("/proc/self/exe").unwrap();
+    let err = r
+        .add(&file, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::NotPollable(_)), "{err}");
+    assert!(err.to_string().contains(&file.as_raw_fd().to_string()));
+
+    let (c, _d) = pair();
+    let h = r
+        .add(&c, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap();
+    let err = r
+        .add(&c, Interest::WRITE, Rights::SOCKET, |_, _, _| {})
+        .unwrap_err();
+    match err {
+        Error::AlreadyRegistered { fd, existing } => {
+            assert_eq!(fd, c.as_raw_fd());
+            assert_eq!(existing, h);
+        }
+        other => panic!("expected AlreadyRegistered, got {other:?}"),
+    }
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn a_deleted_registration_never_gets_another_event() {
+    // A and B are both ready in the same round; whichever runs first deletes
+    // the other, which must then not run.
+    let mut r: Reactor<Log> = Reactor::new().unwrap();
+    let (a, mut a_peer) = pair();
+    let (b, mut b_peer) = pair();
+    let handles = Rc::new(RefCell::new(Vec::new()));
+    for (name, fd) in [("a", &a), ("b", &b)] {
+        let others = handles.clone();
+        let h = r
+            .add(fd, Interest::READ, Rights::READ_ONLY, move |r, log, ev| {
+                log.borrow_mut().push(name.to_string());
+                others.borrow_mut().retain(|&other| {
+                    if other != ev.handle {
+                        r.delete(other).unwrap();
+                        return false;
+                    }
+                    true
+                });
+            })
+            .unwrap();
+        handles.borrow_mut().push(h);
+    }
+    a_peer.write_all(b"1").unwrap();
+    b_peer.write_all(b"1").unwrap();
+    let mut seen = log();
+    r.run_once(SHORT, &mut seen).unwrap();
+    assert_eq!(
+        seen.borrow().len(),
+        1,
+        "only the first of the pair ran: {:?}",
+        seen.borrow()
+    );
+    assert_eq!(r.len(), 1);
+    r.run_once(SHORT, &mut seen).unwrap();
+    r.run_once(SHORT, &mut seen).unwrap();
+    assert_eq!(seen.borrow().len(), 3, "the survivor keeps getting events");
+    assert!(seen.borrow().iter().all(|s| s == &seen.borrow()[0]));
+}
+
+#[test]
+fn a_callback_can_delete_itself() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let (a, mut b) = pair();
+    r.add(&a, Interest::READ, Rights::READ_ONLY, |r, n, ev| {
+        *n += 1;
+        r.delete(ev.handle).unwrap();
+    })
+    .unwrap();
+    b.write_all(b"x").unwrap();
+    let mut n = 0;
+    for _ in 0..3 {
+        r.run_once(SHORT, &mut n).unwrap();
+    }
+    assert_eq!(n, 1);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn a_registration_added_during_dispatch_waits_for_the_next_wait() {
+    // C is already readable when A's callback adds it, and it even reuses
+    // the slot B was deleted from in this round: it must not run until the
+    // next wait.
+    let mut r: Reactor<Log> = Reactor::new().unwrap();
+    let (a, mut a_peer) = pair();
+    let (b, mut b_peer) = pair();
+    let (c, mut c_peer) = pair();
+    c_peer.write_all(b"ready").unwrap();
+    let c = Rc::new(c);
+    let hb = Rc::new(RefCell::new(None));
+    let hb2 = hb.clone();
+    let c2 = c.clone();
+    let mut added = false;
+    r.add(&a, Interest::READ, Rights::READ_ONLY, move |r, log, _| {
+        log.borrow_mut().push("a".into());
+        if !added {
+            added = true;
+            if let Some(h) = hb2.borrow_mut().take() {
+                r.delete(h).unwrap();
+            }
+            r.add(&*c2, Interest::READ, Rights::READ_ONLY, |_, log, _| {
+                log.borrow_mut().push("c".into())
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+    *hb.borrow_mut() = Some(
+        r.add(&b, Interest::READ, Rights::READ_ONLY, |_, log, _| {
+            log.borrow_mut().push("b".into())
+        })
+        .unwrap(),
+    );
+    a_peer.write_all(b"1").unwrap();
+    b_peer.write_all(b"1").unwrap();
+    let mut seen = log();
+    r.run_once(SHORT, &mut seen).unwrap();
+    let first: Vec<String> = seen.borrow().clone();
+    assert!(!first.contains(&"c".to_string()), "round 1: {first:?}");
+    // b may have run before a in round 1 (kernel order), but never after.
+    seen.borrow_mut().clear();
+    r.run_once(SHORT, &mut seen).unwrap();
+    let second = seen.borrow().clone();
+    assert!(second.contains(&"c".to_string()), "round 2: {second:?}");
+    assert!(!second.contains(&"b".to_string()), "round 2: {second:?}");
+}
+
+#[test]
+fn reentrant_run_is_refused() {
+    let mut r: Reactor<Option<Error>> = Reactor::new().unwrap();
+    r.add_timer(Duration::ZERO, |r, out, _| {
+        *out = r.run_once(Some(Duration::ZERO), &mut None).err();
+    });
+    let mut out = None;
+    r.run_once(SHORT, &mut out).unwrap();
+    assert!(matches!(out, Some(Error::Reentrant)));
+}
+
+#[test]
+fn timers_fire_once_in_deadline_order() {
+    let mut r: Reactor<Vec<u32>> = Reactor::new().unwrap();
+    for (ms, id) in [(30u64, 3u32), (10, 1), (20, 2), (10, 11)] {
+        r.add_timer(Duration::from_millis(ms), move |_, fired, _| fired.push(id));
+    }
+    let mut fired = Vec::new();
+    let start = Instant::now();
+    while fired.len() < 4 && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(None, &mut fired).unwrap();
+    }
+    assert_eq!(
+        fired,
+        vec![1, 11, 2, 3],
+        "deadline order, ties in arming order"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    for _ in 0..3 {
+        r.run_once(Some(Duration::from_millis(5)), &mut fired)
+            .unwrap();
+    }
+    assert_eq!(fired.len(), 4, "one-shot timers fire once");
+}
+
+#[test]
+fn timers_are_cancelled_and_rearmed_by_handle() {
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    let cancelled = r.add_timer(Duration::from_millis(5), |_, f, _| f.push("cancelled"));
+    let moved = r.add_timer(Duration::from_secs(3600), |_, f, _| f.push("moved"));
+    r.cancel_timer(cancelled).unwrap();
+    assert!(matches!(
+        r.cancel_timer(cancelled),
+        Err(Error::UnknownTimer(_))
+    ));
+    r.rearm_timer(moved, Duration::from_millis(10)).unwrap();
+    let mut fired = Vec::new();
+    let start = Instant::now();
+    while fired.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(None, &mut fired).unwrap();
+    }
+    assert_eq!(fired, vec!["moved"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "re-armed to 10 ms, not the original hour"
+    );
+    // A fired one-shot timer is gone.
+    assert!(matches!(r.cancel_timer(moved), Err(Error::UnknownTimer(_))));
+}
+
+#[test]
+fn a_timer_cancelled_by_an_earlier_callback_in_the_same_round_does_not_fire() {
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    let victim = Rc::new(RefCell::new(None));
+    let v2 = victim.clone();
+    r.add_timer(Duration::from_millis(1), move |r, f, _| {
+        f.push("first");
+        r.cancel_timer(v2.borrow().unwrap()).unwrap();
+    });
+    *victim.borrow_mut() = Some(r.add_timer(Duration::from_millis(2), |_, f, _| f.push("victim")));
+    std::thread::sleep(Duration::from_millis(5));
+    let mut fired = Vec::new();
+    r.run_once(SHORT, &mut fired).unwrap();
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec!["first"]);
+}
+
+#[test]
+fn a_one_shot_timer_can_rearm_itself_and_disarmed_timers_persist() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    r.add_timer(Duration::from_millis(1), |r, n, h| {
+        *n += 1;
+        if *n < 3 {
+            r.rearm_timer(h, Duration::from_millis(1)).unwrap();
+        }
+    });
+    let mut n = 0;
+    let start = Instant::now();
+    while n < 3 && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(None, &mut n).unwrap();
+    }
+    assert_eq!(n, 3);
+
+    let mut fires = 0u32;
+    let mut r2: Reactor<u32> = Reactor::new().unwrap();
+    let t = r2.add_timer_disarmed(|_, n, _| *n += 1);
+    assert_eq!(r2.timer_deadline(t).unwrap(), None);
+    r2.run_once(Some(Duration::from_millis(5)), &mut fires)
+        .unwrap();
+    assert_eq!(fires, 0, "a disarmed timer does not fire");
+    for _ in 0..2 {
+        r2.rearm_timer(t, Duration::ZERO).unwrap();
+        r2.run_once(SHORT, &mut fires).unwrap();
+    }
+    assert_eq!(
+        fires, 2,
+        "a persistent timer survives firing and can be re-armed"
+    );
+    r2.rearm_timer(t, Duration::from_millis(1)).unwrap();
+    r2.disarm_timer(t).unwrap();
+    r2.run_once(Some(Duration::from_millis(5)), &mut fires)
+        .unwrap();
+    assert_eq!(fires, 2);
+    r2.cancel_timer(t).unwrap();
+}
+
+#[test]
+fn periodic_timers_keep_their_phase() {
+    // Every deadline of a periodic timer is first + k * period exactly,
+    // however late each round runs: no cumulative drift.
+    let period = Duration::from_millis(7);
+    let mut r: Reactor<Vec<Instant>> = Reactor::new().unwrap();
+    let h = r
+        .add_periodic(period, |r, deadlines, h| {
+            deadlines.push(r.timer_deadline(h).unwrap().expect("re-armed"));
+            // Make the loop late on purpose.
+            std::thread::sleep(Duration::from_millis(2));
+        })
+        .unwrap();
+    let first = r.timer_deadline(h).unwrap().unwrap();
+    let mut deadlines = Vec::new();
+    while deadlines.len() < 10 {
+        r.run_once(None, &mut deadlines).unwrap();
+    }
+    for d in &deadlines {
+        let offset = d.duration_since(first).as_nanos();
+        assert_eq!(offset % period.as_nanos(), 0, "off phase by {offset} ns");
+    }
+    assert!(deadlines.windows(2).all(|w| w[0] < w[1]));
+    assert!(matches!(
+        r.add_periodic(Duration::ZERO, |_, _, _| {}),
+        Err(Error::ZeroPeriod)
+    ));
+    r.cancel_timer(h).unwrap();
+}
+
+#[test]
+fn signals_are_delivered_on_the_loop_thread() {
+    let loop_thread = std::thread::current().id();
+    let mut r: Reactor<Vec<i32>> = Reactor::new().unwrap();
+    let h = r
+        .add_signal(libc::SIGUSR1, move |_, got, signo| {
+            assert_eq!(std::thread::current().id(), loop_thread);
+            got.push(signo)
+        })
+        .unwrap();
+    assert!(matches!(
+        r.add_signal(libc::SIGUSR1, |_, _, _| {}),
+        Err(Error::SignalTaken(s)) if s == libc::SIGUSR1
+    ));
+    assert!(matches!(
+        r.add_signal(libc::SIGKILL, |_, _, _| {}),
+        Err(Error::BadSignal(_))
+    ));
+    assert!(matches!(
+        r.add_signal(9999, |_, _, _| {}),
+        Err(Error::BadSignal(9999))
+    ));
+
+    // Raised by the loop thread itself, from a callback.
+    r.add_timer(Duration::ZERO, |_, _, _| {
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGUSR1).unwrap();
+    });
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(Some(Duration::from_millis(50)), &mut got)
+            .unwrap();
+    }
+    assert_eq!(got, vec![libc::SIGUSR1]);
+
+    // Sent by another thread to the loop thread.
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        // SAFETY: `me` is the loop thread, alive until the join below.
+        unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+    });
+    got.clear();
+    let start = Instant::now();
+    while got.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(Some(Duration::from_millis(50)), &mut got)
+            .unwrap();
+    }
+    sender.join().unwrap();
+    assert_eq!(got, vec![libc::SIGUSR1]);
+    assert!(r
+        .fds()
+        .iter()
+        .any(|f| f.owner == FdOwner::Internal("signalfd")));
+    r.delete_signal(h).unwrap();
+    assert!(matches!(r.delete_signal(h), Err(Error::UnknownSignal(_))));
+}
+
+#[test]
+fn a_waker_interrupts_the_wait_from_another_thread() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    r.set_wake_callback(|_, n| *n += 1);
+    let waker = r.waker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        waker.wake().unwrap();
+    });
+    let mut woken = 0;
+    let start = Instant::now();
+    // Nothing else is registered: without the wake this would block for ever.
+    r.run_once(None, &mut woken).unwrap();
+    t.join().unwrap();
+    assert_eq!(woken, 1);
+    assert!(start.elapsed() >= Duration::from_millis(40));
+
+    // A wake before the wait makes the next wait return at once.
+    r.waker().wake().unwrap();
+    r.run_once(None, &mut woken).unwrap();
+    assert_eq!(woken, 2);
+}
+
+#[test]
+fn run_until_stopped_from_a_callback() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    r.add_periodic(Duration::from_millis(1), |r, n, _| {
+        *n += 1;
+        if *n == 5 {
+            r.stop();
+        }
+    })
+    .unwrap();
+    let mut n = 0;
+    r.run(&mut n).unwrap();
+    assert_eq!(n, 5);
+}
+
+#[test]
+fn prepare_hooks_run_before_each_wait() {
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    let h = r.add_prepare(|_, log| log.push("prepare"));
+    r.add_timer(Duration::ZERO, |_, log, _| log.push("timer"));
+    let mut log = Vec::new();
+    r.run_once(SHORT, &mut log).unwrap();
+    assert_eq!(log, vec!["prepare", "timer"]);
+    assert!(r.remove_prepare(h));
+    assert!(!r.remove_prepare(h));
+    log.clear();
+    r.run_once(Some(Duration::ZERO), &mut log).unwrap();
+    assert!(log.is_empty());
+}
+
+#[test]
+fn fds_lists_every_descriptor_with_its_rights() {
+    let mut r: Reactor = Reactor::new().unwrap();
+    let (a, _b) = pair();
+    let (c, _d) = pair();
+    let ha = r
+        .add(&a, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .unwrap();
+    let hc = r
+        .add_disabled(&c, Interest::BOTH, Rights::SOCKET, |_, _, _| {})
+        .unwrap();
+    let fds = r.fds();
+    let find = |h| {
+        fds.iter()
+            .find(|f| f.owner == FdOwner::Registration(h))
+            .copied()
+    };
+    assert_eq!(find(ha).unwrap().fd, a.as_raw_fd());
+    assert_eq!(find(ha).unwrap().rights, Rights::READ_ONLY);
+    assert_eq!(
+        find(hc).unwrap().rights,
+        Rights::SOCKET,
+        "disabled ones count too"
+    );
+    assert!(fds
+        .iter()
+        .any(|f| f.owner == FdOwner::Internal("event queue") && f.rights == Rights::POLLER));
+    r.set_rights(hc, Rights::READ_ONLY).unwrap();
+    assert!(r
+        .fds()
+        .iter()
+        .any(|f| f.owner == FdOwner::Registration(hc) && f.rights == Rights::READ_ONLY));
+}
+
+#[test]
+fn hangup_is_reported() {
+    let mut r: Reactor<Vec<caploop::Event>> = Reactor::new().unwrap();
+    let (a, b) = pair();
+    r.add(&a, Interest::READ, Rights::READ_ONLY, |r, seen, ev| {
+        seen.push(ev);
+        r.delete(ev.handle).unwrap();
+    })
+    .unwrap();
+    drop(b);
+    let mut seen = Vec::new();
+    r.run_once(SHORT, &mut seen).unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].readable, "end of file reads as readable");
+    assert!(seen[0].hangup);
+}
