@@ -1,1 +1,525 @@
-//! The sandbox: limit every descriptor, then give up ambient authority (in progress).
+//! The sandbox: limit every descriptor, then give up ambient authority.
+//!
+//! A device back end reads untrusted input (guest frames, a peer's
+//! records). Before it does, it should be unable to do anything but what
+//! its loop does: read and write the descriptors it was given, with the
+//! operations each one needs. This module is how a hypervisor (or the
+//! `caploop-sandbox` harness) gets there.
+//!
+//! # Using it
+//!
+//! ```no_run
+//! use caploop::sandbox::{Plan, Policy};
+//! use caploop::{Reactor, Rights};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut reactor: Reactor<()> = Reactor::new()?;
+//! // ... register every descriptor, with the Rights it needs; add host
+//! // forwards and open every file you will need ...
+//! let mut plan = Plan::from_reactor(&reactor);
+//! plan.add(&std::io::stderr(), Rights::WRITE_ONLY, "stderr");
+//! plan.before_entry("resolv.conf", || {
+//!     // Read now what a library would read lazily after entry.
+//!     std::fs::read("/etc/resolv.conf").map(drop)
+//! });
+//! let report = plan.apply_and_enter(&Policy::restricted())?;
+//! log::info!("sandboxed: {report:?}");
+//! reactor.run(&mut ())?;
+//! # Ok(()) }
+//! ```
+//!
+//! 1. Set up everything first: sockets, listeners (host forwards), the tap
+//!    device, files. After entry nothing can be opened by name.
+//! 2. Collect the [`Plan`]: [`Plan::from_reactor`] takes every registration
+//!    with the [`Rights`](crate::Rights) it was registered with, plus the
+//!    reactor's own event queue and signal descriptor. Add what the loop
+//!    does not poll but still uses ([`Plan::add`]). A descriptor planned
+//!    twice keeps the union of its rights.
+//! 3. Say what must be read before entry ([`Plan::before_entry`]).
+//! 4. Choose the [`Policy`] and call [`Plan::apply_and_enter`]. It returns a
+//!    [`Report`] of what was applied, or an [`Error`] naming the descriptor
+//!    or syscall that failed. Check [`status`] at any time.
+//!
+//! Enter **before starting other threads** (vCPU threads, a logger): on
+//! Linux the seccomp filter and Landlock domain apply to the calling thread
+//! and to threads it creates later, not to threads already running.
+//! Capability mode on FreeBSD covers the whole process.
+//!
+//! # What is limited
+//!
+//! | | FreeBSD (Capsicum) | Linux (seccomp + Landlock) |
+//! |---|---|---|
+//! | Opening, creating, executing any path | refused (`ECAPMODE`) | refused by Landlock (`EACCES`) and seccomp (`EPERM`: no `openat`, `execve`) |
+//! | A planned descriptor used beyond its rights | refused (`ENOTCAPABLE`) | refused (`EPERM`) for read/write, recv/send, accept, shutdown, get/setsockopt, get{sock,peer}name, connect, bind, listen, `fcntl(F_GETFL/F_SETFL)`, `ioctl(FIONREAD/FIONBIO)` |
+//! | New sockets | refused | refused in restricted mode; open mode: IPv4/IPv6 only; with [`Policy::allow_bind`] in restricted mode: TCP only |
+//! | `connect` | refused | refused in restricted mode (seccomp and Landlock); open mode: allowed, optionally only to [`Policy::connect_ports`] (Landlock, TCP) |
+//! | `sendto` with an address | refused in capability mode | refused in restricted mode; allowed in open mode |
+//! | `bind`, `listen` | refused | refused unless [`Policy::allow_bind`] |
+//! | Everything else (`kill`, `ptrace`, `mount`, `setuid`...) | refused | not in the allowlist: `EPERM` |
+//!
+//! Descriptors opened **after** entry (sockets a listener accepts, sockets
+//! libslirp makes in open mode) inherit the listener's rights on FreeBSD;
+//! on Linux they are governed by the syscall allowlist only, since seccomp
+//! cannot name them in advance. That is why per-descriptor checks on Linux
+//! are deny rules ("this planned descriptor may not be written") rather
+//! than allow rules: new descriptors must keep working.
+//!
+//! # Open mode gives up
+//!
+//! Open mode exists so a guest can reach the outside. On Linux it allows
+//! `socket` (IPv4 and IPv6 only; no `AF_UNIX`, so no new connection to a
+//! named socket on the host), `connect` and `sendto` anywhere UDP goes:
+//! Landlock on this kernel (ABI 7) covers TCP, not UDP, so
+//! [`Policy::connect_ports`] narrows TCP connects only. The filesystem stays
+//! closed. On FreeBSD capability mode makes `connect` and addressed
+//! `sendto` impossible, so **open mode on FreeBSD limits every planned
+//! descriptor's rights but does not enter capability mode**: the process
+//! keeps its ambient authority (the filesystem, new sockets), and a warning
+//! is logged and put in the [`Report`]. Run it as an unprivileged user.
+//!
+//! # Platform differences
+//!
+//! - FreeBSD: each planned descriptor gets `cap_rights_limit` (plus
+//!   `cap_ioctls_limit` and `cap_fcntls_limit` where it has `Fcntl`/`Ioctl`),
+//!   computed by [`plan::capsicum_limits`]; time zone data is cached
+//!   (`localtime_r` before entry, as `caph_cache_tzdata` does); then
+//!   `cap_enter` (restricted mode only). `RECV`/`SEND` are the same rights
+//!   as `READ`/`WRITE` there. A listener's rights pass to every socket it
+//!   accepts, which is why [`Rights::LISTENER`](crate::Rights::LISTENER)
+//!   carries the accepted socket's needs. Runtime host forwards are not
+//!   possible (no `bind` in capability mode).
+//! - Linux: `PR_SET_NO_NEW_PRIVS`; Landlock (best effort, whatever ABI the
+//!   kernel has; the effective ABI is in the report): all filesystem access
+//!   handled with no rule, TCP bind (unless [`Policy::allow_bind`]) and
+//!   connect handled, abstract unix sockets and signals scoped; then a
+//!   seccomp-BPF allowlist, [`plan::seccomp_rules`], whose refusals return
+//!   `EPERM`. The measured syscall list and how it was found are in the
+//!   `linux` module's source. x86_64 and aarch64.
+//! - Elsewhere: [`Plan::apply_and_enter`] returns [`Error::Unsupported`].
+//!
+//! # Libraries running inside
+//!
+//! libslirp in restricted mode accepts on host-forward listeners (`accept`,
+//! `fcntl F_GETFL/F_SETFL`, `setsockopt`), all allowed. In open mode it also
+//! makes sockets and reads `/etc/resolv.conf` lazily on the first DNS query:
+//! trigger that read from a [`Plan::before_entry`] hook, since no file can be
+//! opened afterwards.
+
+mod plan;
+
+#[cfg(target_os = "freebsd")]
+mod capsicum;
+#[cfg(target_os = "linux")]
+mod linux;
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+pub use plan::{
+    capsicum_limits, landlock_rules, linux_abi, seccomp_rules, CapFcntl, CapIoctl, CapLimits,
+    CapRight, Cmp, Cond, LandlockRules, Mode, Plan, PlannedFd, Policy, SeccompRules, Sys, SysRule,
+    BASE_SYSCALLS, FD_SYSCALLS,
+};
+
+/// What went wrong while entering the sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This platform has no sandbox implementation.
+    #[error("sandboxing is not supported on {0}: caploop can enter a sandbox on FreeBSD (Capsicum) and Linux (seccomp + Landlock) only")]
+    Unsupported(&'static str),
+    /// The process already entered the sandbox.
+    #[error("the sandbox was already entered")]
+    AlreadyEntered,
+    /// A planned descriptor is not open.
+    #[error("fd {fd} ({label}) is not open")]
+    BadFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// Who planned it.
+        label: String,
+    },
+    /// Limiting a planned descriptor failed.
+    #[error("limiting fd {fd} ({label}) with {call}: {source}")]
+    Limit {
+        /// The descriptor.
+        fd: RawFd,
+        /// Who planned it.
+        label: String,
+        /// The call that failed (`cap_rights_limit`...).
+        call: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A syscall needed to enter failed.
+    #[error("{syscall} failed: {source}")]
+    Syscall {
+        /// The syscall, with its arguments where that helps.
+        syscall: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A [`Plan::before_entry`] hook failed.
+    #[error("before-entry hook {name:?} failed: {source}")]
+    Hook {
+        /// The hook's name.
+        name: String,
+        /// Its error.
+        source: std::io::Error,
+    },
+    /// Building or applying the Landlock ruleset failed.
+    #[error("Landlock: {0}")]
+    Landlock(String),
+    /// Building or installing the seccomp filter failed.
+    #[error("seccomp filter: {0}")]
+    Seccomp(String),
+}
+
+/// Result of sandbox operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How completely Landlock enforces what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Everything asked for is enforced.
+    Full,
+    /// Part of it (the kernel's ABI lacks some access rights).
+    Partial,
+    /// Nothing (Landlock missing or disabled).
+    None,
+}
+
+/// What Landlock was asked for and what the kernel enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandlockReport {
+    /// The ABI used: the lower of the kernel's and the `landlock` crate's
+    /// (0: Landlock unavailable).
+    pub abi: u32,
+    /// How much of `rules` is enforced.
+    pub enforcement: Enforcement,
+    /// What was asked for.
+    pub rules: LandlockRules,
+}
+
+/// The seccomp filter that was installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeccompReport {
+    /// The allowed syscalls (some with argument checks).
+    pub syscalls: Vec<Sys>,
+    /// Length of the BPF program.
+    pub instructions: usize,
+    /// Violations are logged rather than refused ([`Policy::audit`]).
+    pub audit: bool,
+}
+
+/// What [`Plan::apply_and_enter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The mode entered.
+    pub mode: Mode,
+    /// The descriptors limited, with their rights.
+    pub limited: Vec<PlannedFd>,
+    /// Open descriptors that were not in the plan. They keep full rights on
+    /// FreeBSD; on Linux only the syscall allowlist applies to them.
+    pub unplanned_fds: Vec<RawFd>,
+    /// FreeBSD: capability mode was entered.
+    pub capability_mode: bool,
+    /// Linux: `PR_SET_NO_NEW_PRIVS` is set.
+    pub no_new_privs: bool,
+    /// Linux: Landlock.
+    pub landlock: Option<LandlockReport>,
+    /// Linux: the seccomp filter.
+    pub seccomp: Option<SeccompReport>,
+    /// What is weaker than asked, in words.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    fn new(plan: &Plan, policy: &Policy) -> Report {
+        Report {
+            mode: policy.mode,
+            limited: plan.fds.clone(),
+            unplanned_fds: Vec::new(),
+            capability_mode: false,
+            no_new_privs: false,
+            landlock: None,
+            seccomp: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The seccomp mode of the calling thread (`Seccomp:` in
+/// `/proc/thread-self/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// No seccomp.
+    Disabled,
+    /// Strict mode (read, write, exit only).
+    Strict,
+    /// A BPF filter.
+    Filter,
+}
+
+/// The process's sandbox state, as the kernel and this module see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxStatus {
+    /// This module entered the sandbox, in this mode.
+    pub entered: Option<Mode>,
+    /// FreeBSD: the process is in capability mode (`cap_getmode`).
+    pub capability_mode: Option<bool>,
+    /// Linux: `NoNewPrivs` of the thread.
+    pub no_new_privs: Option<bool>,
+    /// Linux: `Seccomp` of the thread.
+    pub seccomp: Option<SeccompMode>,
+    /// Linux: `Seccomp_filters` of the thread (stacked filters).
+    pub seccomp_filters: Option<u32>,
+    /// Linux: the Landlock domain this module applied (the kernel does not
+    /// show it in `/proc`).
+    pub landlock: Option<LandlockReport>,
+}
+
+impl SandboxStatus {
+    /// Whether any layer is active: capability mode, a seccomp filter, or a
+    /// Landlock domain this module applied.
+    pub fn is_sandboxed(&self) -> bool {
+        self.capability_mode == Some(true)
+            || matches!(
+                self.seccomp,
+                Some(SeccompMode::Filter | SeccompMode::Strict)
+            )
+            || self
+                .landlock
+                .as_ref()
+                .is_some_and(|l| l.enforcement != Enforcement::None)
+    }
+}
+
+/// What this module applied, recorded once entered.
+#[derive(Debug)]
+struct Entered {
+    mode: Mode,
+    landlock: Option<LandlockReport>,
+}
+
+static ENTERED: OnceLock<Entered> = OnceLock::new();
+
+/// The sandbox state of the process (on Linux, of the calling thread: seccomp
+/// and Landlock are per thread). Works before and after entry.
+pub fn status() -> SandboxStatus {
+    let mut st = SandboxStatus::default();
+    if let Some(e) = ENTERED.get() {
+        st.entered = Some(e.mode);
+        st.landlock = e.landlock.clone();
+    }
+    platform_status(&mut st);
+    st
+}
+
+#[cfg(target_os = "linux")]
+fn platform_status(st: &mut SandboxStatus) {
+    if let Some(text) = linux::read_status() {
+        let (nnp, mode, filters) = parse_proc_status(&text);
+        st.no_new_privs = nnp;
+        st.seccomp = mode;
+        st.seccomp_filters = filters;
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+fn platform_status(st: &mut SandboxStatus) {
+    st.capability_mode = ::capsicum::get_mode().ok();
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn platform_status(_st: &mut SandboxStatus) {}
+
+/// Reads `NoNewPrivs`, `Seccomp` and `Seccomp_filters` from the text of a
+/// Linux `/proc/<pid>/status` file.
+pub fn parse_proc_status(text: &str) -> (Option<bool>, Option<SeccompMode>, Option<u32>) {
+    let mut out = (None, None, None);
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "NoNewPrivs" => out.0 = value.parse::<u32>().ok().map(|v| v != 0),
+            "Seccomp" => {
+                out.1 = match value {
+                    "0" => Some(SeccompMode::Disabled),
+                    "1" => Some(SeccompMode::Strict),
+                    "2" => Some(SeccompMode::Filter),
+                    _ => None,
+                }
+            }
+            "Seccomp_filters" => out.2 = value.parse().ok(),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// Runs the hooks, limits every planned descriptor and enters the
+    /// sandbox under `policy`. See the [module docs](self).
+    pub fn apply_and_enter(self, policy: &Policy) -> Result<Report> {
+        enter(self, policy)
+    }
+}
+
+/// Runs `plan`'s hooks, limits every planned descriptor and enters the
+/// sandbox under `policy` (the same as [`Plan::apply_and_enter`]).
+pub fn enter(plan: Plan, policy: &Policy) -> Result<Report> {
+    if !cfg!(any(target_os = "linux", target_os = "freebsd")) {
+        return Err(Error::Unsupported(std::env::consts::OS));
+    }
+    if ENTERED.get().is_some() {
+        return Err(Error::AlreadyEntered);
+    }
+    let Plan { fds, hooks } = plan;
+    for (name, hook) in hooks {
+        hook().map_err(|source| Error::Hook { name, source })?;
+    }
+    let plan = Plan {
+        fds,
+        hooks: Vec::new(),
+    };
+    for p in &plan.fds {
+        if !is_open(p.fd) {
+            return Err(Error::BadFd {
+                fd: p.fd,
+                label: p.label.clone(),
+            });
+        }
+    }
+    let mut report = Report::new(&plan, policy);
+    report.unplanned_fds = open_fds()
+        .into_iter()
+        .filter(|fd| plan.rights_of(*fd).is_none())
+        .collect();
+    if !report.unplanned_fds.is_empty() {
+        log::debug!(
+            "descriptors open but not planned: {:?}",
+            report.unplanned_fds
+        );
+    }
+    cache_libc_data();
+    let landlock = platform_enter(&plan, policy, &mut report)?;
+    let _ = ENTERED.set(Entered {
+        mode: policy.mode,
+        landlock,
+    });
+    Ok(report)
+}
+
+#[cfg(target_os = "linux")]
+fn platform_enter(
+    plan: &Plan,
+    policy: &Policy,
+    report: &mut Report,
+) -> Result<Option<LandlockReport>> {
+    linux::enter(plan, policy, report)?;
+    Ok(report.landlock.clone())
+}
+
+#[cfg(target_os = "freebsd")]
+fn platform_enter(
+    plan: &Plan,
+    policy: &Policy,
+    report: &mut Report,
+) -> Result<Option<LandlockReport>> {
+    self::capsicum::enter(plan, policy, report)?;
+    Ok(None)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn platform_enter(
+    _plan: &Plan,
+    _policy: &Policy,
+    _report: &mut Report,
+) -> Result<Option<LandlockReport>> {
+    Err(Error::Unsupported(std::env::consts::OS))
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor table entry.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
+/// Every open descriptor, found by probing up to the soft `RLIMIT_NOFILE`
+/// (at most 65536).
+fn open_fds() -> Vec<RawFd> {
+    // SAFETY: sysconf has no memory effects.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = if max <= 0 { 1024 } else { max.min(65536) } as RawFd;
+    (0..max).filter(|&fd| is_open(fd)).collect()
+}
+
+/// Loads what libc reads lazily and could not read after entry: time zone
+/// data (`caph_cache_tzdata` in FreeBSD's libcasper does the same).
+fn cache_libc_data() {
+    let t: libc::time_t = 0;
+    // SAFETY: `tm` is a plain C struct for localtime_r to fill; both
+    // pointers are valid for the call.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_status() {
+        let text = "Name:\tx\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(
+            parse_proc_status(text),
+            (Some(true), Some(SeccompMode::Filter), Some(1))
+        );
+        let text = "NoNewPrivs:\t0\nSeccomp:\t0\n";
+        assert_eq!(
+            parse_proc_status(text),
+            (Some(false), Some(SeccompMode::Disabled), None)
+        );
+    }
+
+    #[test]
+    fn status_before_entry_is_not_sandboxed() {
+        let st = status();
+        assert_eq!(st.entered, None);
+        #[cfg(target_os = "linux")]
+        assert!(st.seccomp.is_some());
+    }
+
+    #[test]
+    fn hook_errors_name_the_hook() {
+        if ENTERED.get().is_some() {
+            return;
+        }
+        let mut plan = Plan::new();
+        plan.before_entry("boom", || Err(std::io::Error::other("no")));
+        match enter(plan, &Policy::restricted()) {
+            Err(Error::Hook { name, .. }) => assert_eq!(name, "boom"),
+            #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+            Err(Error::Unsupported(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closed_fd_is_refused_before_anything_applies() {
+        let mut plan = Plan::new();
+        plan.add_raw(1_000_000, crate::Rights::READ, "ghost");
+        match enter(plan, &Policy::restricted()) {
+            Err(Error::BadFd { fd, label }) => {
+                assert_eq!(fd, 1_000_000);
+                assert_eq!(label, "ghost");
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+            Err(Error::Unsupported(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!status().seccomp.is_some_and(|m| m == SeccompMode::Filter));
+    }
+}

@@ -1,0 +1,106 @@
+//! Errors of the net back ends. Each names the back end, interface or
+//! length at fault; nothing here panics on bad input.
+
+use std::io;
+
+/// What went wrong in a net back-end call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No back end's prefix matches the name (bhyve's `netbe_init` returning
+    /// `EINVAL`).
+    #[error("no net backend matches {name:?}: the name must start with one of {known}")]
+    UnknownBackend {
+        /// The name given.
+        name: String,
+        /// The prefixes that are known, comma separated.
+        known: String,
+    },
+    /// The back end exists but cannot be used here (another platform, or
+    /// not built yet).
+    #[error("net backend {name:?}: {reason}")]
+    Unsupported {
+        /// The name given.
+        name: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// The name cannot be a network interface or device name.
+    #[error("invalid network interface name {name:?}: {reason}")]
+    BadName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A virtio-net header length other than 0, 10 or 12.
+    #[error("virtio-net header length {0} is not one of 0, 10 and 12")]
+    BadVnetHdrLen(usize),
+    /// The back end refused the features or header length.
+    #[error(
+        "net backend {backend:?} cannot take features {features:#x} \
+         with a {vnet_hdr_len}-byte virtio-net header"
+    )]
+    CapRefused {
+        /// The back end's name.
+        backend: String,
+        /// The features asked for.
+        features: u64,
+        /// The header length asked for.
+        vnet_hdr_len: usize,
+    },
+    /// The iovecs are shorter than the virtio-net header they must hold.
+    #[error("the iovecs hold {have} bytes, fewer than the {need}-byte virtio-net header")]
+    ShortIov {
+        /// The header length.
+        need: usize,
+        /// The bytes the iovecs hold.
+        have: usize,
+    },
+    /// A received frame did not fit in the buffers given; it was dropped.
+    #[error("a {len}-byte frame does not fit in {room} bytes of buffers; it was dropped")]
+    FrameTooBig {
+        /// The frame's length.
+        len: usize,
+        /// The room the buffers had.
+        room: usize,
+    },
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// The operation, with the device it was about.
+        op: String,
+        /// The error from the kernel.
+        #[source]
+        source: io::Error,
+    },
+    /// The reactor refused a registration change.
+    #[error(transparent)]
+    Reactor(#[from] crate::reactor::Error),
+}
+
+impl Error {
+    pub(crate) fn io(op: impl Into<String>, source: impl Into<io::Error>) -> Error {
+        Error::Io {
+            op: op.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the kernel's error kind for [`Error::Io`]; buffer and length
+    /// errors become [`io::ErrorKind::InvalidInput`].
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io { source, .. } => source.kind(),
+            Error::ShortIov { .. }
+            | Error::FrameTooBig { .. }
+            | Error::BadVnetHdrLen(_)
+            | Error::BadName { .. }
+            | Error::UnknownBackend { .. } => io::ErrorKind::InvalidInput,
+            Error::Unsupported { .. } | Error::CapRefused { .. } => io::ErrorKind::Unsupported,
+            Error::Reactor(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

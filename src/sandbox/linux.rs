@@ -1,0 +1,400 @@
+//! Linux: `PR_SET_NO_NEW_PRIVS`, Landlock, then a seccomp-BPF allowlist.
+//!
+//! Everything decided here comes from [`super::plan`]; this file only turns
+//! the data into `prctl`, `landlock` and `seccompiler` calls.
+//!
+//! # How the syscall list was found
+//!
+//! Every test in `tests/sandbox.rs` and the `sandboxed_echo` example (both
+//! the `--demo` socketpair round trip and the unix-listener mode with a
+//! client) were run under `strace -f -qq`, in debug and release builds, and
+//! every syscall the sandboxed thread made after its
+//! `seccomp(SECCOMP_SET_MODE_FILTER)` was counted, with the ones that came
+//! back `EPERM`/`EACCES` (which is how `signalfd4` was found missing: the
+//! reactor narrows its signalfd's mask when a signal route is dropped):
+//!
+//! ```text
+//! strace -f -qq -o t.log target/{debug,release}/deps/sandbox-HASH --test-threads=1
+//! strace -f -qq -o e.log target/{debug,release}/examples/sandboxed_echo --demo
+//! strace -f -qq -o l.log target/release/examples/sandboxed_echo /tmp/e.sock 2
+//! ```
+//!
+//! Seen after entry, allowed: `epoll_pwait`, `epoll_ctl`, `timerfd_settime`
+//! (polling's wait); `read` (signalfd, sockets), `write`, `recvfrom` (std's
+//! `UnixStream::read`), `sendto` without an address (std's
+//! `UnixStream::write` on sockets), `close`; `fcntl(F_GETFD)` before each
+//! `OwnedFd` close in debug builds only; `munmap` + `sigaltstack` +
+//! `exit_group` from `std::process::exit`; `rt_sigprocmask` and `signalfd4`
+//! (signal routes); `pread64` on the kept status file; `accept4` +
+//! `ioctl(FIONBIO)` (std's `accept` and `set_nonblocking`) in listener
+//! mode; with `allow_bind`: `socket`, `setsockopt(SO_REUSEADDR)`, `bind`,
+//! `listen`, `getsockname`; in open mode: `socket`, `connect`.
+//! Refused as intended: `openat`, `execve`, `socket` and `socketpair` in
+//! restricted mode, `connect`, `bind`, `statx`, `write`/`writev`/`sendto`/
+//! `recvfrom` on a descriptor planned without the right.
+//!
+//! Not seen in these runs, allowed because libslirp, glibc's allocator or
+//! std need them (FACTS.md, libslirp's source): `mmap`, `mremap`,
+//! `madvise`, `brk` (the allocator; libslirp maps 135168 bytes per
+//! socket), `futex` (std's locks), `accept` (libslirp's hostfwd),
+//! `readv`, `writev`, `recvmsg` (`MSG_ERRQUEUE`), `sendmsg`,
+//! `setsockopt`/`getsockopt`, `getsockname`, `getpeername`, `shutdown`,
+//! `fcntl(F_GETFL/F_SETFL)` and `ioctl(FIONREAD)` (libslirp),
+//! `clock_gettime` (vDSO fallback), `clock_nanosleep`, `exit`,
+//! `rt_sigreturn`, `restart_syscall`, `sched_yield`, `getrandom`, `getpid`,
+//! `gettid`, `epoll_pwait2`.
+//!
+//! `fstat`/`newfstatat`/`statx` are deliberately absent: seccomp cannot see
+//! the path argument, so allowing them would let the sandbox probe the
+//! filesystem. Code that needs a file's metadata must take it before entry.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+use super::plan::{landlock_rules, seccomp_rules, Cmp, SeccompRules, Sys, SysRule};
+use super::{Enforcement, Error, LandlockReport, Plan, Policy, Report, Result, SeccompReport};
+
+/// `/proc/thread-self/status` of the thread that entered, opened before
+/// entry so [`super::status`] can still read it (with `pread64`).
+static STATUS_FD: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The newest Landlock ABI the `landlock` crate knows; the crate lowers it
+/// to what the kernel has (best effort).
+const LANDLOCK_LATEST: ABI = ABI::V10;
+
+pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result<()> {
+    let arch = target_arch()?;
+
+    let status_fd = match std::fs::File::open("/proc/thread-self/status") {
+        Ok(f) => Some(OwnedFd::from(f)),
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("/proc/thread-self/status not kept: {e}"));
+            None
+        }
+    };
+    let rules = seccomp_rules(&plan.fds, policy, status_fd.as_ref().map(|f| f.as_raw_fd()));
+    // Built before anything is applied: building allocates and can fail.
+    let program = build_filter(&rules, policy.audit, arch)?;
+
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::Syscall {
+            syscall: "prctl(PR_SET_NO_NEW_PRIVS)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    report.no_new_privs = true;
+
+    let landlock = apply_landlock(policy)?;
+    if landlock.enforcement != Enforcement::Full {
+        report.warnings.push(format!(
+            "Landlock: the kernel's ABI {} enforces {:?}ly what was asked for ABI {}: \
+             newer access rights (e.g. UDP, named unix sockets) are not covered",
+            landlock.abi, landlock.enforcement, LANDLOCK_LATEST as u32
+        ));
+    }
+    report.landlock = Some(landlock);
+
+    if let Some(fd) = status_fd {
+        let _ = STATUS_FD.set(fd);
+    }
+    let instructions = program.len();
+    seccompiler::apply_filter(&program).map_err(|e| Error::Seccomp(e.to_string()))?;
+    report.seccomp = Some(SeccompReport {
+        syscalls: rules.allow.keys().copied().collect(),
+        instructions,
+        audit: policy.audit,
+    });
+    if policy.audit {
+        report
+            .warnings
+            .push("seccomp audit mode: violations are logged, not refused".into());
+    }
+    Ok(())
+}
+
+fn target_arch() -> Result<seccompiler::TargetArch> {
+    #[cfg(target_arch = "x86_64")]
+    return Ok(seccompiler::TargetArch::x86_64);
+    #[cfg(target_arch = "aarch64")]
+    return Ok(seccompiler::TargetArch::aarch64);
+    #[allow(unreachable_code)]
+    Err(Error::Unsupported(
+        "this Linux architecture (seccomp rules exist for x86_64 and aarch64)",
+    ))
+}
+
+fn apply_landlock(policy: &Policy) -> Result<LandlockReport> {
+    let want = landlock_rules(policy);
+    let err = |e: landlock::RulesetError| Error::Landlock(e.to_string());
+
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    if want.handle_fs {
+        ruleset = ruleset
+            .handle_access(AccessFs::from_all(LANDLOCK_LATEST))
+            .map_err(err)?;
+    }
+    let mut net: BitFlags<AccessNet> = BitFlags::empty();
+    if want.handle_bind_tcp {
+        net |= AccessNet::BindTcp;
+    }
+    if want.handle_connect_tcp {
+        net |= AccessNet::ConnectTcp;
+    }
+    if !net.is_empty() {
+        ruleset = ruleset.handle_access(net).map_err(err)?;
+    }
+    if want.scope {
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(err)?;
+    }
+    let mut created = ruleset.create().map_err(err)?;
+    if want.handle_connect_tcp {
+        for &port in &want.connect_ports {
+            created = created
+                .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+                .map_err(err)?;
+        }
+    }
+    let st = created.no_new_privs(true).restrict_self().map_err(err)?;
+    let abi = match st.landlock {
+        LandlockStatus::Available { effective_abi, .. } => effective_abi as u32,
+        LandlockStatus::NotEnabled | LandlockStatus::NotImplemented => 0,
+    };
+    let enforcement = match st.ruleset {
+        RulesetStatus::FullyEnforced => Enforcement::Full,
+        RulesetStatus::PartiallyEnforced => Enforcement::Partial,
+        RulesetStatus::NotEnforced => Enforcement::None,
+    };
+    Ok(LandlockReport {
+        abi,
+        enforcement,
+        rules: want,
+    })
+}
+
+/// The syscall number of `sys` on the target architecture.
+pub(super) fn number(sys: Sys) -> i64 {
+    use Sys::*;
+    match sys {
+        Read => libc::SYS_read,
+        Readv => libc::SYS_readv,
+        Pread64 => libc::SYS_pread64,
+        Write => libc::SYS_write,
+        Writev => libc::SYS_writev,
+        Recvfrom => libc::SYS_recvfrom,
+        Recvmsg => libc::SYS_recvmsg,
+        Sendto => libc::SYS_sendto,
+        Sendmsg => libc::SYS_sendmsg,
+        Accept => libc::SYS_accept,
+        Accept4 => libc::SYS_accept4,
+        Connect => libc::SYS_connect,
+        Bind => libc::SYS_bind,
+        Listen => libc::SYS_listen,
+        Socket => libc::SYS_socket,
+        Shutdown => libc::SYS_shutdown,
+        Getsockopt => libc::SYS_getsockopt,
+        Setsockopt => libc::SYS_setsockopt,
+        Getsockname => libc::SYS_getsockname,
+        Getpeername => libc::SYS_getpeername,
+        Fcntl => libc::SYS_fcntl,
+        Ioctl => libc::SYS_ioctl,
+        Close => libc::SYS_close,
+        EpollPwait => libc::SYS_epoll_pwait,
+        EpollPwait2 => libc::SYS_epoll_pwait2,
+        EpollCtl => libc::SYS_epoll_ctl,
+        TimerfdSettime => libc::SYS_timerfd_settime,
+        Mmap => libc::SYS_mmap,
+        Munmap => libc::SYS_munmap,
+        Mremap => libc::SYS_mremap,
+        Madvise => libc::SYS_madvise,
+        Brk => libc::SYS_brk,
+        ClockGettime => libc::SYS_clock_gettime,
+        ClockNanosleep => libc::SYS_clock_nanosleep,
+        Exit => libc::SYS_exit,
+        ExitGroup => libc::SYS_exit_group,
+        Sigaltstack => libc::SYS_sigaltstack,
+        RtSigreturn => libc::SYS_rt_sigreturn,
+        RtSigprocmask => libc::SYS_rt_sigprocmask,
+        Signalfd4 => libc::SYS_signalfd4,
+        Futex => libc::SYS_futex,
+        Getrandom => libc::SYS_getrandom,
+        RestartSyscall => libc::SYS_restart_syscall,
+        SchedYield => libc::SYS_sched_yield,
+        Getpid => libc::SYS_getpid,
+        Gettid => libc::SYS_gettid,
+    }
+}
+
+fn build_filter(
+    rules: &SeccompRules,
+    audit: bool,
+    arch: seccompiler::TargetArch,
+) -> Result<BpfProgram> {
+    let serr =
+        |sys: Sys, e: seccompiler::BackendError| Error::Seccomp(format!("rule for {sys}: {e}"));
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for (&sys, rule) in &rules.allow {
+        let chain = match rule {
+            SysRule::Any => Vec::new(),
+            SysRule::AnyOf(groups) => {
+                let mut chain = Vec::with_capacity(groups.len());
+                for g in groups {
+                    let mut conds = Vec::with_capacity(g.len());
+                    for c in g {
+                        let len = if c.wide {
+                            SeccompCmpArgLen::Qword
+                        } else {
+                            SeccompCmpArgLen::Dword
+                        };
+                        let op = match c.cmp {
+                            Cmp::Eq => SeccompCmpOp::Eq,
+                            Cmp::Ne => SeccompCmpOp::Ne,
+                            Cmp::MaskedEq(m) => SeccompCmpOp::MaskedEq(m),
+                        };
+                        let value = if c.wide {
+                            c.value
+                        } else {
+                            c.value & 0xffff_ffff
+                        };
+                        conds.push(
+                            SeccompCondition::new(c.arg, len, op, value)
+                                .map_err(|e| serr(sys, e))?,
+                        );
+                    }
+                    chain.push(SeccompRule::new(conds).map_err(|e| serr(sys, e))?);
+                }
+                chain
+            }
+        };
+        map.insert(number(sys), chain);
+    }
+    let mismatch = if audit {
+        SeccompAction::Log
+    } else {
+        SeccompAction::Errno(libc::EPERM as u32)
+    };
+    let filter = SeccompFilter::new(map, mismatch, SeccompAction::Allow, arch)
+        .map_err(|e| Error::Seccomp(e.to_string()))?;
+    let program = BpfProgram::try_from(filter).map_err(|e| Error::Seccomp(e.to_string()))?;
+    // BPF_MAXINSNS: the kernel refuses longer programs.
+    if program.len() > 4096 {
+        return Err(Error::Seccomp(format!(
+            "the filter has {} instructions, more than the kernel's 4096; plan fewer \
+             descriptors with narrowed rights",
+            program.len()
+        )));
+    }
+    Ok(program)
+}
+
+/// The text of the entering thread's `/proc/thread-self/status`, read from
+/// the descriptor kept at entry (opening is refused afterwards), or of the
+/// calling thread's before entry.
+pub(super) fn read_status() -> Option<String> {
+    match STATUS_FD.get() {
+        Some(fd) => {
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            while len < buf.len() {
+                // SAFETY: the buffer is valid for `buf.len() - len` bytes
+                // from `len`; the descriptor is kept open in STATUS_FD.
+                let n = unsafe {
+                    libc::pread(
+                        fd.as_raw_fd(),
+                        buf[len..].as_mut_ptr().cast(),
+                        buf.len() - len,
+                        len as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                len += n as usize;
+            }
+            buf.truncate(len);
+            String::from_utf8(buf).ok()
+        }
+        None => std::fs::read_to_string("/proc/thread-self/status").ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::{linux_abi, Mode, PlannedFd};
+    use super::*;
+    use crate::Rights;
+
+    #[test]
+    #[allow(clippy::unnecessary_cast)] // the types differ between libc targets
+    fn abi_constants_match_libc() {
+        assert_eq!(linux_abi::F_GETFD, libc::F_GETFD as u64);
+        assert_eq!(linux_abi::F_SETFD, libc::F_SETFD as u64);
+        assert_eq!(linux_abi::F_GETFL, libc::F_GETFL as u64);
+        assert_eq!(linux_abi::F_SETFL, libc::F_SETFL as u64);
+        assert_eq!(linux_abi::FIONREAD, libc::FIONREAD as u64);
+        assert_eq!(linux_abi::FIONBIO, libc::FIONBIO as u64);
+        assert_eq!(linux_abi::TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
+        assert_eq!(linux_abi::TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ as u64);
+        assert_eq!(linux_abi::AF_INET, libc::AF_INET as u64);
+        assert_eq!(linux_abi::AF_INET6, libc::AF_INET6 as u64);
+        assert_eq!(linux_abi::SOCK_STREAM, libc::SOCK_STREAM as u64);
+    }
+
+    #[test]
+    fn filters_build_for_both_modes() {
+        let fds = vec![
+            PlannedFd {
+                fd: 3,
+                rights: Rights::READ_ONLY,
+                label: "r".into(),
+            },
+            PlannedFd {
+                fd: 4,
+                rights: Rights::LISTENER,
+                label: "l".into(),
+            },
+        ];
+        for mode in [Mode::Restricted, Mode::Open] {
+            let p = Policy {
+                mode,
+                allow_bind: true,
+                ..Policy::default()
+            };
+            let rules = seccomp_rules(&fds, &p, Some(9));
+            let prog = build_filter(&rules, false, target_arch().unwrap()).unwrap();
+            assert!(prog.len() > rules.allow.len());
+            assert!(prog.len() < 4096);
+        }
+    }
+
+    #[test]
+    fn a_huge_plan_is_refused_not_truncated() {
+        let fds: Vec<PlannedFd> = (3..1500)
+            .map(|fd| PlannedFd {
+                fd,
+                rights: Rights::EVENT,
+                label: String::new(),
+            })
+            .collect();
+        let rules = seccomp_rules(&fds, &Policy::restricted(), None);
+        assert!(matches!(
+            build_filter(&rules, false, target_arch().unwrap()),
+            Err(Error::Seccomp(_))
+        ));
+    }
+}
