@@ -1,0 +1,459 @@
+//! [`Stack`]: one libslirp instance driven by a [`Reactor`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::os::raw::c_int;
+use std::rc::Rc;
+
+use super::callbacks::{Op, Shared, CALLBACKS};
+use super::config::{CConfig, Config};
+use super::ffi;
+use super::hostfwd::{Proto, Rule};
+use super::poll::PollCtx;
+use super::timers::SlirpTimer;
+use super::{Error, Result};
+use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
+
+/// Ethernet header length: the shortest frame accepted.
+pub const ETH_HLEN: usize = 14;
+
+/// What a [`Stack`] has done, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames from the guest handed to libslirp.
+    pub frames_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Frames from libslirp handed to the sink.
+    pub frames_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Frames from the guest shorter than an Ethernet header, dropped.
+    pub dropped_runt: u64,
+    /// Frames from the guest longer than MRU + 14, dropped.
+    pub dropped_oversize: u64,
+    /// ARP, IPv4 or IPv6 frames too short for their own header, dropped.
+    pub dropped_malformed: u64,
+    /// Frames given after the stack was closed, dropped.
+    pub dropped_closed: u64,
+    /// Guest misbehaviour libslirp reported.
+    pub guest_errors: u64,
+    /// Reactor calls that failed while syncing libslirp's sockets (logged).
+    pub reactor_errors: u64,
+}
+
+/// One libslirp socket's reactor registration.
+pub(crate) struct Reg {
+    pub handle: Handle,
+    pub interest: Interest,
+    pub enabled: bool,
+    /// The sync generation that last saw this descriptor.
+    pub seen: u64,
+}
+
+/// The stack's reactor-side bookkeeping. Borrowed only between libslirp
+/// calls, never across one and never while the sink runs.
+#[derive(Default)]
+pub(crate) struct State {
+    pub regs: HashMap<RawFd, Reg>,
+    pub poll: PollCtx,
+    pub timers: HashMap<usize, SlirpTimer>,
+    pub poll_timer: Option<TimerHandle>,
+    pub prepare: Option<PrepareHandle>,
+    /// The poll timer is armed to fire this round (readiness was recorded).
+    pub poll_now: bool,
+    pub gen: u64,
+    /// Registrations, timers and hook have been removed from the reactor.
+    pub torn_down: bool,
+}
+
+/// Where frames for the guest go.
+type Sink = Box<dyn FnMut(&[u8])>;
+
+/// Everything the stack owns, shared (by `Rc`) between the [`Stack`] handle
+/// and the closures it puts in the reactor.
+pub(crate) struct Inner {
+    slirp: Cell<*mut ffi::Slirp>,
+    in_slirp: Cell<bool>,
+    /// The Stack handle was dropped; the next prepare hook tears down.
+    pub closing: Cell<bool>,
+    pub shared: Box<Shared>,
+    /// Kept for the instance's life: libslirp keeps the outbound pointers.
+    _cconfig: CConfig,
+    pub config: Config,
+    pub state: RefCell<State>,
+    sink: RefCell<Sink>,
+    pub counters: Cell<Counters>,
+}
+
+impl Inner {
+    /// Runs `f` with the instance unless the stack is closed or already
+    /// inside libslirp (libslirp is not re-entrant).
+    pub fn call<R>(&self, f: impl FnOnce(*mut ffi::Slirp) -> R) -> Option<R> {
+        let s = self.slirp.get();
+        if s.is_null() || self.in_slirp.get() {
+            return None;
+        }
+        self.in_slirp.set(true);
+        let r = f(s);
+        self.in_slirp.set(false);
+        Some(r)
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.slirp.get().is_null()
+    }
+
+    pub fn count(&self, f: impl FnOnce(&mut Counters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// Hands queued frames to the sink. A nested call (the sink fed a frame
+    /// back in) leaves them to the outer loop.
+    pub fn drain_frames(&self) {
+        let Ok(mut sink) = self.sink.try_borrow_mut() else {
+            return;
+        };
+        while let Some(frame) = self.shared.pop_frame() {
+            self.count(|c| {
+                c.frames_out += 1;
+                c.bytes_out += frame.len() as u64;
+            });
+            sink(&frame);
+            self.shared.recycle(frame);
+        }
+    }
+
+    /// Applies what libslirp asked for during the last calls, then hands
+    /// out frames. Run right after every libslirp call made with the
+    /// reactor at hand.
+    pub fn after_call<D: 'static>(self: &Rc<Self>, r: &mut Reactor<D>) {
+        self.apply(r);
+        self.drain_frames();
+    }
+
+    /// Applies queued socket and timer operations to the reactor.
+    pub fn apply<D: 'static>(self: &Rc<Self>, r: &mut Reactor<D>) {
+        let ops = self.shared.take_ops();
+        if ops.is_empty() {
+            return;
+        }
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            return;
+        };
+        for op in ops {
+            match op {
+                Op::Register(fd) => log::trace!("slirp: fd {fd} opened"),
+                Op::Unregister(fd) => {
+                    // libslirp closes the descriptor right after telling us,
+                    // or already has (calls made without the reactor): the
+                    // kernel dropped its poll registration with the close,
+                    // so deleting ours late is harmless.
+                    if let Some(reg) = st.regs.remove(&fd) {
+                        let _ = r.delete(reg.handle);
+                    }
+                    st.poll.revents.remove(&fd);
+                }
+                op => self.apply_timer_op(&mut st, r, op),
+            }
+        }
+    }
+
+    /// Removes everything the stack put in the reactor.
+    pub fn teardown<D: 'static>(&self, r: &mut Reactor<D>) {
+        let _ = self.shared.take_ops();
+        self.shared.clear_frames();
+        let Ok(mut st) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if st.torn_down {
+            return;
+        }
+        st.torn_down = true;
+        for (_, reg) in st.regs.drain() {
+            let _ = r.delete(reg.handle);
+        }
+        for (_, t) in st.timers.drain() {
+            let _ = r.cancel_timer(t.handle);
+        }
+        if let Some(h) = st.poll_timer.take() {
+            let _ = r.cancel_timer(h);
+        }
+        if let Some(h) = st.prepare.take() {
+            r.remove_prepare(h);
+        }
+    }
+
+    /// Destroys the libslirp instance (closing its sockets).
+    fn cleanup(&self) {
+        let s = self.slirp.get();
+        if s.is_null() || self.in_slirp.get() {
+            return;
+        }
+        self.slirp.set(std::ptr::null_mut());
+        // SAFETY: `s` came from slirp_new and is cleaned up once (the
+        // pointer is cleared first); no libslirp call is running.
+        unsafe { ffi::slirp_cleanup(s) };
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Normally done by Stack's Drop; this covers the rest. `shared`,
+        // which the callbacks use, is dropped only after this returns.
+        self.cleanup();
+    }
+}
+
+/// One libslirp instance on a [`Reactor`]: a virtual network with a host,
+/// a DNS forwarder and a DHCP server, for one guest.
+///
+/// Frames from the guest go in through [`input`](Stack::input); frames for
+/// the guest go to the sink given to [`new`](Stack::new). libslirp's
+/// sockets and timers are registered in the reactor and kept in sync by a
+/// prepare hook, so the caller only runs the reactor. Methods that take a
+/// reactor must be given the one the stack was made with.
+///
+/// libslirp writes to its sockets with plain `send()`: on Linux, where there
+/// is no `SO_NOSIGPIPE`, the process must ignore SIGPIPE (Rust programs do
+/// by default).
+pub struct Stack {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("open", &self.inner.is_open())
+            .field("counters", &self.inner.counters.get())
+            .finish()
+    }
+}
+
+impl Stack {
+    /// Makes the libslirp instance for `config` and hooks it into
+    /// `reactor`. Frames for the guest are passed to `sink`, on the loop
+    /// thread, outside libslirp (so the sink may call [`input`](Stack::input)).
+    pub fn new<D: 'static>(
+        reactor: &mut Reactor<D>,
+        config: Config,
+        sink: impl FnMut(&[u8]) + 'static,
+    ) -> Result<Stack> {
+        let cconfig = config.to_c()?;
+        let inner = Rc::new(Inner {
+            slirp: Cell::new(std::ptr::null_mut()),
+            in_slirp: Cell::new(false),
+            closing: Cell::new(false),
+            shared: Box::new(Shared::new()),
+            _cconfig: cconfig,
+            config,
+            state: RefCell::new(State::default()),
+            sink: RefCell::new(Box::new(sink)),
+            counters: Cell::new(Counters::default()),
+        });
+        let opaque = &*inner.shared as *const Shared as *mut std::os::raw::c_void;
+        // SAFETY: the config (version 4 layout, pinned by the ffi tests)
+        // and the pointers in it live in `inner`; CALLBACKS is static and
+        // has the full version-4 table; `opaque` is the boxed Shared, which
+        // outlives the instance (Inner's Drop cleans up before its fields
+        // drop).
+        let s = unsafe { ffi::slirp_new(&inner._cconfig.raw, &CALLBACKS, opaque) };
+        if s.is_null() {
+            return Err(Error::New);
+        }
+        inner.slirp.set(s);
+
+        let i = Rc::clone(&inner);
+        let poll_timer = reactor.add_timer_disarmed(move |r, _, _| i.poll(r));
+        let i = Rc::clone(&inner);
+        let prepare = reactor.add_prepare(move |r, _| i.prepare(r));
+        {
+            let mut st = inner.state.borrow_mut();
+            st.poll_timer = Some(poll_timer);
+            st.prepare = Some(prepare);
+        }
+        inner.sync(reactor);
+        Ok(Stack { inner })
+    }
+
+    /// Hands libslirp one Ethernet frame from the guest. Replies it makes
+    /// at once (ARP, DHCP) reach the sink before this returns. Runt,
+    /// oversize (more than MRU + 14 bytes) and truncated frames are counted
+    /// and dropped.
+    pub fn input(&self, frame: &[u8]) {
+        let inner = &self.inner;
+        if frame.len() < ETH_HLEN {
+            inner.count(|c| c.dropped_runt += 1);
+            return;
+        }
+        if frame.len() > inner.config.mru + ETH_HLEN {
+            inner.count(|c| c.dropped_oversize += 1);
+            return;
+        }
+        let min = match u16::from_be_bytes([frame[12], frame[13]]) {
+            0x0806 => ETH_HLEN + 28,
+            0x0800 => ETH_HLEN + 20,
+            0x86dd => ETH_HLEN + 40,
+            _ => ETH_HLEN,
+        };
+        if frame.len() < min {
+            inner.count(|c| c.dropped_malformed += 1);
+            return;
+        }
+        let len = frame.len() as c_int;
+        // SAFETY: `s` is the live instance; `frame` is valid for `len`
+        // bytes for the call, which does not keep the pointer.
+        let done = inner.call(|s| unsafe { ffi::slirp_input(s, frame.as_ptr(), len) });
+        if done.is_none() {
+            inner.count(|c| c.dropped_closed += 1);
+            return;
+        }
+        inner.count(|c| {
+            c.frames_in += 1;
+            c.bytes_in += frame.len() as u64;
+        });
+        inner.shared.dirty.set(true);
+        inner.drain_frames();
+    }
+
+    /// Adds a host forward. The host socket is bound at once (so a port in
+    /// use fails here) and registered in the reactor on its next round.
+    pub fn add_hostfwd(&self, rule: &Rule) -> Result<()> {
+        let inner = &self.inner;
+        let guest = rule.guest_socket_addr(inner.config.dhcp_start);
+        let host = rule.host_socket_addr();
+        let refuse = |why: &str| {
+            Err(Error::Hostfwd {
+                rule: rule.to_string(),
+                source: std::io::Error::other(why),
+            })
+        };
+        if guest.is_ipv6() && !inner.config.ipv6 {
+            return refuse("IPv6 is disabled in the stack's configuration");
+        }
+        if !guest.is_ipv6() && !inner.config.ipv4 {
+            return refuse("IPv4 is disabled in the stack's configuration");
+        }
+        if host.is_ipv6() != guest.is_ipv6() {
+            return refuse(
+                "the host and guest addresses are of different families \
+                 (libslirp forwards within one; give an IPv6 guest address)",
+            );
+        }
+        let h = ffi::SockAddr::new(host);
+        let g = ffi::SockAddr::new(guest);
+        let ((hp, hl), (gp, gl)) = (h.as_ptr(), g.as_ptr());
+        let flags = match rule.proto {
+            Proto::Tcp => 0,
+            Proto::Udp => ffi::SLIRP_HOSTFWD_UDP,
+        };
+        let rc = inner.call(|s| {
+            // SAFETY: both addresses are valid for their lengths for the
+            // call; libslirp copies them.
+            let rc = unsafe { ffi::slirp_add_hostxfwd(s, hp, hl, gp, gl, flags) };
+            (rc, std::io::Error::last_os_error())
+        });
+        inner.shared.dirty.set(true);
+        match rc {
+            Some((0, _)) => Ok(()),
+            Some((_, source)) => Err(Error::Hostfwd {
+                rule: rule.to_string(),
+                source,
+            }),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Removes a host forward added with [`add_hostfwd`](Stack::add_hostfwd).
+    /// Connections already forwarded stay up.
+    pub fn remove_hostfwd(&self, rule: &Rule) -> Result<()> {
+        let inner = &self.inner;
+        let h = ffi::SockAddr::new(rule.host_socket_addr());
+        let (hp, hl) = h.as_ptr();
+        let flags = match rule.proto {
+            Proto::Tcp => 0,
+            Proto::Udp => ffi::SLIRP_HOSTFWD_UDP,
+        };
+        // SAFETY: the address is valid for its length for the call.
+        let rc = inner.call(|s| unsafe { ffi::slirp_remove_hostxfwd(s, hp, hl, flags) });
+        inner.shared.dirty.set(true);
+        match rc {
+            Some(0) => Ok(()),
+            Some(_) => Err(Error::NoSuchHostfwd(rule.to_string())),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// What the stack has done so far.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.inner.counters.get();
+        c.guest_errors = self.inner.shared.guest_errors.get();
+        c
+    }
+
+    /// The configuration the stack runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// libslirp's human-readable table of its connections.
+    pub fn connection_info(&self) -> Option<String> {
+        // SAFETY: `s` is the live instance.
+        let p = self
+            .inner
+            .call(|s| unsafe { ffi::slirp_connection_info(s) })?;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: libslirp returns a NUL-terminated string it allocated.
+        let text = unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: the string comes from g_malloc, which has used the system
+        // allocator since GLib 2.46 (libslirp 4.7 needs GLib >= 2.56), and
+        // it is freed once.
+        unsafe { libc::free(p.cast()) };
+        Some(text)
+    }
+
+    /// Applies at once what libslirp asked for since the stack last saw the
+    /// reactor (sockets opened or closed by [`input`](Stack::input) made
+    /// outside a reactor callback), instead of at the next round.
+    pub fn sync<D: 'static>(&self, reactor: &mut Reactor<D>) {
+        self.inner.sync(reactor);
+    }
+
+    /// Destroys the instance and removes its registrations, timers and hook
+    /// from `reactor` now. Dropping the stack does the same, but leaves the
+    /// reactor side to the reactor's next round.
+    pub fn close<D: 'static>(self, reactor: &mut Reactor<D>) {
+        self.inner.cleanup();
+        self.inner.teardown(reactor);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.inner
+    }
+
+    /// The version of the libslirp linked in.
+    pub fn version() -> &'static str {
+        ffi::version()
+    }
+
+    /// The number of libslirp descriptors registered in the reactor (enabled
+    /// or not).
+    pub fn registrations(&self) -> usize {
+        self.inner.state.try_borrow().map_or(0, |s| s.regs.len())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.inner.cleanup();
+        self.inner.closing.set(true);
+    }
+}
