@@ -357,6 +357,25 @@ fn timers_fire_once_in_deadline_order() {
 }
 
 #[test]
+fn a_due_timer_armed_by_a_descriptor_callback_fires_in_the_same_round() {
+    // The slirp stack relies on this: fd callbacks record readiness and arm
+    // a timer for "now"; the timer phase of the same round answers libslirp.
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    let t = r.add_timer_disarmed(|_, log, _| log.push("timer"));
+    let (a, mut b) = pair();
+    r.add(&a, Interest::READ, Rights::READ_ONLY, move |r, log, ev| {
+        log.push("fd");
+        r.rearm_timer_at(t, Instant::now()).unwrap();
+        r.delete(ev.handle).unwrap();
+    })
+    .unwrap();
+    b.write_all(b"x").unwrap();
+    let mut log = Vec::new();
+    r.run_once(SHORT, &mut log).unwrap();
+    assert_eq!(log, vec!["fd", "timer"]);
+}
+
+#[test]
 fn timers_are_cancelled_and_rearmed_by_handle() {
     let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
     let cancelled = r.add_timer(Duration::from_millis(5), |_, f, _| f.push("cancelled"));
