@@ -54,6 +54,8 @@
 //! | `connect` | refused | refused in restricted mode (seccomp and Landlock); open mode: allowed, optionally only to [`Policy::connect_ports`] (Landlock, TCP) |
 //! | `sendto` with an address | refused in capability mode | refused in restricted mode; allowed in open mode |
 //! | `bind`, `listen` | refused | refused unless [`Policy::allow_bind`] |
+//! | File metadata (`stat`, `fstat`, `statx`) | refused | refused; open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
+//! | `mprotect` | allowed | allowed unless it asks for `PROT_EXEC` |
 //! | Everything else (`kill`, `ptrace`, `mount`, `setuid`...) | refused | not in the allowlist: `EPERM` |
 //!
 //! Descriptors opened **after** entry (sockets a listener accepts, sockets
@@ -98,11 +100,37 @@
 //!
 //! # Libraries running inside
 //!
-//! libslirp in restricted mode accepts on host-forward listeners (`accept`,
-//! `fcntl F_GETFL/F_SETFL`, `setsockopt`), all allowed. In open mode it also
-//! makes sockets and reads `/etc/resolv.conf` lazily on the first DNS query:
-//! trigger that read from a [`Plan::before_entry`] hook, since no file can be
-//! opened afterwards.
+//! libslirp (4.7) is tested inside the sandbox by `tests/sandbox_slirp.rs`.
+//! In restricted mode it accepts on host-forward listeners planned before
+//! entry (`accept`, `fcntl F_GETFL/F_SETFL`, `setsockopt`, then
+//! `recvfrom`/`sendto` without an address, `shutdown`), all allowed. In
+//! open mode it also makes sockets and connects (`socket`, `setsockopt`
+//! `SO_REUSEADDR`/`SO_OOBINLINE`/`TCP_NODELAY`/`IP_RECVERR`/`IP_TTL`,
+//! `connect`, `getpeername`, `sendto` with an address, `recvmsg(MSG_ERRQUEUE)`,
+//! `ioctl(FIONREAD)`), allowed in open mode; a `connect` to a port not in
+//! [`Policy::connect_ports`] fails with `EACCES` and libslirp answers the
+//! guest's SYN with ICMP unreachable.
+//!
+//! Its DNS forwarder (open mode only) needs care. libslirp reads
+//! `/etc/resolv.conf` on the first query and keeps the first nameserver for
+//! one second; after that every query `stat`s the file and reuses the
+//! cached address if device, inode, size and mtime equal those of its
+//! previous `stat`, else reads the file again. A failed `stat` or read
+//! **drops the query**. The file cannot be opened after entry, so:
+//!
+//! - make the guest side send two DNS queries to the virtual nameserver
+//!   more than a second apart before entering (from a [`Plan::before_entry`]
+//!   hook, or before taking the plan): the first makes libslirp read the
+//!   file, the second makes it record the `stat` it compares against later.
+//!   With one query only, the first query after the cache second expires
+//!   is dropped (its `stat` differs from the empty record, and the read is
+//!   refused); later ones work.
+//! - open mode allows `newfstatat(AT_FDCWD, path, buf, 0)` (what glibc's
+//!   `stat` makes) for that `stat`. seccomp cannot check the path, so in
+//!   open mode the process can learn any path's metadata, not its
+//!   contents.
+//! - if `/etc/resolv.conf` changes after entry, the first query that sees
+//!   the change is dropped and libslirp keeps the old nameserver.
 
 mod plan;
 

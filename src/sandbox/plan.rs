@@ -23,8 +23,9 @@ pub enum Mode {
     #[default]
     Restricted,
     /// The guest may reach the outside: `socket` (IPv4 and IPv6 only),
-    /// `connect` and `sendto` with an address are allowed. On Linux TCP
-    /// connects can be narrowed to [`Policy::connect_ports`]. On FreeBSD
+    /// `connect` and `sendto` with an address are allowed, and on Linux
+    /// `stat` by path (libslirp's DNS forwarder checks `/etc/resolv.conf`).
+    /// On Linux TCP connects can be narrowed to [`Policy::connect_ports`]. On FreeBSD
     /// capability mode forbids both calls, so open mode limits descriptor
     /// rights but does **not** enter capability mode.
     Open,
@@ -151,7 +152,8 @@ impl Plan {
     /// Runs `hook` just before any limit is applied, while the process still
     /// has its full authority: read what a library would otherwise read
     /// lazily after entry (libslirp's `/etc/resolv.conf` on the first DNS
-    /// query in open mode), open files, warm caches. Hooks run in the order
+    /// query in open mode: see the [module docs](super) for the two
+    /// queries it takes), open files, warm caches. Hooks run in the order
     /// added; the first error aborts entry with [`Error::Hook`](super::Error::Hook).
     pub fn before_entry(
         &mut self,
@@ -325,6 +327,11 @@ pub mod linux_abi {
     /// The socket type bits of `socket`'s second argument (without
     /// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
     pub const SOCK_TYPE_MASK: u64 = 0xf;
+    /// `PROT_EXEC`.
+    pub const PROT_EXEC: u64 = 4;
+    /// `AT_FDCWD` (-100) as the 32-bit descriptor argument the filter
+    /// compares.
+    pub const AT_FDCWD: u64 = 0xffff_ff9c;
 }
 
 /// A syscall the Linux filter may allow. Names are the kernel's.
@@ -362,6 +369,7 @@ pub enum Sys {
     Munmap,
     Mremap,
     Madvise,
+    Mprotect,
     Brk,
     ClockGettime,
     ClockNanosleep,
@@ -377,6 +385,7 @@ pub enum Sys {
     SchedYield,
     Getpid,
     Gettid,
+    Newfstatat,
 }
 
 impl Sys {
@@ -415,6 +424,7 @@ impl Sys {
             Munmap => "munmap",
             Mremap => "mremap",
             Madvise => "madvise",
+            Mprotect => "mprotect",
             Brk => "brk",
             ClockGettime => "clock_gettime",
             ClockNanosleep => "clock_nanosleep",
@@ -430,6 +440,7 @@ impl Sys {
             SchedYield => "sched_yield",
             Getpid => "getpid",
             Gettid => "gettid",
+            Newfstatat => "newfstatat",
         }
     }
 }
@@ -691,6 +702,33 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, status_fd: Option<RawFd
         allow.insert(Sys::Socket, SysRule::AnyOf(groups));
     }
 
+    // mprotect: never to make memory executable. glibc grows a thread's
+    // malloc arena (any thread but the main one) with
+    // mprotect(PROT_READ|PROT_WRITE); refused, every allocation that needs
+    // more arena falls back to its own mmap/munmap.
+    allow.insert(
+        Sys::Mprotect,
+        SysRule::AnyOf(vec![vec![Cond::dword(2, Cmp::MaskedEq(PROT_EXEC), 0)]]),
+    );
+
+    // newfstatat, open mode only: libslirp's DNS forwarder `stat`s
+    // /etc/resolv.conf on a query once its 1 s cache has expired and drops
+    // the query if the stat fails (it reuses the cached nameserver when
+    // the file is unchanged). Only what glibc's stat() passes: a path
+    // relative to AT_FDCWD (absolute in practice) and no flags. seccomp
+    // cannot see the path, so this lets the process learn any path's
+    // metadata (not its contents: Landlock and the missing openat keep
+    // files closed).
+    if open {
+        allow.insert(
+            Sys::Newfstatat,
+            SysRule::AnyOf(vec![vec![
+                Cond::dword(0, Cmp::Eq, AT_FDCWD),
+                Cond::dword(3, Cmp::Eq, 0),
+            ]]),
+        );
+    }
+
     if let Some(fd) = status_fd {
         allow.insert(Sys::Pread64, SysRule::AnyOf(vec![vec![Cond::fd_eq(0, fd)]]));
     }
@@ -896,6 +934,41 @@ mod tests {
         assert!(r.permits(Sys::Ioctl, args(8, TUNSETOFFLOAD)));
         assert!(r.permits(Sys::Ioctl, args(8, TUNSETVNETHDRSZ)));
         assert!(!r.permits(Sys::Ioctl, args(9, TUNSETOFFLOAD)));
+    }
+
+    #[test]
+    fn mprotect_never_executable() {
+        let r = seccomp_rules(&[], &Policy::restricted(), None);
+        let call = |prot: u64| [0x7f00_0000_0000, 135_168, prot, 0, 0, 0];
+        assert!(r.permits(Sys::Mprotect, call(3)), "PROT_READ|PROT_WRITE");
+        assert!(r.permits(Sys::Mprotect, call(0)), "PROT_NONE");
+        assert!(!r.permits(Sys::Mprotect, call(5)), "PROT_READ|PROT_EXEC");
+        assert!(!r.permits(Sys::Mprotect, call(7)));
+    }
+
+    #[test]
+    fn stat_only_in_open_mode_and_only_as_stat() {
+        use linux_abi::*;
+        let r = seccomp_rules(&[], &Policy::restricted(), None);
+        assert!(!r.allows(Sys::Newfstatat));
+        let r = seccomp_rules(&[], &Policy::open(), None);
+        // stat("/etc/resolv.conf", &st) as glibc makes it.
+        let stat = [
+            AT_FDCWD | 0xffff_ffff_0000_0000,
+            0x7f00_0000_1000,
+            0x7ffc_0000_0000,
+            0,
+            0,
+            0,
+        ];
+        assert!(r.permits(Sys::Newfstatat, stat));
+        let mut fstat = stat;
+        fstat[0] = 3;
+        fstat[3] = 0x1000; // AT_EMPTY_PATH: fstat of a descriptor
+        assert!(!r.permits(Sys::Newfstatat, fstat));
+        let mut lstat = stat;
+        lstat[3] = 0x100; // AT_SYMLINK_NOFOLLOW
+        assert!(!r.permits(Sys::Newfstatat, lstat));
     }
 
     #[test]

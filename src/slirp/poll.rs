@@ -91,7 +91,7 @@ fn rights_for(fd: RawFd) -> Rights {
     if get(libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
         Rights::LISTENER
     } else if get(libc::SO_TYPE) == Some(libc::SOCK_DGRAM) {
-        Rights::SOCKET | Rights::IOCTL_FIONREAD
+        Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD
     } else {
         Rights::SOCKET
     }

@@ -1,5 +1,6 @@
 //! Shared test support. Each test binary uses only part of it.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod guest;
 pub mod netns;
