@@ -1,0 +1,220 @@
+//! QEMU's `-netdev stream,server=off,addr.type=unix,addr.path=PATH` peer
+//! (the protocol passt speaks): the helper listens on PATH, QEMU connects,
+//! and every frame in either direction is preceded by its length as a
+//! 4-byte big-endian integer.
+//!
+//! The helper accepts QEMU's one connection and removes the socket file
+//! before entering the sandbox, so the sandboxed loop holds no listener and
+//! leaves nothing on the filesystem.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use caploop::wire::stream::{self, Backlog, Decoder, DEFAULT_MAX_FRAME, HEADER_LEN};
+
+use crate::serve::{self, LinkCounters, Outcome, Rx, ServeError, Session, Tx};
+
+/// Bytes queued toward QEMU before frames are refused (QEMU reads its
+/// socket from its own loop; a stalled guest must not grow the helper
+/// without bound).
+const BACKLOG_CAP: usize = 16 << 20;
+
+/// Listens on `path`, replacing a stale socket file but nothing else.
+pub fn listen(path: &Path) -> Result<UnixListener, ServeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| ServeError::Link {
+                what: format!("removing the stale socket {}", path.display()),
+                source: e,
+            })?;
+        }
+        Ok(_) => {
+            return Err(ServeError::Protocol(format!(
+                "--qemu-stream {}: exists and is not a socket",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    UnixListener::bind(path).map_err(|e| ServeError::Link {
+        what: format!("listening on {}", path.display()),
+        source: e,
+    })
+}
+
+/// Waits for QEMU's connection, then removes the socket file.
+pub fn accept(listener: UnixListener, path: &Path) -> Result<OwnedFd, ServeError> {
+    let (conn, _) = listener.accept().map_err(|e| ServeError::Link {
+        what: format!("accepting on {}", path.display()),
+        source: e,
+    })?;
+    drop(listener);
+    if let Err(e) = std::fs::remove_file(path) {
+        log::warn!("removing {}: {e}", path.display());
+    }
+    conn.set_nonblocking(true).map_err(|e| ServeError::Link {
+        what: "making QEMU's connection non-blocking".into(),
+        source: e,
+    })?;
+    Ok(conn.into())
+}
+
+/// Serves QEMU on an accepted connection.
+pub fn serve(conn: OwnedFd, session: Session) -> Result<Outcome, ServeError> {
+    let fd = conn.as_raw_fd();
+    let (outcome, ..) = serve::run(
+        session,
+        conn,
+        StreamRx {
+            fd,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+        },
+        StreamTx {
+            fd,
+            backlog: Backlog::new(BACKLOG_CAP),
+            counters: LinkCounters::default(),
+        },
+    )?;
+    Ok(outcome)
+}
+
+/// Reads length-prefixed frames.
+pub struct StreamRx {
+    fd: RawFd,
+    decoder: Decoder,
+}
+
+impl Rx for StreamRx {
+    fn pull(&mut self, _hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
+        for _ in 0..16 {
+            let room = self.decoder.read_buf();
+            // SAFETY: read writes at most room.len() bytes into room.
+            let n = unsafe { libc::read(self.fd, room.as_mut_ptr().cast(), room.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(true),
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::ConnectionReset => Ok(false),
+                    _ => Err(ServeError::Link {
+                        what: "reading from QEMU".into(),
+                        source: e,
+                    }),
+                };
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            self.decoder.filled(n as usize);
+            while let Some(frame) = self
+                .decoder
+                .next_frame()
+                .map_err(|e| ServeError::Protocol(format!("QEMU stream: {e}")))?
+            {
+                deliver(frame);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Writes length-prefixed frames, keeping what the socket cannot take.
+pub struct StreamTx {
+    fd: RawFd,
+    backlog: Backlog,
+    counters: LinkCounters,
+}
+
+impl StreamTx {
+    /// Writes `header` + `frame` directly; returns the bytes written.
+    fn write_direct(&self, header: &[u8; HEADER_LEN], frame: &[u8]) -> io::Result<usize> {
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        loop {
+            // SAFETY: both iovecs point into live, unchanged buffers.
+            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+impl Tx for StreamTx {
+    fn push(&mut self, frame: &[u8]) {
+        let Some(header) = stream::header(frame.len()) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let written = if self.backlog.is_empty() {
+            match self.write_direct(&header, frame) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::debug!("writing a frame to QEMU: {e}");
+                    self.counters.dropped += 1;
+                    return;
+                }
+            }
+        } else {
+            0
+        };
+        if written == HEADER_LEN + frame.len() {
+            self.counters.frames_out += 1;
+            self.counters.bytes_out += frame.len() as u64;
+            return;
+        }
+        match self.backlog.push_rest(&header, frame, written) {
+            Ok(()) => {
+                self.counters.frames_out += 1;
+                self.counters.bytes_out += frame.len() as u64;
+            }
+            Err(e) => {
+                log::debug!("QEMU is not reading: {e}");
+                self.counters.dropped += 1;
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.backlog.is_empty() {
+            let pending = self.backlog.pending();
+            // SAFETY: write reads pending.len() bytes from a live slice.
+            let n = unsafe { libc::write(self.fd, pending.as_ptr().cast(), pending.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    _ => return Err(e),
+                }
+            }
+            self.backlog.consume(n as usize);
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn counters(&self) -> LinkCounters {
+        self.counters
+    }
+}

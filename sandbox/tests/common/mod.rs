@@ -1,0 +1,3 @@
+pub mod frames;
+pub mod guest;
+pub mod helper;
