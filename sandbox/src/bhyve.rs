@@ -13,6 +13,7 @@ use caploop::slirp;
 use caploop::wire::nvlist;
 
 use crate::serve::{self, LinkCounters, Rx, ServeError, Session, Tx};
+use crate::startup;
 
 /// The largest record bhyve reads (its `SLIRP_MTU`): it asserts every frame
 /// fits, so the helper never sends more.
@@ -136,7 +137,10 @@ pub fn serve(
     if let Some(name) = bhyve.vmname {
         session.name = name;
     }
-    set_nonblocking(&sock)?;
+    startup::set_nonblocking(&sock).map_err(|e| ServeError::Link {
+        what: "making bhyve's socket non-blocking".into(),
+        source: e,
+    })?;
     let fd = sock.as_raw_fd();
     let (outcome, ..) = serve::run(
         session,
@@ -149,21 +153,6 @@ pub fn serve(
         },
     )?;
     Ok(outcome)
-}
-
-/// Sets O_NONBLOCK.
-pub fn set_nonblocking(fd: &OwnedFd) -> Result<(), ServeError> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: fcntl on an open descriptor we own.
-    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(ServeError::Link {
-            what: format!("making fd {raw} non-blocking"),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 /// Reads one frame per record.

@@ -218,6 +218,8 @@ pub fn run(
         Identity::Unprivileged => {}
     }
     startup::quiet_stdio(session.logging)?;
+    // libslirp reads the host's resolver lazily; make it read now.
+    stack.prime_dns(&mut reactor);
     let mut plan = Plan::from_reactor(&reactor);
     if session.logging {
         plan.add_raw(2, Rights::WRITE_ONLY, "stderr");

@@ -105,6 +105,18 @@ fn close_range(first: u32, last: u32) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// Sets `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on an open descriptor the caller holds.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What [`drop_root`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {

@@ -58,7 +58,7 @@ pub(crate) enum Op {
 /// pointer, which is the address of a boxed `Shared` owned by the stack and
 /// freed only after `slirp_cleanup` has returned.
 pub(crate) struct Shared {
-    epoch: Instant,
+    epoch: Cell<Instant>,
     frames: RefCell<VecDeque<Vec<u8>>>,
     spare: RefCell<Vec<Vec<u8>>>,
     ops: RefCell<Vec<Op>>,
@@ -75,7 +75,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new() -> Shared {
         Shared {
-            epoch: Instant::now(),
+            epoch: Cell::new(Instant::now()),
             frames: RefCell::new(VecDeque::new()),
             spare: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
@@ -88,7 +88,7 @@ impl Shared {
 
     /// Our clock in nanoseconds (what `clock_get_ns` reports).
     pub fn now_ns(&self) -> i64 {
-        let ns = self.epoch.elapsed().as_nanos() as u64;
+        let ns = self.epoch.get().elapsed().as_nanos() as u64;
         i64::try_from(ns.saturating_add(CLOCK_OFFSET_NS)).unwrap_or(i64::MAX)
     }
 
@@ -105,7 +105,13 @@ impl Shared {
             .saturating_sub(CLOCK_OFFSET_NS);
         // About 30 years at most, so the addition cannot overflow.
         let ns = ns.min(86_400 * 365 * 30 * 1_000_000_000);
-        self.epoch + Duration::from_nanos(ns)
+        self.epoch.get() + Duration::from_nanos(ns)
+    }
+
+    /// Moves our clock forward by `d` (libslirp sees `d` pass at once).
+    pub fn skip(&self, d: Duration) {
+        let e = self.epoch.get();
+        self.epoch.set(e.checked_sub(d).unwrap_or(e));
     }
 
     /// Queues an operation for the reactor side.

@@ -319,6 +319,44 @@ impl Stack {
         inner.drain_frames();
     }
 
+    /// Makes libslirp read the host's resolver configuration now, the way
+    /// it will check it later, so DNS forwarding keeps working inside a
+    /// sandbox that cannot open files. Call it in open mode before entering.
+    ///
+    /// libslirp reads `/etc/resolv.conf` on the first query to the DNS
+    /// address and caches it; a query more than a second later `stat`s the
+    /// file and reads it again unless it is unchanged since the previous
+    /// read (the first read records no `stat`). So two queries are fed in,
+    /// with the stack's clock moved a little over a second forward between
+    /// them (no real waiting): after that only `stat` is needed, which the
+    /// Linux sandbox allows in open mode. A change of the file after entry
+    /// costs one dropped query and keeps the old resolver. The two queries
+    /// (for `localhost.`) go to the host's resolver like a guest's would;
+    /// they are not counted. `reactor` is the stack's own.
+    pub fn prime_dns<D: 'static>(&self, reactor: &mut Reactor<D>) {
+        let inner = &self.inner;
+        if inner.config.restricted || !inner.config.dns_enabled || !inner.config.ipv4 {
+            return;
+        }
+        let counters = inner.counters.get();
+        let src = inner.config.dhcp_start.octets();
+        let dns = inner.config.dns.octets();
+        // libslirp reads its clock into the time it compares against only
+        // in slirp_pollfds_poll: run a fill and a poll around each query.
+        let round = |r: &mut Reactor<D>| {
+            inner.shared.dirty.set(true);
+            inner.sync(r);
+            inner.poll(r);
+        };
+        round(reactor);
+        self.input(&dns_query_frame(src, dns, 53_530));
+        inner.shared.skip(std::time::Duration::from_millis(1_100));
+        round(reactor);
+        self.input(&dns_query_frame(src, dns, 53_531));
+        round(reactor);
+        inner.counters.set(counters);
+    }
+
     /// Adds a host forward. The host socket is bound at once (so a port in
     /// use fails here) and registered in the reactor on its next round.
     pub fn add_hostfwd(&self, rule: &Rule) -> Result<()> {
@@ -456,4 +494,35 @@ impl Drop for Stack {
         self.inner.cleanup();
         self.inner.closing.set(true);
     }
+}
+
+/// An Ethernet frame carrying a DNS query for `localhost.` (type A) from
+/// `src`:`port` to the DNS forwarder at `dns`, for [`Stack::prime_dns`].
+fn dns_query_frame(src: [u8; 4], dns: [u8; 4], port: u16) -> Vec<u8> {
+    let mut dnsq = vec![0x63, 0x6c, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    dnsq.extend_from_slice(b"\x09localhost\x00");
+    dnsq.extend_from_slice(&[0, 1, 0, 1]);
+    let udp_len = (8 + dnsq.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dns);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x52, 0x54, 0x00, 0xca, 0x91, 0x00]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&dnsq);
+    f
 }
