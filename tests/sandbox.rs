@@ -183,6 +183,71 @@ fn read_limited_fd_refuses_write_and_send() {
     run_child("read_limited_fd_refuses_write_and_send", &[]);
 }
 
+#[test]
+fn an_ephemeral_descriptor_number_can_be_reused_after_entry() {
+    // A planned descriptor closed after entry gives its number to the next
+    // one. Rules tied to the number would then refuse the newcomer (libslirp
+    // aborts when fcntl(F_GETFL) on a fresh socket fails), so EPHEMERAL
+    // descriptors get none.
+    if is_child("an_ephemeral_descriptor_number_can_be_reused_after_entry") {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let number = a.as_raw_fd();
+        let mut plan = Plan::new();
+        plan.add(&a, Rights::READ_ONLY | Rights::EPHEMERAL, "ephemeral");
+        enter(plan, &Policy::open());
+        let mut a_ref = &a;
+        // Still limited by the allowlist, not by number: write is allowed.
+        assert!(a_ref.write(b"x").is_ok());
+        drop(a);
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        let s = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket in open mode");
+        assert_eq!(s.as_raw_fd(), number, "the number came back");
+        // SAFETY: fcntl(F_GETFL) on an open descriptor.
+        let fl = unsafe { libc::fcntl(number, libc::F_GETFL) };
+        assert!(
+            fl >= 0,
+            "F_GETFL on the reused number: {}",
+            std::io::Error::last_os_error()
+        );
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 9u16.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sendto reads 2 bytes and a sockaddr_in that live for the call.
+        let n = unsafe {
+            libc::sendto(
+                number,
+                b"ok".as_ptr().cast(),
+                2,
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            n,
+            2,
+            "sendto on the reused number: {}",
+            std::io::Error::last_os_error()
+        );
+        child_ok();
+    }
+    run_child(
+        "an_ephemeral_descriptor_number_can_be_reused_after_entry",
+        &[],
+    );
+}
+
 #[derive(Default)]
 struct Seen {
     fd: bool,

@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
                 // The typed view round-trips through what bhyve would send.
                 let sent = c.to_nvlist().pack(Endian::Little).unwrap();
                 let back = HelperConfig::from_packed(&sent).unwrap();
-                assert_eq!((back.hostfwd, back.open, back.vmname), (c.hostfwd, c.open, c.vmname));
+                assert_eq!(
+                    (back.hostfwd, back.open, back.vmname),
+                    (c.hostfwd, c.open, c.vmname)
+                );
             }
         }
         Err(e) => {

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     while pos < wire.len() && !failed {
         let n = (step + turn % 7).min(wire.len() - pos);
         turn += 1;
-        if turn % 2 == 0 {
+        if turn & 1 == 0 {
             d.feed(&wire[pos..pos + n]);
             pos += n;
         } else {

@@ -8,10 +8,13 @@
 //! limit every descriptor and enter the sandbox, and only then read frames.
 //! The peer hanging up or SIGTERM ends it with exit 0.
 
+mod api;
 mod bhyve;
 mod cli;
+mod netns;
 mod qemu;
 mod serve;
+mod slirp4netns;
 mod startup;
 
 use cli::{Cli, FrontEnd};
@@ -91,8 +94,10 @@ fn run(cli: &Cli, front: FrontEnd, mtu: usize, logging: bool) -> Result<(), Serv
             log::info!("bhyve: {outcome:?}");
             Ok(())
         }
-        FrontEnd::Slirp4netns { .. } => Err(ServeError::Protocol(
-            "this front end is not available in this build yet".into(),
-        )),
+        FrontEnd::Slirp4netns { target, tapname } => {
+            let outcome = slirp4netns::run(cli, &target, &tapname, mtu)?;
+            log::info!("slirp4netns: {outcome:?}");
+            Ok(())
+        }
     }
 }

@@ -616,7 +616,7 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, status_fd: Option<RawFd
     let lacking = |need: Rights, arg: u8| -> Vec<Cond> {
         let mut v: Vec<Cond> = fds
             .iter()
-            .filter(|p| !p.rights.contains(need))
+            .filter(|p| !p.rights.contains(need) && !p.rights.contains(Rights::EPHEMERAL))
             .map(|p| Cond::fd_ne(arg, p.fd))
             .collect();
         v.dedup();

@@ -88,13 +88,16 @@ fn rights_for(fd: RawFd) -> Rights {
         };
         (rc == 0).then_some(v)
     };
-    if get(libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
-        Rights::LISTENER
-    } else if get(libc::SO_TYPE) == Some(libc::SOCK_DGRAM) {
-        Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD
-    } else {
-        Rights::SOCKET
-    }
+    // libslirp closes its sockets when connections end and makes new ones
+    // of other kinds, so their numbers come back: EPHEMERAL.
+    Rights::EPHEMERAL
+        | if get(libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
+            Rights::LISTENER
+        } else if get(libc::SO_TYPE) == Some(libc::SOCK_DGRAM) {
+            Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD
+        } else {
+            Rights::SOCKET
+        }
 }
 
 fn revents_of(ev: &Event) -> c_int {
