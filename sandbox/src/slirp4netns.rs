@@ -140,7 +140,8 @@ fn interface_addr(name: &str) -> Option<IpAddr> {
 
 fn interface_addr6(name: &str) -> Option<Ipv6Addr> {
     interface_addrs(name).into_iter().find_map(|a| match a {
-        IpAddr::V6(v6) if !v6.is_unicast_link_local() => Some(v6),
+        // Not link-local (fe80::/10).
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 != 0xfe80 => Some(v6),
         _ => None,
     })
 }

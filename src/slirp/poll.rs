@@ -325,7 +325,11 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         use std::os::fd::AsRawFd;
-        assert_eq!(rights_for(l.as_raw_fd()), Rights::LISTENER);
-        assert!(rights_for(u.as_raw_fd()).contains(Rights::IOCTL_FIONREAD));
+        assert_eq!(
+            rights_for(l.as_raw_fd()),
+            Rights::LISTENER | Rights::EPHEMERAL
+        );
+        let udp = rights_for(u.as_raw_fd());
+        assert!(udp.contains(Rights::IOCTL_FIONREAD | Rights::SETSOCKOPT | Rights::EPHEMERAL));
     }
 }
