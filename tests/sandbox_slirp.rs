@@ -146,7 +146,7 @@ fn restricted_hostfwd_one_mib_each_way_after_entry() {
             net.reactor
                 .fds()
                 .iter()
-                .any(|f| f.rights == Rights::LISTENER),
+                .any(|f| f.rights == Rights::LISTENER | Rights::EPHEMERAL),
             "the hostfwd listener is not registered"
         );
         let report = enter(&net, &Policy::restricted());
@@ -363,7 +363,7 @@ fn open_mode_dns_forwarding_after_entry() {
         let u = net.guest.udp_bind(40053);
         net.stack.prime_dns(&mut net.reactor);
         // libslirp sets IP_TTL on its DNS socket before each datagram.
-        let udp = Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD;
+        let udp = Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD | Rights::EPHEMERAL;
         assert!(
             net.reactor.fds().iter().any(|f| f.rights == udp),
             "libslirp's DNS socket is not registered with datagram rights"

@@ -104,7 +104,7 @@ fn tcp_hostfwd_one_mib_each_way() {
         .reactor
         .fds()
         .iter()
-        .any(|f| f.rights == Rights::LISTENER));
+        .any(|f| f.rights == Rights::LISTENER | Rights::EPHEMERAL));
 
     let to_guest = pattern(MIB, 1);
     let to_host = pattern(MIB, 2);
