@@ -13,7 +13,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use caploop::wire::stream::{self, Backlog, Decoder, DEFAULT_MAX_FRAME, HEADER_LEN};
+use caploop::wire::stream::{Backlog, Decoder, DEFAULT_MAX_FRAME};
 
 use crate::serve::{self, LinkCounters, Outcome, Rx, ServeError, Session, Tx};
 
@@ -128,59 +128,11 @@ pub struct StreamTx {
     counters: LinkCounters,
 }
 
-impl StreamTx {
-    /// Writes `header` + `frame` directly; returns the bytes written.
-    fn write_direct(&self, header: &[u8; HEADER_LEN], frame: &[u8]) -> io::Result<usize> {
-        let iov = [
-            libc::iovec {
-                iov_base: header.as_ptr() as *mut libc::c_void,
-                iov_len: header.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        loop {
-            // SAFETY: both iovecs point into live, unchanged buffers.
-            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(0),
-                _ => return Err(e),
-            }
-        }
-    }
-}
-
 impl Tx for StreamTx {
     fn push(&mut self, frame: &[u8]) {
-        let Some(header) = stream::header(frame.len()) else {
-            self.counters.dropped += 1;
-            return;
-        };
-        let written = if self.backlog.is_empty() {
-            match self.write_direct(&header, frame) {
-                Ok(n) => n,
-                Err(e) => {
-                    log::debug!("writing a frame to QEMU: {e}");
-                    self.counters.dropped += 1;
-                    return;
-                }
-            }
-        } else {
-            0
-        };
-        if written == HEADER_LEN + frame.len() {
-            self.counters.frames_out += 1;
-            self.counters.bytes_out += frame.len() as u64;
-            return;
-        }
-        match self.backlog.push_rest(&header, frame, written) {
+        // Queued, not written: the loop flushes once per round, so a burst
+        // of frames from libslirp costs one write, not one per frame.
+        match self.backlog.push(frame) {
             Ok(()) => {
                 self.counters.frames_out += 1;
                 self.counters.bytes_out += frame.len() as u64;

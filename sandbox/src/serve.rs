@@ -83,7 +83,7 @@ pub trait Rx {
 
 /// The sending half of a link.
 pub trait Tx {
-    /// Sends a frame, or queues it when the link cannot take it now.
+    /// Sends a frame, or queues it for the flush that runs once per round.
     fn push(&mut self, frame: &[u8]);
     /// Writes queued frames; `Ok(())` also when some remain queued.
     fn flush(&mut self) -> io::Result<()>;
@@ -263,13 +263,23 @@ pub fn run(
     }
 }
 
-/// Asks for writability on the link only while frames are queued.
+/// Once per round, before the wait: writes what the round queued toward the
+/// hypervisor (one write for a burst of frames), then asks for writability
+/// only while something is left.
 fn watch_backlog(reactor: &mut Reactor<()>, link: Handle, tx: Rc<RefCell<dyn Tx>>) {
     let mut writing = false;
     reactor.add_prepare(move |r, _| {
-        let want = tx.borrow().pending();
+        let mut tx = tx.borrow_mut();
+        if let Err(e) = tx.flush() {
+            log::debug!("writing to the link: {e}");
+        }
+        let want = tx.pending();
         if want != writing {
-            let interest = if want { Interest::BOTH } else { Interest::READ };
+            let interest = if want {
+                Interest::BOTH
+            } else {
+                Interest::READ
+            };
             if r.set_interest(link, interest).is_ok() {
                 writing = want;
             }
