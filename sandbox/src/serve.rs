@@ -275,11 +275,7 @@ fn watch_backlog(reactor: &mut Reactor<()>, link: Handle, tx: Rc<RefCell<dyn Tx>
         }
         let want = tx.pending();
         if want != writing {
-            let interest = if want {
-                Interest::BOTH
-            } else {
-                Interest::READ
-            };
+            let interest = if want { Interest::BOTH } else { Interest::READ };
             if r.set_interest(link, interest).is_ok() {
                 writing = want;
             }

@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 
+use super::slirp::SlirpBackend;
 use super::tap::TapBackend;
 use super::vnet::{self, VnetHdrLen};
 use super::Error;
@@ -126,10 +127,7 @@ pub fn open<D: 'static>(
             name: name.to_owned(),
             reason: "vmnet devices exist only on FreeBSD",
         }),
-        BackendKind::Slirp => Err(Error::Unsupported {
-            name: name.to_owned(),
-            reason: "the slirp backend is not built yet",
-        }),
+        BackendKind::Slirp => Ok(Box::new(SlirpBackend::open(name, reactor, cb)?)),
     }
 }
 
@@ -406,8 +404,10 @@ mod tests {
         let mut r: Reactor<()> = Reactor::new().unwrap();
         let e = open("foo0", &mut r, |_, _| {}).err().unwrap();
         assert!(matches!(e, Error::UnknownBackend { .. }), "{e}");
-        let e = open("slirp", &mut r, |_, _| {}).err().unwrap();
-        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        let be = open("slirp", &mut r, |_, _| {}).unwrap();
+        assert_eq!(be.name(), "slirp");
+        be.close(&mut r).unwrap();
+        let e = open("slirp,open=maybe", &mut r, |_, _| {}).err().unwrap();
         assert!(e.to_string().contains("slirp"), "{e}");
         #[cfg(not(target_os = "freebsd"))]
         {

@@ -12,7 +12,7 @@
 //! |---------|-------------------------------------------------------|
 //! | `tap`   | [`TapBackend`]: `/dev/net/tun` (Linux), `/dev/tapN` (FreeBSD) |
 //! | `vmnet` | [`TapBackend`] on `/dev/vmnetN` (FreeBSD only)         |
-//! | `slirp` | libslirp on the reactor (reserved, not built yet)      |
+//! | `slirp` | [`SlirpBackend`]: libslirp on the reactor, bhyve's options |
 //!
 //! [`Netbe`] is what a front end holds: the back end plus the front end's
 //! and back end's virtio-net header lengths (0, 10 or 12). When the back end
@@ -47,11 +47,13 @@
 
 pub mod backend;
 mod error;
+pub mod slirp;
 pub mod tap;
 pub mod vnet;
 
 pub use backend::{open, BackendKind, NetBackend, Netbe, RxCallback};
 pub use error::Error;
+pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;
 

@@ -1,0 +1,602 @@
+//! The `slirp` back end: libslirp in process, on the reactor
+//! ([`crate::slirp::Stack`]), with bhyve's option syntax.
+//!
+//! bhyve's in-process back end runs libslirp on a second thread behind a
+//! mutex and hands frames for the guest to the event loop through a
+//! datagram socketpair. Here the stack runs on the loop itself, so frames
+//! for the guest go into a bounded queue in memory ([`RX_QUEUE_FRAMES`]
+//! frames, [`RX_QUEUE_BYTES`] bytes; what does not fit is counted and
+//! dropped, as a full socketpair would drop it). There is no descriptor
+//! that becomes readable when frames are queued, so the receive callback is
+//! run from a zero-delay reactor timer, armed by a prepare hook at the start
+//! of any round that finds frames queued while receive is enabled (and by
+//! [`recv_enable`](NetBackend::recv_enable) itself). As with a
+//! level-triggered descriptor, frames the front end leaves queued bring the
+//! callback back on the next round.
+//!
+//! The name is bhyve's backend string: `slirp` and then comma-separated
+//! options, `slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open`.
+//! `hostfwd` takes rules in bhyve syntax separated by `;`; `open` (bare, or
+//! with a bhyve boolean: `true`, `on`, `yes`, `1`, ...) lets the guest reach
+//! the outside; `vmname` is accepted; other keys (front-end options such as
+//! `mac`) are ignored with a warning, as bhyve's helper ignores them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::backend::{NetBackend, RxCallback};
+use super::vnet;
+use super::Error;
+use crate::reactor::{PrepareHandle, Reactor, TimerHandle};
+use crate::slirp::{self, Config, Rule, Stack};
+use crate::wire::nvlist::{NvList, Value};
+use crate::wire::HelperConfig;
+
+/// Frames for the guest the back end queues at most.
+pub const RX_QUEUE_FRAMES: usize = 1024;
+
+/// Bytes of frames for the guest the back end queues at most.
+pub const RX_QUEUE_BYTES: usize = 4 << 20;
+
+/// Spare frame buffers kept for reuse.
+const SPARE_BUFFERS: usize = 64;
+
+/// The options of a `slirp` backend string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlirpOptions {
+    /// The first field of the string (`slirp`).
+    pub name: String,
+    /// Host forwarding rules (`hostfwd`).
+    pub hostfwd: Vec<Rule>,
+    /// The guest may reach the outside (`open`).
+    pub open: bool,
+    /// The VM's name (`vmname`), unused.
+    pub vmname: Option<String>,
+    /// Keys given but not used, in order.
+    pub ignored: Vec<String>,
+}
+
+impl SlirpOptions {
+    /// Parses `slirp[,key[=value]]...` as bhyve splits a backend string: a
+    /// key without a value is `true`. Keys are read as bhyve's slirp helper
+    /// reads its configuration (a key given twice is an error).
+    pub fn parse(s: &str) -> Result<SlirpOptions, Error> {
+        let mut fields = s.split(',');
+        let name = fields.next().unwrap_or_default();
+        if !name.starts_with("slirp") {
+            return Err(bad_option(s, format!("{name:?} is not a slirp backend")));
+        }
+        let mut list = NvList::new();
+        for field in fields.filter(|f| !f.is_empty()) {
+            let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+            if key.is_empty() {
+                return Err(bad_option(s, format!("option {field:?} has no name")));
+            }
+            list.push(key, Value::String(value.to_owned()));
+        }
+        let cfg = HelperConfig::from_nvlist(&list).map_err(|e| bad_option(s, e.to_string()))?;
+        let hostfwd = match cfg.hostfwd.as_deref() {
+            Some(rules) if !rules.trim().is_empty() => {
+                slirp::parse_rules(rules).map_err(|e| bad_option(s, e.to_string()))?
+            }
+            _ => Vec::new(),
+        };
+        Ok(SlirpOptions {
+            name: name.to_owned(),
+            hostfwd,
+            open: cfg.open,
+            vmname: cfg.vmname,
+            ignored: cfg.ignored,
+        })
+    }
+
+    /// The stack configuration: bhyve's defaults, restricted unless `open`.
+    pub fn config(&self) -> Config {
+        if self.open {
+            Config::open()
+        } else {
+            Config::default()
+        }
+    }
+}
+
+fn bad_option(s: &str, why: String) -> Error {
+    Error::io(
+        format!("parsing slirp backend options {s:?}"),
+        io::Error::new(io::ErrorKind::InvalidInput, why),
+    )
+}
+
+fn slirp_error(name: &str, e: slirp::Error) -> Error {
+    let kind = match &e {
+        slirp::Error::Hostfwd { source, .. } => source.kind(),
+        slirp::Error::Config(_) | slirp::Error::Rule(_) => io::ErrorKind::InvalidInput,
+        _ => io::ErrorKind::Other,
+    };
+    Error::io(format!("slirp backend {name:?}"), io::Error::new(kind, e))
+}
+
+/// What the receive queue has done, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxStats {
+    /// Frames queued now.
+    pub queued: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
+    /// Frames queued so far.
+    pub enqueued: u64,
+    /// Frames handed to the front end so far.
+    pub delivered: u64,
+    /// Frames dropped because the queue was full.
+    pub dropped_full: u64,
+    /// Frames dropped because the front end's buffers were too small.
+    pub dropped_too_big: u64,
+    /// Times the receive callback ran.
+    pub callbacks: u64,
+}
+
+/// The receive side, shared by the back end, the stack's sink, the prepare
+/// hook and the kick timer. Its cells are never borrowed across a call out.
+struct Rx {
+    queue: RefCell<VecDeque<Vec<u8>>>,
+    spare: RefCell<Vec<Vec<u8>>>,
+    stats: Cell<RxStats>,
+    max_frames: Cell<usize>,
+    max_bytes: Cell<usize>,
+    enabled: Cell<bool>,
+    /// The kick timer is armed.
+    kick_armed: Cell<bool>,
+    /// The back end was dropped without `close`: the hook cleans up.
+    orphaned: Cell<bool>,
+    prepare: Cell<Option<PrepareHandle>>,
+}
+
+impl Rx {
+    fn stat(&self, f: impl FnOnce(&mut RxStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    fn pending(&self) -> bool {
+        self.queue.try_borrow().is_ok_and(|q| !q.is_empty())
+    }
+
+    /// The stack's sink: queues one frame for the guest, or counts it
+    /// dropped when the queue is full.
+    fn push(&self, frame: &[u8]) {
+        let s = self.stats.get();
+        let Ok(mut q) = self.queue.try_borrow_mut() else {
+            self.stat(|s| s.dropped_full += 1);
+            return;
+        };
+        if q.len() >= self.max_frames.get() || s.queued_bytes + frame.len() > self.max_bytes.get() {
+            self.stat(|s| s.dropped_full += 1);
+            return;
+        }
+        let mut buf = self.spare.borrow_mut().pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        q.push_back(buf);
+        self.stat(|s| {
+            s.queued += 1;
+            s.queued_bytes += frame.len();
+            s.enqueued += 1;
+        });
+    }
+
+    fn pop(&self) -> Option<Vec<u8>> {
+        let f = self.queue.borrow_mut().pop_front()?;
+        self.stat(|s| {
+            s.queued -= 1;
+            s.queued_bytes -= f.len();
+        });
+        Some(f)
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    }
+
+    /// Arms the kick timer to fire this round if frames wait for an enabled
+    /// receiver.
+    fn kick<D>(&self, r: &mut Reactor<D>, timer: TimerHandle) {
+        if self.enabled.get()
+            && !self.kick_armed.get()
+            && self.pending()
+            && r.rearm_timer(timer, Duration::ZERO).is_ok()
+        {
+            self.kick_armed.set(true);
+        }
+    }
+}
+
+/// The `slirp` back end: a [`Stack`] on the reactor, with frames for the
+/// guest queued for [`recv`](NetBackend::recv). It takes no virtio-net
+/// header ([`Netbe`](super::Netbe) adapts the front end's).
+///
+/// Call [`close`](NetBackend::close) to remove it from the reactor;
+/// dropping it instead leaves the clean-up to the reactor's next round.
+pub struct SlirpBackend<D> {
+    name: String,
+    stack: Option<Stack>,
+    rx: Rc<Rx>,
+    kick: Option<TimerHandle>,
+    /// Where a frame sent in several pieces is gathered.
+    scratch: Vec<u8>,
+    _loop: std::marker::PhantomData<fn(&mut D)>,
+}
+
+impl<D> std::fmt::Debug for SlirpBackend<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlirpBackend")
+            .field("name", &self.name)
+            .field("stack", &self.stack)
+            .field("rx", &self.rx.stats.get())
+            .field("enabled", &self.rx.enabled.get())
+            .finish()
+    }
+}
+
+impl<D: 'static> SlirpBackend<D> {
+    /// Opens the back end a bhyve backend string describes
+    /// (`slirp,hostfwd=...,open`; see [`SlirpOptions::parse`]) on
+    /// `reactor`, receive disabled.
+    pub fn open(name: &str, reactor: &mut Reactor<D>, cb: RxCallback<D>) -> Result<Self, Error> {
+        let opts = SlirpOptions::parse(name)?;
+        for key in &opts.ignored {
+            log::warn!("slirp backend {name:?}: ignoring option {key:?}");
+        }
+        SlirpBackend::new(&opts.name, opts.config(), &opts.hostfwd, reactor, cb)
+    }
+
+    /// Starts a stack for `config` on `reactor` with the host forwards
+    /// `hostfwd`, receive disabled, with `cb` as the receive callback.
+    pub fn new(
+        name: &str,
+        config: Config,
+        hostfwd: &[Rule],
+        reactor: &mut Reactor<D>,
+        mut cb: RxCallback<D>,
+    ) -> Result<Self, Error> {
+        let rx = Rc::new(Rx {
+            queue: RefCell::new(VecDeque::new()),
+            spare: RefCell::new(Vec::new()),
+            stats: Cell::new(RxStats::default()),
+            max_frames: Cell::new(RX_QUEUE_FRAMES),
+            max_bytes: Cell::new(RX_QUEUE_BYTES),
+            enabled: Cell::new(false),
+            kick_armed: Cell::new(false),
+            orphaned: Cell::new(false),
+            prepare: Cell::new(None),
+        });
+        let sink_rx = Rc::clone(&rx);
+        let stack = Stack::new(reactor, config, move |f: &[u8]| sink_rx.push(f))
+            .map_err(|e| slirp_error(name, e))?;
+        for rule in hostfwd {
+            if let Err(e) = stack.add_hostfwd(rule) {
+                stack.close(reactor);
+                return Err(slirp_error(name, e));
+            }
+        }
+
+        let timer_rx = Rc::clone(&rx);
+        let kick = reactor.add_timer_disarmed(move |r, d, _h| {
+            timer_rx.kick_armed.set(false);
+            if timer_rx.enabled.get() && timer_rx.pending() {
+                timer_rx.stat(|s| s.callbacks += 1);
+                cb(r, d);
+            }
+        });
+        let hook_rx = Rc::clone(&rx);
+        let prepare = reactor.add_prepare(move |r, _d| {
+            if hook_rx.orphaned.get() {
+                let _ = r.cancel_timer(kick);
+                if let Some(h) = hook_rx.prepare.take() {
+                    r.remove_prepare(h);
+                }
+                return;
+            }
+            hook_rx.kick(r, kick);
+        });
+        rx.prepare.set(Some(prepare));
+        Ok(SlirpBackend {
+            name: name.to_owned(),
+            stack: Some(stack),
+            rx,
+            kick: Some(kick),
+            scratch: Vec::new(),
+            _loop: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<D> SlirpBackend<D> {
+    /// The stack (for host forwards added later, counters, ...), until
+    /// [`close`](NetBackend::close).
+    pub fn stack(&self) -> Option<&Stack> {
+        self.stack.as_ref()
+    }
+
+    /// What the receive queue has done.
+    pub fn rx_stats(&self) -> RxStats {
+        self.rx.stats.get()
+    }
+
+    /// Sets the receive queue's limits (at least one frame); frames already
+    /// queued stay.
+    pub fn set_rx_limits(&mut self, frames: usize, bytes: usize) {
+        self.rx.max_frames.set(frames.max(1));
+        self.rx.max_bytes.set(bytes.max(1));
+    }
+
+    fn closed(&self) -> io::Error {
+        Error::io(
+            format!("using slirp backend {:?}", self.name),
+            io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
+        )
+        .into()
+    }
+}
+
+impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        let Some(stack) = self.stack.as_ref() else {
+            return Err(self.closed());
+        };
+        if let [one] = iov {
+            stack.input(one);
+            return Ok(one.len());
+        }
+        self.scratch.clear();
+        for s in iov {
+            self.scratch.extend_from_slice(s);
+        }
+        stack.input(&self.scratch);
+        Ok(self.scratch.len())
+    }
+
+    fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
+        let Some(frame) = self.rx.pop() else {
+            return Ok(None);
+        };
+        let len = frame.len();
+        let room = vnet::iov_len_mut(iov);
+        let res = if len > room {
+            self.rx.stat(|s| s.dropped_too_big += 1);
+            Err(Error::FrameTooBig { len, room }.into())
+        } else {
+            self.rx.stat(|s| s.delivered += 1);
+            Ok(Some(vnet::copy_to_iov(&frame, iov)))
+        };
+        self.rx.recycle(frame);
+        res
+    }
+
+    fn peek_recvlen(&mut self) -> io::Result<usize> {
+        Ok(self.rx.queue.borrow().front().map_or(0, Vec::len))
+    }
+
+    fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        let Some(kick) = self.kick else {
+            return Err(Error::io(
+                format!("enabling receive on slirp backend {:?}", self.name),
+                io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
+            ));
+        };
+        self.rx.enabled.set(true);
+        self.rx.kick(reactor, kick);
+        Ok(())
+    }
+
+    fn recv_disable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        self.rx.enabled.set(false);
+        if let Some(kick) = self.kick {
+            if self.rx.kick_armed.replace(false) {
+                reactor.disarm_timer(kick)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn get_cap(&self) -> u64 {
+        0
+    }
+
+    fn set_cap(&mut self, features: u64, vnet_hdr_len: usize) -> Result<(), Error> {
+        vnet::VnetHdrLen::new(vnet_hdr_len)?;
+        if features == 0 && vnet_hdr_len == 0 {
+            Ok(())
+        } else {
+            Err(Error::CapRefused {
+                backend: self.name.clone(),
+                features,
+                vnet_hdr_len,
+            })
+        }
+    }
+
+    fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        self.rx.enabled.set(false);
+        if let Some(h) = self.rx.prepare.take() {
+            reactor.remove_prepare(h);
+        }
+        if let Some(kick) = self.kick.take() {
+            reactor.cancel_timer(kick)?;
+        }
+        if let Some(stack) = self.stack.take() {
+            stack.close(reactor);
+        }
+        self.rx.queue.borrow_mut().clear();
+        Ok(())
+    }
+}
+
+impl<D> Drop for SlirpBackend<D> {
+    fn drop(&mut self) {
+        // Dropped without close: the stack tears itself down on the next
+        // round, and so does the prepare hook with the kick timer.
+        self.rx.enabled.set(false);
+        self.rx.orphaned.set(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_as_bhyve_splits_them() {
+        let o = SlirpOptions::parse("slirp").unwrap();
+        assert_eq!(o.name, "slirp");
+        assert!(!o.open && o.hostfwd.is_empty() && o.ignored.is_empty());
+        assert!(o.config().restricted);
+
+        let o = SlirpOptions::parse(
+            "slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open,mac=52:54:00:00:00:01",
+        )
+        .unwrap();
+        assert!(o.open);
+        assert!(!o.config().restricted);
+        assert_eq!(o.hostfwd.len(), 2);
+        assert_eq!(o.hostfwd[0].host_port, 2222);
+        assert_eq!(o.hostfwd[0].guest_port, 22);
+        assert_eq!(o.hostfwd[1].proto, slirp::Proto::Udp);
+        assert_eq!(o.ignored, ["mac"]);
+
+        for (s, open) in [("slirp,open=false", false), ("slirp,open=on", true)] {
+            assert_eq!(SlirpOptions::parse(s).unwrap().open, open, "{s}");
+        }
+        assert_eq!(
+            SlirpOptions::parse("slirp,vmname=vm1,").unwrap().vmname,
+            Some("vm1".to_owned())
+        );
+        for bad in [
+            "slirp,open=maybe",
+            "slirp,hostfwd=tcp:2222-:22",
+            "slirp,open,open",
+            "slirp,=x",
+            "tap0,open",
+        ] {
+            let e = SlirpOptions::parse(bad).unwrap_err();
+            assert_eq!(
+                io::Error::from(e).kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn queue_is_bounded_and_recv_pops_in_order() {
+        let mut r: Reactor<()> = Reactor::new().unwrap();
+        let mut be =
+            SlirpBackend::new("slirp", Config::default(), &[], &mut r, Box::new(|_, _| {}))
+                .unwrap();
+        be.set_rx_limits(3, 1 << 20);
+        for i in 0..5u8 {
+            be.rx.push(&[i; 60]);
+        }
+        let s = be.rx_stats();
+        assert_eq!((s.queued, s.enqueued, s.dropped_full), (3, 3, 2));
+        assert_eq!(be.peek_recvlen().unwrap(), 60);
+        let mut small = [0u8; 10];
+        let e = be.recv(&mut [IoSliceMut::new(&mut small)]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut a = [0u8; 20];
+        let mut b = [0u8; 100];
+        let n = be
+            .recv(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)])
+            .unwrap();
+        assert_eq!(n, Some(60));
+        assert_eq!((a[0], b[39]), (1, 1));
+        assert_eq!(be.recv(&mut [IoSliceMut::new(&mut b)]).unwrap(), Some(60));
+        assert_eq!(b[0], 2);
+        assert_eq!(be.recv(&mut [IoSliceMut::new(&mut b)]).unwrap(), None);
+        assert_eq!(be.peek_recvlen().unwrap(), 0);
+        be.set_rx_limits(100, 100);
+        be.rx.push(&[9; 60]);
+        be.rx.push(&[9; 60]);
+        assert_eq!(be.rx_stats().queued, 1);
+        Box::new(be).close(&mut r).unwrap();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn dropping_without_close_cleans_up_on_the_next_round() {
+        let mut r: Reactor<()> = Reactor::new().unwrap();
+        let mut be = SlirpBackend::new(
+            "slirp",
+            Config::default(),
+            &[],
+            &mut r,
+            Box::new(|_, _| panic!("receive callback after drop")),
+        )
+        .unwrap();
+        be.recv_enable(&mut r).unwrap();
+        be.rx.push(&[1; 60]);
+        let kick = be.kick.unwrap();
+        let rx = Rc::clone(&be.rx);
+        drop(be);
+        r.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+        r.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+        assert!(r.timer_deadline(kick).is_err(), "kick timer left behind");
+        assert!(rx.prepare.get().is_none(), "prepare hook left behind");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn callback_runs_only_while_enabled() {
+        struct St {
+            be: Option<SlirpBackend<St>>,
+            got: Vec<usize>,
+        }
+        let mut r: Reactor<St> = Reactor::new().unwrap();
+        let be = SlirpBackend::new(
+            "slirp",
+            Config::default(),
+            &[],
+            &mut r,
+            Box::new(|_r, st: &mut St| {
+                let mut buf = [0u8; 2048];
+                let be = st.be.as_mut().unwrap();
+                while let Ok(Some(n)) = be.recv(&mut [IoSliceMut::new(&mut buf)]) {
+                    st.got.push(n);
+                }
+            }),
+        )
+        .unwrap();
+        let mut st = St {
+            be: Some(be),
+            got: Vec::new(),
+        };
+        let zero = Some(Duration::ZERO);
+        st.be.as_ref().unwrap().rx.push(&[1; 64]);
+        r.run_once(zero, &mut st).unwrap();
+        r.run_once(zero, &mut st).unwrap();
+        assert!(st.got.is_empty(), "receive is disabled");
+        st.be.as_mut().unwrap().recv_enable(&mut r).unwrap();
+        r.run_once(zero, &mut st).unwrap();
+        assert_eq!(st.got, [64]);
+        st.be.as_ref().unwrap().rx.push(&[1; 70]);
+        r.run_once(zero, &mut st).unwrap();
+        assert_eq!(st.got, [64, 70]);
+        st.be.as_mut().unwrap().recv_disable(&mut r).unwrap();
+        st.be.as_ref().unwrap().rx.push(&[1; 80]);
+        r.run_once(zero, &mut st).unwrap();
+        assert_eq!(st.got, [64, 70]);
+        assert_eq!(st.be.as_ref().unwrap().rx_stats().callbacks, 2);
+        let be = st.be.take().unwrap();
+        Box::new(be).close(&mut r).unwrap();
+    }
+}
