@@ -5,14 +5,14 @@
 //! after it, every record in either direction is one Ethernet frame. bhyve
 //! closing its end ends the helper.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use caploop::slirp;
 use caploop::wire::nvlist;
 
-use crate::serve::{self, LinkCounters, Rx, ServeError, Session, Tx};
+use crate::record::{RecordRx, RecordTx};
+use crate::serve::{self, ServeError, Session};
 use crate::startup;
 
 /// The largest record bhyve reads (its `SLIRP_MTU`): it asserts every frame
@@ -24,11 +24,6 @@ pub const BHYVE_MAX_MTU: usize = BHYVE_MAX_RECORD - 14;
 
 /// The largest configuration record accepted.
 const MAX_CONFIG: usize = 64 * 1024;
-
-/// Frames queued toward bhyve before the oldest are dropped (bhyve reads
-/// its socket from its own event loop; a stalled guest must not make the
-/// helper grow without bound).
-const MAX_QUEUED: usize = 1024;
 
 /// Takes the inherited socket `fd`, checking it is a SOCK_SEQPACKET socket.
 pub fn take_socket(fd: RawFd) -> Result<OwnedFd, ServeError> {
@@ -145,150 +140,8 @@ pub fn serve(
     let (outcome, ..) = serve::run(
         session,
         sock,
-        SeqpacketRx::new(fd),
-        SeqpacketTx {
-            fd,
-            queue: VecDeque::new(),
-            counters: LinkCounters::default(),
-        },
+        RecordRx::new(fd, "bhyve"),
+        RecordTx::new(fd, BHYVE_MAX_RECORD, "bhyve"),
     )?;
     Ok(outcome)
-}
-
-/// Reads one frame per record.
-pub struct SeqpacketRx {
-    fd: RawFd,
-    buf: Vec<u8>,
-}
-
-impl SeqpacketRx {
-    /// A receiver on the (non-blocking) socket `fd`.
-    pub fn new(fd: RawFd) -> SeqpacketRx {
-        SeqpacketRx {
-            fd,
-            buf: vec![0u8; 65536 + 64],
-        }
-    }
-}
-
-impl Rx for SeqpacketRx {
-    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
-        // A bounded batch per round keeps one busy guest from starving
-        // libslirp's sockets.
-        for _ in 0..64 {
-            // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe {
-                libc::recv(
-                    self.fd,
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(!hangup),
-                    io::ErrorKind::Interrupted => continue,
-                    _ if e.raw_os_error() == Some(libc::ECONNRESET) => Ok(false),
-                    _ => Err(ServeError::Link {
-                        what: "reading a frame from bhyve".into(),
-                        source: e,
-                    }),
-                };
-            }
-            let n = n as usize;
-            if n == 0 {
-                // End of stream, or an empty record: only the former comes
-                // with a hangup.
-                if hangup {
-                    return Ok(false);
-                }
-                continue;
-            }
-            if n > self.buf.len() {
-                log::debug!("dropping a {n}-byte record from bhyve: larger than any frame");
-                continue;
-            }
-            deliver(&self.buf[..n]);
-        }
-        Ok(true)
-    }
-}
-
-/// Sends one frame per record, queueing what the socket cannot take.
-pub struct SeqpacketTx {
-    fd: RawFd,
-    queue: VecDeque<Vec<u8>>,
-    counters: LinkCounters,
-}
-
-impl SeqpacketTx {
-    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        loop {
-            // SAFETY: send reads frame.len() bytes from frame.
-            let n = unsafe {
-                libc::send(
-                    self.fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR,
-                )
-            };
-            if n >= 0 {
-                self.counters.frames_out += 1;
-                self.counters.bytes_out += frame.len() as u64;
-                return Ok(true);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(false),
-                _ => return Err(e),
-            }
-        }
-    }
-}
-
-impl Tx for SeqpacketTx {
-    fn push(&mut self, frame: &[u8]) {
-        if frame.len() > BHYVE_MAX_RECORD {
-            self.counters.dropped += 1;
-            return;
-        }
-        if self.queue.is_empty() {
-            match self.send(frame) {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => {
-                    log::debug!("sending a frame to bhyve: {e}");
-                    self.counters.dropped += 1;
-                    return;
-                }
-            }
-        }
-        if self.queue.len() >= MAX_QUEUED {
-            self.queue.pop_front();
-            self.counters.dropped += 1;
-        }
-        self.queue.push_back(frame.to_vec());
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        while let Some(frame) = self.queue.pop_front() {
-            if !self.send(&frame)? {
-                self.queue.push_front(frame);
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn pending(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
-    fn counters(&self) -> LinkCounters {
-        self.counters
-    }
 }

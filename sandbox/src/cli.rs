@@ -51,6 +51,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "QEMU")]
     pub qemu_stream: Option<PathBuf>,
 
+    /// QEMU: a unix datagram socket at PATH, one frame per datagram (-netdev dgram,remote.type=unix,remote.path=PATH).
+    #[arg(long, value_name = "PATH", help_heading = "QEMU")]
+    pub qemu_dgram: Option<PathBuf>,
+
     /// Host forwarding rules, bhyve syntax: tcp:127.0.0.1:2222-:22;udp::5353-:53 (IPv6 in brackets).
     #[arg(long, value_name = "RULES", help_heading = "Network")]
     pub hostfwd: Option<String>,
@@ -204,6 +208,11 @@ pub enum FrontEnd {
         /// Where to listen.
         path: PathBuf,
     },
+    /// QEMU's `-netdev dgram` on a unix datagram socket path.
+    QemuDgram {
+        /// Where to bind.
+        path: PathBuf,
+    },
     /// slirp4netns's tap in a network namespace.
     Slirp4netns {
         /// PID or path of the target.
@@ -252,6 +261,7 @@ impl Cli {
         let chosen = [
             self.bhyve_fd.is_some(),
             self.qemu_stream.is_some(),
+            self.qemu_dgram.is_some(),
             self.target.is_some(),
         ]
         .iter()
@@ -259,7 +269,7 @@ impl Cli {
         .count();
         if chosen > 1 {
             return Err(UsageError(
-                "choose one front end: -S FD, --qemu-stream PATH, or PID|PATH [TAPNAME]".into(),
+                "choose one front end: -S FD, --qemu-stream PATH, --qemu-dgram PATH, or PID|PATH [TAPNAME]".into(),
             ));
         }
         if let Some(t) = self.target_type.as_deref() {
@@ -295,6 +305,9 @@ impl Cli {
                 target: target.clone(),
                 tapname: self.tapname.clone().unwrap_or_else(|| "tap0".into()),
             });
+        }
+        if let Some(path) = &self.qemu_dgram {
+            return Ok(FrontEnd::QemuDgram { path: path.clone() });
         }
         let path = self.qemu_stream.clone().unwrap_or_else(default_socket_path);
         Ok(FrontEnd::QemuStream { path })

@@ -13,6 +13,7 @@ mod bhyve;
 mod cli;
 mod netns;
 mod qemu;
+mod record;
 mod serve;
 mod slirp4netns;
 mod startup;
@@ -82,6 +83,20 @@ fn run(cli: &Cli, front: FrontEnd, mtu: usize, logging: bool) -> Result<(), Serv
             );
             let conn = qemu::accept(listener, &path)?;
             let outcome = qemu::serve(conn, session)?;
+            log::info!("qemu: {outcome:?}");
+            Ok(())
+        }
+        FrontEnd::QemuDgram { path } => {
+            let session = hypervisor_session(cli, mtu, logging, "qemu")?;
+            startup::close_other_fds(&[])?;
+            eprintln!(
+                "caploop-sandbox: waiting for QEMU on {p}: qemu-system-x86_64 ... \
+                 -netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path={p} \
+                 -device virtio-net-pci,netdev=n0",
+                p = path.display()
+            );
+            let sock = qemu::dgram(&path)?;
+            let outcome = qemu::serve_dgram(sock, session)?;
             log::info!("qemu: {outcome:?}");
             Ok(())
         }

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use caploop::wire::stream::{Backlog, Decoder, DEFAULT_MAX_FRAME};
 
+use crate::record::{RecordRx, RecordTx};
 use crate::serve::{self, LinkCounters, Outcome, Rx, ServeError, Session, Tx};
 
 /// Bytes queued toward QEMU before frames are refused (QEMU reads its
@@ -60,6 +61,62 @@ pub fn accept(listener: UnixListener, path: &Path) -> Result<OwnedFd, ServeError
         source: e,
     })?;
     Ok(conn.into())
+}
+
+/// Binds the datagram socket for `-netdev dgram` and waits for QEMU's first
+/// frame, whose sender address it connects to (left queued, so the frame
+/// is served). The socket file stays while QEMU sends to it; the helper
+/// cannot remove it from inside the sandbox.
+pub fn dgram(path: &Path) -> Result<OwnedFd, ServeError> {
+    use std::os::unix::net::UnixDatagram;
+    let link = |what: String| move |e| ServeError::Link { what, source: e };
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(ServeError::Protocol(format!(
+                "--qemu-dgram {}: exists and is not a socket",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(link(format!("removing {}", path.display())))?;
+    }
+    let sock = UnixDatagram::bind(path).map_err(link(format!("binding {}", path.display())))?;
+    let mut first = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut first)];
+    let msg = nix::sys::socket::recvmsg::<nix::sys::socket::UnixAddr>(
+        sock.as_raw_fd(),
+        &mut iov,
+        None,
+        nix::sys::socket::MsgFlags::MSG_PEEK,
+    )
+    .map_err(|e| ServeError::Link {
+        what: format!("waiting for QEMU on {}", path.display()),
+        source: e.into(),
+    })?;
+    let from = msg.address;
+    let Some(peer) = from.as_ref().and_then(|a| a.path()).map(Path::to_path_buf) else {
+        return Err(ServeError::Protocol(format!(
+            "--qemu-dgram {}: the first datagram came from an unnamed socket; \
+             give QEMU local.type=unix,local.path=...",
+            path.display()
+        )));
+    };
+    sock.connect(&peer)
+        .map_err(link(format!("connecting to QEMU at {}", peer.display())))?;
+    sock.set_nonblocking(true)
+        .map_err(link("making the datagram socket non-blocking".into()))?;
+    Ok(sock.into())
+}
+
+/// Serves QEMU's `-netdev dgram`: one frame per datagram.
+pub fn serve_dgram(sock: OwnedFd, session: Session) -> Result<Outcome, ServeError> {
+    let fd = sock.as_raw_fd();
+    let (outcome, ..) = serve::run(
+        session,
+        sock,
+        RecordRx::new(fd, "QEMU"),
+        RecordTx::new(fd, DEFAULT_MAX_FRAME, "QEMU"),
+    )?;
+    Ok(outcome)
 }
 
 /// Serves QEMU on an accepted connection.

@@ -89,6 +89,11 @@ pub trait Tx {
     fn flush(&mut self) -> io::Result<()>;
     /// Whether frames are queued.
     fn pending(&self) -> bool;
+    /// Whether sending showed the peer is gone (a datagram peer gives no
+    /// hangup otherwise).
+    fn gone(&self) -> bool {
+        false
+    }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
 }
@@ -201,7 +206,7 @@ pub fn run(
             }
         },
     )?;
-    watch_backlog(&mut reactor, link_handle, tx.clone());
+    watch_backlog(&mut reactor, link_handle, tx.clone(), outcome.clone());
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let o = outcome.clone();
         reactor.add_signal(sig, move |r, _, _| {
@@ -266,12 +271,22 @@ pub fn run(
 /// Once per round, before the wait: writes what the round queued toward the
 /// hypervisor (one write for a burst of frames), then asks for writability
 /// only while something is left.
-fn watch_backlog(reactor: &mut Reactor<()>, link: Handle, tx: Rc<RefCell<dyn Tx>>) {
+fn watch_backlog(
+    reactor: &mut Reactor<()>,
+    link: Handle,
+    tx: Rc<RefCell<dyn Tx>>,
+    outcome: Rc<Cell<Option<Result<Outcome, String>>>>,
+) {
     let mut writing = false;
     reactor.add_prepare(move |r, _| {
         let mut tx = tx.borrow_mut();
         if let Err(e) = tx.flush() {
             log::debug!("writing to the link: {e}");
+        }
+        if tx.gone() {
+            outcome.set(Some(Ok(Outcome::PeerHungUp)));
+            r.stop();
+            return;
         }
         let want = tx.pending();
         if want != writing {

@@ -164,3 +164,43 @@ fn open_guest_reaches_a_host_listener() {
         guest.dump()
     );
 }
+
+#[test]
+fn dgram_guest_gets_a_lease_and_pings_the_gateway() {
+    if !available() {
+        return;
+    }
+    let scratch = Scratch::new("qdguest");
+    let helper_sock = scratch.0.join("helper.sock");
+    let qemu_sock = scratch.0.join("qemu.sock");
+    let helper = Command::new(BIN)
+        .arg("--qemu-dgram")
+        .arg(&helper_sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn caploop-sandbox");
+    let _helper = Reaper(helper);
+    assert!(wait_for_path(&helper_sock, Duration::from_secs(10)));
+    let initrd = build_initrd(&scratch, "ping -c1 -W3 10.0.2.2 && echo PING-OK\n", &[]);
+    let mut guest = Guest::boot(
+        &initrd,
+        &format!(
+            "dgram,id=n0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+            qemu_sock.display(),
+            helper_sock.display()
+        ),
+    );
+    let lease = guest.wait_for("LEASE", BOOT);
+    assert!(
+        lease.as_deref().is_some_and(|l| l.contains("ip=10.0.2.15")),
+        "no lease over dgram: {lease:?}\n{}",
+        guest.dump()
+    );
+    assert!(
+        guest.wait_for("PING-OK", BOOT).is_some(),
+        "{}",
+        guest.dump()
+    );
+}

@@ -205,3 +205,43 @@ fn bad_flags_exit_non_zero_with_one_line() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--qemu-stream"));
 }
+
+#[test]
+fn dgram_front_end_serves_one_frame_per_datagram() {
+    use std::os::unix::net::UnixDatagram;
+    let scratch = Scratch::new("qdgram");
+    let ours = scratch.0.join("qemu.sock");
+    let theirs = scratch.0.join("helper.sock");
+    let child = Command::new(BIN)
+        .arg("--qemu-dgram")
+        .arg(&theirs)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut helper = Reaper(child);
+    assert!(wait_for_path(&theirs, Duration::from_secs(10)));
+    let q = UnixDatagram::bind(&ours).unwrap();
+    q.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    q.send_to(&dhcp_discover(0xd6_0001), &theirs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 70_000];
+    let offer = loop {
+        assert!(Instant::now() < deadline, "no offer over dgram");
+        if let Ok(n) = q.recv(&mut buf) {
+            if let Some(r) = dhcp_reply(&buf[..n], 0xd6_0001) {
+                break r;
+            }
+        }
+    };
+    assert_eq!(offer, (2, [10, 0, 2, 15]));
+    let pid = helper.0.id();
+    assert_eq!(status_field(pid, "Seccomp").as_deref(), Some("2"));
+    // SAFETY: kill with the helper's pid, which is alive (we hold its Child).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut helper.0, Duration::from_secs(10)).expect("exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,191 @@
+//! Links that carry one Ethernet frame per record: bhyve's SOCK_SEQPACKET
+//! socket and QEMU's `-netdev dgram` (a connected unix datagram socket).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::serve::{LinkCounters, Rx, ServeError, Tx};
+
+/// Frames queued toward the hypervisor before the oldest are dropped (it
+/// reads its socket from its own event loop; a stalled guest must not make
+/// the helper grow without bound).
+const MAX_QUEUED: usize = 1024;
+
+/// Reads one frame per record.
+pub struct RecordRx {
+    fd: RawFd,
+    buf: Vec<u8>,
+    peer: &'static str,
+}
+
+impl RecordRx {
+    /// A receiver on the (non-blocking) socket `fd`, from `peer` (for logs).
+    pub fn new(fd: RawFd, peer: &'static str) -> RecordRx {
+        RecordRx {
+            fd,
+            buf: vec![0u8; 65536 + 64],
+            peer,
+        }
+    }
+}
+
+impl Rx for RecordRx {
+    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
+        // A bounded batch per round keeps one busy guest from starving
+        // libslirp's sockets.
+        for _ in 0..64 {
+            // SAFETY: recv writes at most buf.len() bytes into buf.
+            let n = unsafe {
+                libc::recv(
+                    self.fd,
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(!hangup),
+                    io::ErrorKind::Interrupted => continue,
+                    _ if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNRESET) | Some(libc::ECONNREFUSED)
+                    ) =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(ServeError::Link {
+                        what: format!("reading a frame from {}", self.peer),
+                        source: e,
+                    }),
+                };
+            }
+            let n = n as usize;
+            if n == 0 {
+                // End of stream, or an empty record: only the former comes
+                // with a hangup.
+                if hangup {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if n > self.buf.len() {
+                log::debug!(
+                    "dropping a {n}-byte record from {}: larger than any frame",
+                    self.peer
+                );
+                continue;
+            }
+            deliver(&self.buf[..n]);
+        }
+        Ok(true)
+    }
+}
+
+/// Sends one frame per record, queueing what the socket cannot take.
+pub struct RecordTx {
+    fd: RawFd,
+    max_record: usize,
+    peer: &'static str,
+    queue: VecDeque<Vec<u8>>,
+    counters: LinkCounters,
+    gone: bool,
+}
+
+impl RecordTx {
+    /// A sender on the (non-blocking) socket `fd` whose peer reads records
+    /// of at most `max_record` bytes.
+    pub fn new(fd: RawFd, max_record: usize, peer: &'static str) -> RecordTx {
+        RecordTx {
+            fd,
+            max_record,
+            peer,
+            queue: VecDeque::new(),
+            counters: LinkCounters::default(),
+            gone: false,
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        loop {
+            // SAFETY: send reads frame.len() bytes from frame.
+            let n = unsafe {
+                libc::send(
+                    self.fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR,
+                )
+            };
+            if n >= 0 {
+                self.counters.frames_out += 1;
+                self.counters.bytes_out += frame.len() as u64;
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(false),
+                _ => {
+                    // A datagram peer that went away shows only here.
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNREFUSED) | Some(libc::ECONNRESET) | Some(libc::EPIPE)
+                    ) {
+                        self.gone = true;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Tx for RecordTx {
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() > self.max_record {
+            self.counters.dropped += 1;
+            return;
+        }
+        if self.queue.is_empty() {
+            match self.send(frame) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    log::debug!("sending a frame to {}: {e}", self.peer);
+                    self.counters.dropped += 1;
+                    return;
+                }
+            }
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            self.queue.pop_front();
+            self.counters.dropped += 1;
+        }
+        self.queue.push_back(frame.to_vec());
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(frame) = self.queue.pop_front() {
+            if !self.send(&frame)? {
+                self.queue.push_front(frame);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    fn gone(&self) -> bool {
+        self.gone
+    }
+
+    fn counters(&self) -> LinkCounters {
+        self.counters
+    }
+}
