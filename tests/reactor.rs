@@ -648,3 +648,198 @@ fn hangup_is_reported() {
     assert!(seen[0].readable, "end of file reads as readable");
     assert!(seen[0].hangup);
 }
+
+#[test]
+fn an_armed_timer_rearmed_earlier_or_later_fires_once_at_the_new_deadline() {
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    let later = r.add_timer(Duration::from_millis(1), |_, f, _| f.push("later"));
+    let earlier = r.add_timer(Duration::from_secs(3600), |_, f, _| f.push("earlier"));
+    let base = Instant::now();
+    r.rearm_timer_at(later, base + Duration::from_millis(40))
+        .unwrap();
+    r.rearm_timer_at(earlier, base + Duration::from_millis(20))
+        .unwrap();
+    assert_eq!(
+        r.timer_deadline(later).unwrap(),
+        Some(base + Duration::from_millis(40))
+    );
+    assert_eq!(
+        r.timer_deadline(earlier).unwrap(),
+        Some(base + Duration::from_millis(20))
+    );
+    let mut fired = Vec::new();
+    r.run_once(Some(Duration::from_millis(5)), &mut fired)
+        .unwrap();
+    assert!(fired.is_empty(), "not at the original 1 ms: {fired:?}");
+    while fired.len() < 2 && base.elapsed() < Duration::from_secs(5) {
+        r.run_once(None, &mut fired).unwrap();
+    }
+    assert_eq!(fired, vec!["earlier", "later"]);
+    assert!(base.elapsed() >= Duration::from_millis(40));
+    for _ in 0..3 {
+        r.run_once(Some(Duration::from_millis(2)), &mut fired)
+            .unwrap();
+    }
+    assert_eq!(fired.len(), 2, "each fired once, stale entries skipped");
+}
+
+#[test]
+fn a_disarmed_timer_is_rearmed_many_times_and_rearms_itself() {
+    // libslirp's pattern: few timers, many re-arms, earlier and later.
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let t = r.add_timer_disarmed(|r, n, h| {
+        *n += 1;
+        if *n % 2 == 1 {
+            // From its own callback, for "now": fires next round, not this.
+            r.rearm_timer(h, Duration::ZERO).unwrap();
+        }
+    });
+    let mut n = 0;
+    for i in 0..50u32 {
+        // Far, then near, then far again: only the last arm counts.
+        r.rearm_timer(t, Duration::from_secs(3600)).unwrap();
+        r.rearm_timer(t, Duration::ZERO).unwrap();
+        if i % 5 == 0 {
+            r.rearm_timer(t, Duration::from_secs(60)).unwrap();
+            r.disarm_timer(t).unwrap();
+            assert_eq!(r.timer_deadline(t).unwrap(), None);
+            r.rearm_timer(t, Duration::ZERO).unwrap();
+        }
+        let before = n;
+        r.run_once(SHORT, &mut n).unwrap();
+        assert_eq!(n, before + 1, "one fire per round (round {i})");
+        if n % 2 == 1 {
+            assert!(r.timer_deadline(t).unwrap().is_some(), "re-armed itself");
+            r.run_once(SHORT, &mut n).unwrap();
+        }
+    }
+    assert_eq!(r.timer_deadline(t).unwrap(), None);
+    r.run_once(Some(Duration::from_millis(2)), &mut n).unwrap();
+    let total = n;
+    r.cancel_timer(t).unwrap();
+    r.run_once(Some(Duration::from_millis(2)), &mut n).unwrap();
+    assert_eq!(n, total);
+    assert!(matches!(
+        r.rearm_timer(t, Duration::ZERO),
+        Err(Error::UnknownTimer(_))
+    ));
+}
+
+#[test]
+fn a_timer_armed_by_a_timer_callback_for_now_fires_in_the_next_round() {
+    let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
+    r.add_timer(Duration::ZERO, |r, f, _| {
+        f.push("first");
+        r.add_timer(Duration::ZERO, |_, f, _| f.push("second"));
+    });
+    let mut fired = Vec::new();
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec!["first"]);
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec!["first", "second"]);
+}
+
+#[test]
+fn cancelled_timers_drop_their_callbacks_and_stale_handles_stay_stale() {
+    let token = Rc::new(());
+    let mut r: Reactor<Vec<u32>> = Reactor::new().unwrap();
+    let t1 = token.clone();
+    let h = r.add_timer(Duration::from_secs(3600), move |_, f, _| {
+        let _ = &t1;
+        f.push(1)
+    });
+    assert_eq!(Rc::strong_count(&token), 2);
+    r.cancel_timer(h).unwrap();
+    assert_eq!(Rc::strong_count(&token), 1, "dropped at cancel");
+
+    // The slot is reused; the old handle does not reach the new timer.
+    let h2 = r.add_timer(Duration::ZERO, |_, f, _| f.push(2));
+    assert!(matches!(r.cancel_timer(h), Err(Error::UnknownTimer(_))));
+    assert!(matches!(r.timer_deadline(h), Err(Error::UnknownTimer(_))));
+    assert!(matches!(
+        r.rearm_timer(h, Duration::ZERO),
+        Err(Error::UnknownTimer(_))
+    ));
+    assert!(r.timer_deadline(h2).unwrap().is_some());
+
+    // A timer that cancels itself from its callback: dropped when it returns.
+    let t3 = token.clone();
+    r.add_timer_disarmed(move |r, f, h| {
+        let _ = &t3;
+        f.push(3);
+        r.cancel_timer(h).unwrap();
+        r.add_timer(Duration::ZERO, |_, f, _| f.push(4));
+    });
+    let h3 = r
+        .add_periodic(Duration::from_millis(1), |_, f, _| f.push(5))
+        .unwrap();
+    r.cancel_timer(h3).unwrap();
+    let mut fired = Vec::new();
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec![2]);
+    assert_eq!(Rc::strong_count(&token), 2);
+}
+
+#[test]
+fn a_self_cancelling_timer_callback_is_dropped_when_it_returns() {
+    let token = Rc::new(());
+    let mut r: Reactor<Vec<u32>> = Reactor::new().unwrap();
+    let t = token.clone();
+    let h = r.add_timer_disarmed(move |r, f, h| {
+        let _ = &t;
+        f.push(1);
+        r.cancel_timer(h).unwrap();
+        // May take the freed slot.
+        r.add_timer(Duration::ZERO, |_, f, _| f.push(2));
+    });
+    r.rearm_timer(h, Duration::ZERO).unwrap();
+    let mut fired = Vec::new();
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec![1]);
+    assert_eq!(Rc::strong_count(&token), 1);
+    assert!(matches!(r.cancel_timer(h), Err(Error::UnknownTimer(_))));
+    r.run_once(SHORT, &mut fired).unwrap();
+    assert_eq!(fired, vec![1, 2]);
+}
+
+#[test]
+fn many_timers_fire_in_deadline_order_with_ties_in_arming_order() {
+    let mut r: Reactor<Vec<u32>> = Reactor::new().unwrap();
+    let base = Instant::now() + Duration::from_millis(5);
+    let mut expected = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..2000u32 {
+        let ms = u64::from(i * 7919 % 97) / 10; // many ties
+        let deadline = base + Duration::from_millis(ms);
+        let h = r.add_timer_disarmed(move |_, f, _| f.push(i));
+        r.rearm_timer_at(h, deadline).unwrap();
+        handles.push((h, ms, i));
+    }
+    // Cancel every third, move every fifth later (re-armed: ties go last).
+    let mut moved = Vec::new();
+    for &(h, ms, i) in &handles {
+        if i % 3 == 0 {
+            r.cancel_timer(h).unwrap();
+        } else if i % 5 == 0 {
+            r.rearm_timer_at(h, base + Duration::from_millis(ms + 1))
+                .unwrap();
+            moved.push((ms + 1, i));
+        } else {
+            expected.push((ms, i));
+        }
+    }
+    let mut order: Vec<(u64, usize, u32)> = expected
+        .iter()
+        .map(|&(ms, i)| (ms, 0, i))
+        .chain(moved.iter().map(|&(ms, i)| (ms, 1, i)))
+        .collect();
+    order.sort();
+    let expected: Vec<u32> = order.into_iter().map(|(_, _, i)| i).collect();
+    let mut fired = Vec::new();
+    let start = Instant::now();
+    while fired.len() < expected.len() && start.elapsed() < Duration::from_secs(5) {
+        r.run_once(None, &mut fired).unwrap();
+    }
+    // Arming order breaks ties: the moved timers were armed last.
+    assert!(fired == expected, "fired out of order");
+}

@@ -508,9 +508,8 @@ impl<D> Reactor<D> {
     where
         F: FnMut(&mut Reactor<D>, &mut D, TimerHandle) + 'static,
     {
-        let h = self.timers.insert(None, false, Box::new(cb));
-        self.timers.arm(h, deadline_after(after));
-        h
+        self.timers
+            .insert_armed(None, false, Box::new(cb), deadline_after(after))
     }
 
     /// Adds a periodic timer, first due one `period` from now. Deadlines
@@ -523,9 +522,9 @@ impl<D> Reactor<D> {
         if period.is_zero() {
             return Err(Error::ZeroPeriod);
         }
-        let h = self.timers.insert(Some(period), true, Box::new(cb));
-        self.timers.arm(h, deadline_after(period));
-        Ok(h)
+        Ok(self
+            .timers
+            .insert_armed(Some(period), true, Box::new(cb), deadline_after(period)))
     }
 
     /// Adds a timer that is not armed. It stays until cancelled, however
@@ -561,7 +560,8 @@ impl<D> Reactor<D> {
         }
     }
 
-    /// Removes a timer; it will not fire again.
+    /// Removes a timer; it will not fire again. Its callback is dropped now,
+    /// or, if it is the one running, when it returns.
     pub fn cancel_timer(&mut self, h: TimerHandle) -> Result<()> {
         if self.timers.remove(h) {
             Ok(())
@@ -572,8 +572,7 @@ impl<D> Reactor<D> {
 
     /// When the timer is next due, if it is armed.
     pub fn timer_deadline(&mut self, h: TimerHandle) -> Result<Option<Instant>> {
-        let e = self.timers.get_mut(h).ok_or(Error::UnknownTimer(h))?;
-        Ok(e.armed.map(|_| e.deadline))
+        self.timers.deadline(h).ok_or(Error::UnknownTimer(h))
     }
 
     // ----- signals -----------------------------------------------------
@@ -772,9 +771,9 @@ impl<D> Reactor<D> {
         self.signals_pending = sigs;
 
         let now = Instant::now();
-        let limit = self.timers.seq_mark();
-        while let Some((h, due)) = self.timers.pop_due(now, limit) {
-            self.dispatch_timer(h, due, now, data);
+        let limit = self.timers.due_limit(now);
+        while let Some(fired) = self.timers.pop_due(limit) {
+            self.dispatch_timer(fired, now, data);
             ran += 1;
         }
         Ok(ran)
@@ -832,24 +831,17 @@ impl<D> Reactor<D> {
         true
     }
 
-    fn dispatch_timer(&mut self, h: TimerHandle, due: Instant, now: Instant, data: &mut D) {
-        let Some(e) = self.timers.get_mut(h) else {
-            return;
-        };
-        let period = e.period;
-        let Some(mut cb) = e.cb.take() else { return };
-        if let Some(p) = period {
-            self.timers.arm(h, timer::next_period(due, p, now));
+    fn dispatch_timer(&mut self, fired: timer::Fired<TimerCb<D>>, now: Instant, data: &mut D) {
+        let timer::Fired {
+            handle: h,
+            mut cb,
+            periodic,
+        } = fired;
+        if let Some((due, period)) = periodic {
+            self.timers.arm(h, timer::next_period(due, period, now));
         }
         cb(self, data, h);
-        if let Some(e) = self.timers.get_mut(h) {
-            if e.cb.is_none() {
-                e.cb = Some(cb);
-            }
-            if !e.persistent && e.armed.is_none() {
-                self.timers.remove(h);
-            }
-        }
+        self.timers.finish(h, cb);
     }
 }
 
