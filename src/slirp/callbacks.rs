@@ -64,6 +64,11 @@ pub(crate) struct Shared {
     ops: RefCell<Vec<Op>>,
     /// The socket set may have changed since the last fill.
     pub dirty: Cell<bool>,
+    /// A guest frame went in since the last poll: poll this round, so what
+    /// libslirp queued behind it (packets waiting for the guest's ARP
+    /// reply, which it sends only from `slirp_pollfds_poll` and drops
+    /// after a second) goes out now.
+    pub want_poll: Cell<bool>,
     next_timer: Cell<usize>,
     /// `guest_error` calls.
     pub guest_errors: Cell<u64>,
@@ -80,6 +85,7 @@ impl Shared {
             spare: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
             dirty: Cell::new(true),
+            want_poll: Cell::new(false),
             next_timer: Cell::new(1),
             guest_errors: Cell::new(0),
             lost: Cell::new(0),

@@ -156,6 +156,11 @@ impl Inner {
         self.after_call(r);
         if filled {
             self.diff(r);
+            let timeout = if self.shared.want_poll.replace(false) {
+                0
+            } else {
+                timeout
+            };
             self.arm_poll_timer(r, timeout);
         }
     }

@@ -316,6 +316,7 @@ impl Stack {
             c.bytes_in += frame.len() as u64;
         });
         inner.shared.dirty.set(true);
+        inner.shared.want_poll.set(true);
         inner.drain_frames();
     }
 

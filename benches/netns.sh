@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# slirp4netns-style bench: caploop-sandbox against slirp4netns 1.2 and pasta,
+# each serving a tap0 in a fresh network namespace, with iperf3 between the
+# namespace and an iperf3 server on host 127.0.0.1 (10.0.2.2, the gateway,
+# is the host's loopback for all three).
+#
+#   caploop      caploop-sandbox --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
+#   slirp4netns  slirp4netns --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
+#   pasta        pasta -f -q --runas 0 -4 --config-net -m MTU -a 10.0.2.100 -n 24 -g 10.0.2.2
+#                      -I tap0 -t none -u none -T none -U none --netns /var/run/netns/NS
+#
+# "upload" is namespace->host (iperf3 -c 10.0.2.2 in the namespace),
+# "download" host->namespace (the same with -R). For each MTU, round,
+# direction and peer (interleaved, so drift hits all alike) a fresh namespace
+# and peer are started, and the run waits until tap0 is up with 10.0.2.100
+# and a default route before iperf3 starts. The peer's CPU time (utime+stime
+# of /proc/PID/stat, all threads) is sampled right before and after the
+# iperf3 client, VmRSS and VmHWM right after; bytes are iperf3's
+# end.sum_received.bytes. The table gives medians (and min-max of Gbit/s)
+# over the rounds and the caploop/slirp4netns ratios against the targets:
+# throughput >= 1.25x at MTU 1500, CPU s/GB <= 0.8x, RSS <= slirp4netns's.
+#
+# Run as root:   bash benches/netns.sh
+# Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
+#                MTUS ("1500 65520"), PEERS ("caploop slirp4netns pasta"),
+#                PORT (15301), NO_BUILD=1 to use the existing release binary,
+#                KEEP=DIR to keep the raw results and logs in DIR.
+# Needs: ip (iproute2), iperf3, python3, ss, slirp4netns, pasta (passt).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-5}
+MTUS=${MTUS:-"1500 65520"}
+PEERS=${PEERS:-"caploop slirp4netns pasta"}
+PORT=${PORT:-15301}
+NS="cnb-$$"
+GUEST=10.0.2.100
+GW=10.0.2.2
+
+die() { echo "netns.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root (namespaces, tap devices)"
+for t in ip iperf3 python3 ss; do
+    command -v "$t" >/dev/null || die "$t is not installed"
+done
+for p in $PEERS; do
+    case $p in
+    caploop) ;;
+    slirp4netns) command -v slirp4netns >/dev/null || die "slirp4netns is not installed" ;;
+    pasta) command -v pasta >/dev/null || die "pasta is not installed (Debian package passt)" ;;
+    *) die "unknown peer $p" ;;
+    esac
+done
+
+if [ -z "${NO_BUILD:-}" ]; then
+    export CARGO_TARGET_DIR="$TARGET"
+    cargo build --quiet --release -p caploop-sandbox
+fi
+SANDBOX="$TARGET/release/caploop-sandbox"
+[ -x "$SANDBOX" ] || die "$SANDBOX is missing"
+
+WORK=$(mktemp -d /tmp/cnb.XXXXXX)
+RESULTS="$WORK/results.tsv"
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
+    ip netns del "$NS" 2>/dev/null || true
+}
+finish() {
+    cleanup
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP" && cp -r "$WORK"/. "$KEEP"/
+    fi
+    rm -rf "$WORK"
+}
+trap finish EXIT
+trap 'echo "netns.sh: interrupted" >&2; exit 130' INT TERM
+
+TCK=$(getconf CLK_TCK)
+# utime+stime of a process (all its threads), in clock ticks.
+cpu_ticks() {
+    local stat f
+    stat=$(cat "/proc/$1/stat") || { echo 0; return; }
+    read -r -a f <<<"${stat##*) }"
+    echo $((f[11] + f[12]))
+}
+# A /proc/PID/status field in kB.
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# Waits up to $2 tenths of a second for the command "$3..." to succeed.
+wait_for() {
+    local what=$1 n=$2
+    shift 2
+    while ! "$@" >/dev/null 2>&1; do
+        n=$((n - 1))
+        [ "$n" -gt 0 ] || { echo "netns.sh: timed out waiting for $what" >&2; return 1; }
+        sleep 0.1
+    done
+}
+# tap0 exists, is up with carrier, has the guest address and a default route.
+tap_ready() {
+    ip -n "$NS" link show tap0 | grep -q 'state UP\|LOWER_UP' &&
+        ip -n "$NS" -4 addr show dev tap0 | grep -q "inet $GUEST/" &&
+        ip -n "$NS" -4 route show default | grep -q "via $GW"
+}
+listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
+json() { # json FILE EXPR  (EXPR over the parsed object j)
+    python3 -c 'import json, sys
+try:
+    j = json.load(open(sys.argv[1]))
+    print(eval(sys.argv[2]))
+except Exception:
+    print(0)' "$1" "$2"
+}
+
+# One measurement: prints a results line, or returns non-zero.
+run_one() {
+    local mtu=$1 dir=$2 peer=$3 round=$4
+    local tag="$peer-$mtu-$dir-$round"
+    local log="$WORK/$tag.peer.log" json="$WORK/$tag.json"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    local nsp="/var/run/netns/$NS"
+
+    case $peer in
+    caploop)
+        "$SANDBOX" --configure --mtu="$mtu" --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        ;;
+    slirp4netns)
+        slirp4netns --configure --mtu="$mtu" --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        ;;
+    pasta)
+        pasta -f -q --runas 0 -4 --config-net -m "$mtu" -a "$GUEST" -n 24 -g "$GW" -I tap0 \
+            -t none -u none -T none -U none --netns "$nsp" </dev/null >"$log" 2>&1 &
+        ;;
+    esac
+    local ppid=$!
+    PIDS+=("$ppid")
+    wait_for "$peer to configure tap0" 100 tap_ready || { tail -5 "$log" >&2; return 1; }
+    kill -0 "$ppid" 2>/dev/null || { echo "netns.sh: $peer exited" >&2; tail -5 "$log" >&2; return 1; }
+
+    iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
+    local spid=$!
+    PIDS+=("$spid")
+    wait_for "the iperf3 server" 50 listening || return 1
+    sleep 0.1
+
+    local rflag=""
+    [ "$dir" = download ] && rflag="-R"
+    local c0 c1 rc=0
+    c0=$(cpu_ticks "$ppid")
+    timeout $((SECS + 20)) ip netns exec "$NS" \
+        iperf3 -c "$GW" -p "$PORT" -t "$SECS" -J $rflag >"$json" 2>&1 || rc=$?
+    c1=$(cpu_ticks "$ppid")
+    local rss hwm
+    rss=$(status_kb "$ppid" VmRSS)
+    hwm=$(status_kb "$ppid" VmHWM)
+
+    kill "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    kill "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    PIDS=()
+    ip netns del "$NS"
+
+    local bytes secs retr err
+    bytes=$(json "$json" 'j["end"]["sum_received"]["bytes"]')
+    secs=$(json "$json" 'j["end"]["sum_received"]["seconds"]')
+    retr=$(json "$json" 'j["end"]["sum_sent"].get("retransmits", 0)')
+    err=$(json "$json" 'j.get("error", "")')
+    [ "$err" = 0 ] && err=""
+    if [ "$rc" != 0 ] || [ "$bytes" = 0 ] || [ -n "$err" ]; then
+        echo "netns.sh: $tag failed (iperf3 rc $rc${err:+: $err})" >&2
+        tail -3 "$log" >&2 || true
+        return 1
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$mtu" "$dir" "$peer" "$round" "$bytes" "$secs" \
+        "$((c1 - c0))" "$TCK" "$rss" "$hwm" "$retr"
+}
+
+printf 'mtu\tdir\tpeer\tround\tbytes\tsecs\tcpu_ticks\tclk_tck\trss_kb\thwm_kb\tretr\n' >"$RESULTS"
+start=$SECONDS
+failures=0
+for mtu in $MTUS; do
+    for round in $(seq 1 "$ROUNDS"); do
+        for dir in upload download; do
+            for peer in $PEERS; do
+                if line=$(run_one "$mtu" "$dir" "$peer" "$round"); then
+                    echo "$line" >>"$RESULTS"
+                    echo "  $line" >&2
+                else
+                    failures=$((failures + 1))
+                    cleanup
+                fi
+            done
+        done
+    done
+done
+echo "netns.sh: $((SECONDS - start)) s, $failures failed runs" >&2
+
+python3 - "$RESULTS" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+groups = {}
+for r in rows:
+    b, s, t = int(r["bytes"]), float(r["secs"]), int(r["clk_tck"])
+    groups.setdefault((int(r["mtu"]), r["dir"], r["peer"]), []).append({
+        "ticks": int(r["cpu_ticks"]),
+        "gbps": b * 8 / s / 1e9,
+        "cpugb": int(r["cpu_ticks"]) / t / (b / 1e9),
+        "rss": int(r["rss_kb"]) / 1024,
+        "hwm": int(r["hwm_kb"]) / 1024,
+        "retr": r["retr"],
+    })
+med = statistics.median
+order = {"caploop": 0, "slirp4netns": 1, "pasta": 2}
+key = lambda k: (k[0], k[1] != "upload", order.get(k[2], 9))
+coarse = lambda g: min(x["ticks"] for x in g) < 20
+print()
+print(f"{'MTU':>6} {'direction':<9} {'peer':<12} {'n':>2} {'Gbit/s':>7} {'(min-max)':<13} "
+      f"{'CPU s/GB':>9} {'RSS MiB':>7} {'HWM MiB':>7}  retransmits per run")
+for k in sorted(groups, key=key):
+    mtu, d, p = k
+    g = groups[k]
+    gb = [x["gbps"] for x in g]
+    cpu = f"{med([x['cpugb'] for x in g]):.3f}" + ("~" if coarse(g) else " ")
+    print(f"{mtu:>6} {d:<9} {p:<12} {len(g):>2} {med(gb):>7.2f} "
+          f"{'(%.2f-%.2f)' % (min(gb), max(gb)):<13} {cpu:>9} "
+          f"{med([x['rss'] for x in g]):>7.1f} {med([x['hwm'] for x in g]):>7.1f}  "
+          + " ".join(x["retr"] for x in g))
+print()
+print(f"{'MTU':>6} {'direction':<9} {'Gbit/s ratio':>12} {'target':>7} {'CPU/GB ratio':>12} {'target':>7} "
+      f"{'RSS ratio':>9} {'target':>7}   (caploop/slirp4netns)")
+for k in sorted(groups, key=key):
+    mtu, d, p = k
+    if p != "caploop" or (mtu, d, "slirp4netns") not in groups:
+        continue
+    g, h = groups[k], groups[(mtu, d, "slirp4netns")]
+    r = lambda f: med([x[f] for x in g]) / med([x[f] for x in h])
+    mark = "~" if coarse(g) or coarse(h) else " "
+    ok = lambda c: "ok" if c else "MISS"
+    tput = r("gbps")
+    tput_t = ok(tput >= 1.25) if mtu == 1500 else "-"
+    print(f"{mtu:>6} {d:<9} {tput:>12.2f} {tput_t:>7} {r('cpugb'):>11.2f}{mark} {ok(r('cpugb') <= 0.8):>7} "
+          f"{r('rss'):>9.2f} {ok(r('rss') <= 1.0):>7}")
+print()
+print("Targets: Gbit/s >= 1.25x slirp4netns at MTU 1500; CPU s/GB <= 0.8x; RSS <= slirp4netns's.")
+print("~: some run used fewer than 20 clock ticks of CPU, so its CPU figure is coarse.")
+EOF
+[ "$failures" = 0 ]
