@@ -227,7 +227,13 @@ fn on_readable<D: 'static>(
         let _ = r.cancel_timer(t);
     }
     let reply = match api::parse_request(&client.buf) {
-        Ok(req) => forwards.borrow_mut().handle(req),
+        Ok(req) => {
+            let reply = forwards.borrow_mut().handle(req);
+            // remove_hostfwd closes a socket of libslirp's: drop its
+            // registration before a later callback reuses the number.
+            forwards.borrow().stack.sync(r);
+            reply
+        }
         Err(e) => e.reply(),
     };
     let _ = r.delete(handle);

@@ -241,7 +241,7 @@ pub fn run(cli: &Cli, target: &str, tapname: &str, mtu: usize) -> Result<Outcome
         &tap,
         Interest::READ,
         Rights::READ | Rights::WRITE | Rights::EVENT,
-        move |_, _, _| {
+        move |r, _, _| {
             for _ in 0..64 {
                 // SAFETY: read writes at most frame.len() bytes into frame.
                 let n = unsafe { libc::read(tap_fd, frame.as_mut_ptr().cast(), frame.len()) };
@@ -250,6 +250,10 @@ pub fn run(cli: &Cli, target: &str, tapname: &str, mtu: usize) -> Result<Outcome
                 }
                 rx_stack.input(&frame[..n as usize]);
             }
+            // A frame can make libslirp close a socket; drop its registration
+            // now, before another callback this round (the API accepting)
+            // gets the same descriptor number and cannot register it.
+            rx_stack.sync(r);
         },
     )?;
     if let Some(fd) = &exit_fd {
