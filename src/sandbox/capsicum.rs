@@ -1,6 +1,6 @@
 //! FreeBSD: limit each planned descriptor with Capsicum, then `cap_enter`.
 //!
-//! Thin on purpose: the limits come from [`super::plan::capsicum_limits`]
+//! Thin on purpose: the limits come from [`super::rules::capsicum_limits`]
 //! (unit-tested on every host); this file cannot be compiled on the Linux
 //! development machines, so each call was checked against the `capsicum`
 //! 0.4.5 crate's source:
@@ -30,7 +30,8 @@ use std::os::fd::BorrowedFd;
 
 use ::capsicum::{CapRights, Fcntl, FcntlRights, FileRights, IoctlsBuilder, Right};
 
-use super::plan::{capsicum_limits, CapFcntl, CapIoctl, CapRight, Mode};
+use super::plan::Mode;
+use super::rules::{capsicum_limits, CapFcntl, CapIoctl, CapRight};
 use super::{Error, Plan, PlannedFd, Policy, Report, Result};
 
 pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result<()> {

@@ -72,10 +72,21 @@
 //! Not seen in these runs, allowed because libslirp, glibc's allocator or
 //! std need them (FACTS.md, libslirp's source): `mremap`, `madvise`, `brk`
 //! (the allocator; libslirp maps 135168 bytes per socket), `futex` (std's
-//! locks), `readv`, `writev`, `sendmsg`, `getsockname`, `clock_gettime`
-//! (vDSO fallback), `clock_nanosleep`, `exit`, `rt_sigreturn`,
-//! `restart_syscall`, `sched_yield`, `getrandom`, `getpid`, `gettid`,
-//! `epoll_pwait2`.
+//! locks), `readv`, `writev`, `getsockname`, `clock_gettime` (vDSO
+//! fallback), `clock_nanosleep`, `exit`, `rt_sigreturn`, `restart_syscall`,
+//! `sched_yield`, `getrandom`, `getpid`, `gettid`, `epoll_pwait2`.
+//!
+//! Allowed so a crash ends the process (found by injecting a `SIGSEGV`, a
+//! `SIGBUS` and an `abort()` after entry, `tests/sandbox_escape.rs`):
+//! `rt_sigaction` for the fatal signals (Rust's fault handler restores the
+//! default action, then the fault repeats and kills; refused, it returned
+//! and the fault repeated forever at 100% CPU) and `tgkill` of a fatal
+//! signal to this process (glibc's `abort`).
+//!
+//! Refused since they were found open (the same test file knocks on each):
+//! `mmap` with `PROT_EXEC`, `sendmsg` (a destination in `msg_name`),
+//! `MSG_FASTOPEN` on `sendto` (a TCP connect without `connect`), sockets
+//! other than libslirp's kinds, socket options other than libslirp's.
 //!
 //! `fstat`, `statx` and `newfstatat` other than open mode's `stat` by path
 //! are deliberately absent: seccomp cannot see the path argument, so
@@ -97,7 +108,9 @@ use seccompiler::{
     SeccompRule,
 };
 
-use super::plan::{landlock_rules, seccomp_rules, Cmp, SeccompRules, Sys, SysRule};
+use super::rules::{
+    landlock_missing, landlock_rules, seccomp_rules, Cmp, ProcessFacts, SeccompRules, Sys, SysRule,
+};
 use super::{Enforcement, Error, LandlockReport, Plan, Policy, Report, Result, SeccompReport};
 
 /// `/proc/thread-self/status` of the thread that entered, opened before
@@ -120,7 +133,11 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
             None
         }
     };
-    let rules = seccomp_rules(&plan.fds, policy, status_fd.as_ref().map(|f| f.as_raw_fd()));
+    let facts = ProcessFacts {
+        pid: Some(std::process::id()),
+        status_fd: status_fd.as_ref().map(|f| f.as_raw_fd()),
+    };
+    let rules = seccomp_rules(&plan.fds, policy, facts);
     // Built before anything is applied: building allocates and can fail.
     let program = build_filter(&rules, policy.audit, arch)?;
 
@@ -135,11 +152,7 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
 
     let landlock = apply_landlock(policy)?;
     if landlock.enforcement != Enforcement::Full {
-        report.warnings.push(format!(
-            "Landlock: the kernel's ABI {} enforces {:?}ly what was asked for ABI {}: \
-             newer access rights (e.g. UDP, named unix sockets) are not covered",
-            landlock.abi, landlock.enforcement, LANDLOCK_LATEST as u32
-        ));
+        report.warnings.push(landlock.summary());
     }
     report.landlock = Some(landlock);
 
@@ -210,10 +223,14 @@ fn apply_landlock(policy: &Policy) -> Result<LandlockReport> {
         LandlockStatus::Available { effective_abi, .. } => effective_abi as u32,
         LandlockStatus::NotEnabled | LandlockStatus::NotImplemented => 0,
     };
-    let enforcement = match st.ruleset {
-        RulesetStatus::FullyEnforced => Enforcement::Full,
-        RulesetStatus::PartiallyEnforced => Enforcement::Partial,
-        RulesetStatus::NotEnforced => Enforcement::None,
+    // The crate calls anything below its newest ABI "partial"; what
+    // matters is whether what caploop relies on Landlock for is enforced.
+    let enforcement = if abi == 0 || st.ruleset == RulesetStatus::NotEnforced {
+        Enforcement::None
+    } else if landlock_missing(abi, &want).is_empty() {
+        Enforcement::Full
+    } else {
+        Enforcement::Partial
     };
     Ok(LandlockReport {
         abi,
@@ -266,6 +283,8 @@ pub(super) fn number(sys: Sys) -> i64 {
         Sigaltstack => libc::SYS_sigaltstack,
         RtSigreturn => libc::SYS_rt_sigreturn,
         RtSigprocmask => libc::SYS_rt_sigprocmask,
+        RtSigaction => libc::SYS_rt_sigaction,
+        Tgkill => libc::SYS_tgkill,
         Signalfd4 => libc::SYS_signalfd4,
         Futex => libc::SYS_futex,
         Getrandom => libc::SYS_getrandom,
@@ -372,7 +391,8 @@ pub(super) fn read_status() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{linux_abi, Mode, PlannedFd};
+    use super::super::plan::{Mode, PlannedFd};
+    use super::super::rules::linux_abi;
     use super::*;
     use crate::Rights;
 
@@ -414,7 +434,14 @@ mod tests {
                 allow_bind: true,
                 ..Policy::default()
             };
-            let rules = seccomp_rules(&fds, &p, Some(9));
+            let rules = seccomp_rules(
+                &fds,
+                &p,
+                ProcessFacts {
+                    pid: Some(1),
+                    status_fd: Some(9),
+                },
+            );
             let prog = build_filter(&rules, false, target_arch().unwrap()).unwrap();
             assert!(prog.len() > rules.allow.len());
             assert!(prog.len() < 4096);
@@ -430,7 +457,7 @@ mod tests {
                 label: String::new(),
             })
             .collect();
-        let rules = seccomp_rules(&fds, &Policy::restricted(), None);
+        let rules = seccomp_rules(&fds, &Policy::restricted(), ProcessFacts::default());
         assert!(matches!(
             build_filter(&rules, false, target_arch().unwrap()),
             Err(Error::Seccomp(_))

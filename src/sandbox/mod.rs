@@ -49,14 +49,57 @@
 //! | | FreeBSD (Capsicum) | Linux (seccomp + Landlock) |
 //! |---|---|---|
 //! | Opening, creating, executing any path | refused (`ECAPMODE`) | refused by Landlock (`EACCES`) and seccomp (`EPERM`: no `openat`, `execve`) |
-//! | A planned descriptor used beyond its rights | refused (`ENOTCAPABLE`) | refused (`EPERM`) for read/write, recv/send, accept, shutdown, get/setsockopt, get{sock,peer}name, connect, bind, listen, `fcntl(F_GETFL/F_SETFL)`, `ioctl(FIONREAD/FIONBIO)` |
-//! | New sockets | refused | refused in restricted mode; open mode: IPv4/IPv6 only; with [`Policy::allow_bind`] in restricted mode: TCP only |
+//! | A planned descriptor used beyond its rights | refused (`ENOTCAPABLE`) | refused (`EPERM`) for read/write, recv/send, accept, shutdown, get/setsockopt, get{sock,peer}name, connect, bind, listen, `fcntl(F_GETFL/F_SETFL)`, `ioctl(FIONREAD/FIONBIO)`, if the descriptor lives as long as the sandbox (see below) |
+//! | New sockets | refused | refused in restricted mode; open mode: what libslirp makes (TCP and UDP over IPv4/IPv6, the ICMP ping socket), never raw, packet, netlink or unix sockets; with [`Policy::allow_bind`] in restricted mode: TCP only |
 //! | `connect` | refused | refused in restricted mode (seccomp and Landlock); open mode: allowed, optionally only to [`Policy::connect_ports`] (Landlock, TCP) |
 //! | `sendto` with an address | refused in capability mode | refused in restricted mode; allowed in open mode |
+//! | `sendmsg` | as `sendto` | refused (`msg_name` could name any destination; nothing caploop runs needs it) |
+//! | TCP Fast Open (`MSG_FASTOPEN`: a connect without `connect`) | refused with `connect` | refused on every `sendto` |
+//! | Socket options | `CAP_SETSOCKOPT` per descriptor | only those libslirp and std set ([`SOCKET_OPTIONS`]): no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`, filters |
 //! | `bind`, `listen` | refused | refused unless [`Policy::allow_bind`] |
 //! | File metadata (`stat`, `fstat`, `statx`) | refused | refused; open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
-//! | `mprotect` | allowed | allowed unless it asks for `PROT_EXEC` |
-//! | Everything else (`kill`, `ptrace`, `mount`, `setuid`...) | refused | not in the allowlist: `EPERM` |
+//! | Executable memory (`mmap`/`mprotect` with `PROT_EXEC`) | allowed | refused: code written at run time cannot run |
+//! | Signals | only to itself | handlers only for the fatal signals, `tgkill` only of `SIGABRT` and the faults to its own threads |
+//! | Everything else (`kill`, `ptrace`, `mount`, `setuid`, `clone`...) | refused | not in the allowlist: `EPERM` |
+//!
+//! A crash is not an escape hatch and not a hang: a fault (`SIGSEGV`,
+//! `SIGBUS`, `SIGILL`, `SIGFPE`) or an `abort()` (a heap check, Rust's
+//! out-of-memory handler, a panic across a C boundary) inside the sandbox
+//! ends the process at once with that signal. On Linux the filter allows
+//! exactly what that takes: resetting a fatal signal's handler
+//! (`rt_sigaction`, which Rust's fault handler does before the fault
+//! repeats) and `tgkill` of a fatal signal within the process (glibc's
+//! `abort`). Refusing them would make a faulting process spin at 100% CPU
+//! until killed.
+//!
+//! # What each layer enforces, and what it does not
+//!
+//! - **seccomp (Linux)** is the allowlist above, per thread. Rules keyed by
+//!   descriptor number ("fd 5 may not be written") hold only for
+//!   descriptors that live as long as the sandbox; a descriptor closed
+//!   after entry gives its number to the next one, so those planned with
+//!   [`Rights::EPHEMERAL`](crate::Rights::EPHEMERAL) (libslirp's sockets,
+//!   a ready pipe) get none, and neither do descriptors made after entry
+//!   (accepted sockets, libslirp's sockets in open mode): they are held by
+//!   the allowlist and Landlock alone. seccomp cannot read memory, so it
+//!   cannot check a path, a socket address (beyond "none given") or a
+//!   `sendmsg` header.
+//! - **Landlock (Linux)** refuses every filesystem access and, from ABI 4,
+//!   TCP bind and connect (open mode with [`Policy::connect_ports`]:
+//!   connects to other ports); from ABI 6 it scopes signals and abstract
+//!   unix sockets to the sandbox. It does not cover UDP before ABI 10 or
+//!   named unix sockets before ABI 9: seccomp refuses unix sockets and, in
+//!   restricted mode, addressed datagrams. What the running kernel enforces
+//!   is in [`Report::landlock`] and [`status`]; a missing or partial
+//!   Landlock is a warning in [`Report::warnings`]
+//!   ([`LandlockReport::summary`]).
+//! - **Capsicum (FreeBSD)** rights travel with the open file: a descriptor
+//!   keeps its limits whatever its number, and an accepted socket inherits
+//!   its listener's. Capability mode refuses every global namespace
+//!   (paths, `connect`/`sendto` with an address, `bind`, pids).
+//! - **No layer** limits CPU time, memory, or how much the process writes
+//!   to descriptors it may write (a compromised process can still flood its
+//!   own link), and none hides what is already in the process's memory.
 //!
 //! Descriptors opened **after** entry (sockets a listener accepts, sockets
 //! libslirp makes in open mode) inherit the listener's rights on FreeBSD;
@@ -68,12 +111,13 @@
 //! # Open mode gives up
 //!
 //! Open mode exists so a guest can reach the outside. On Linux it allows
-//! `socket` (IPv4 and IPv6 only; no `AF_UNIX`, so no new connection to a
-//! named socket on the host), `connect` and `sendto` anywhere UDP goes:
-//! Landlock on this kernel (ABI 7) covers TCP, not UDP, so
-//! [`Policy::connect_ports`] narrows TCP connects only. The filesystem stays
-//! closed. On FreeBSD capability mode makes `connect` and addressed
-//! `sendto` impossible, so **open mode on FreeBSD limits every planned
+//! `socket` (TCP and UDP over IPv4 and IPv6 and the ping socket; no
+//! `AF_UNIX`, so no new connection to a named socket on the host),
+//! `connect` and `sendto` anywhere UDP goes: Landlock on this kernel (ABI 7)
+//! covers TCP, not UDP, so [`Policy::connect_ports`] narrows TCP connects
+//! only. The filesystem stays closed, apart from `stat` by path (metadata,
+//! not contents) for libslirp's DNS forwarder. On FreeBSD capability mode
+//! makes `connect` and addressed `sendto` impossible, so **open mode on FreeBSD limits every planned
 //! descriptor's rights but does not enter capability mode**: the process
 //! keeps its ambient authority (the filesystem, new sockets), and a warning
 //! is logged and put in the [`Report`]. Run it as an unprivileged user.
@@ -82,7 +126,7 @@
 //!
 //! - FreeBSD: each planned descriptor gets `cap_rights_limit` (plus
 //!   `cap_ioctls_limit` and `cap_fcntls_limit` where it has `Fcntl`/`Ioctl`),
-//!   computed by [`plan::capsicum_limits`]; time zone data is cached
+//!   computed by [`capsicum_limits`]; time zone data is cached
 //!   (`localtime_r` before entry, as `caph_cache_tzdata` does); then
 //!   `cap_enter` (restricted mode only). `RECV`/`SEND` are the same rights
 //!   as `READ`/`WRITE` there. A listener's rights pass to every socket it
@@ -93,7 +137,7 @@
 //!   kernel has; the effective ABI is in the report): all filesystem access
 //!   handled with no rule, TCP bind (unless [`Policy::allow_bind`]) and
 //!   connect handled, abstract unix sockets and signals scoped; then a
-//!   seccomp-BPF allowlist, [`plan::seccomp_rules`], whose refusals return
+//!   seccomp-BPF allowlist, [`seccomp_rules`], whose refusals return
 //!   `EPERM`. The measured syscall list and how it was found are in the
 //!   `linux` module's source. x86_64 and aarch64.
 //! - Elsewhere: [`Plan::apply_and_enter`] returns [`Error::Unsupported`].
@@ -133,6 +177,7 @@
 //!   the change is dropped and libslirp keeps the old nameserver.
 
 mod plan;
+mod rules;
 
 #[cfg(target_os = "freebsd")]
 mod capsicum;
@@ -142,10 +187,11 @@ mod linux;
 use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
-pub use plan::{
-    capsicum_limits, landlock_rules, linux_abi, seccomp_rules, CapFcntl, CapIoctl, CapLimits,
-    CapRight, Cmp, Cond, LandlockRules, Mode, Plan, PlannedFd, Policy, SeccompRules, Sys, SysRule,
-    BASE_SYSCALLS, FD_SYSCALLS,
+pub use plan::{Mode, Plan, PlannedFd, Policy};
+pub use rules::{
+    capsicum_limits, landlock_missing, landlock_rules, linux_abi, seccomp_rules, CapFcntl,
+    CapIoctl, CapLimits, CapRight, Cmp, Cond, LandlockRules, ProcessFacts, SeccompRules, Sys,
+    SysRule, BASE_SYSCALLS, FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,
 };
 
 /// What went wrong while entering the sandbox.
@@ -204,7 +250,8 @@ pub enum Error {
 /// Result of sandbox operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How completely Landlock enforces what was asked.
+/// How completely Landlock enforces what caploop relies on it for (see
+/// [`landlock_missing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enforcement {
     /// Everything asked for is enforced.
@@ -225,6 +272,25 @@ pub struct LandlockReport {
     pub enforcement: Enforcement,
     /// What was asked for.
     pub rules: LandlockRules,
+}
+
+impl LandlockReport {
+    /// One plain sentence saying what Landlock enforces, for a log line or
+    /// a warning.
+    pub fn summary(&self) -> String {
+        match self.enforcement {
+            Enforcement::None => "Landlock is not available on this kernel (not built in, or \
+                                  not enabled at boot): the filesystem and TCP rules rest on \
+                                  seccomp alone"
+                .to_string(),
+            Enforcement::Partial => format!(
+                "Landlock ABI {} does not enforce {}: that rests on seccomp alone",
+                self.abi,
+                landlock_missing(self.abi, &self.rules).join(" or ")
+            ),
+            Enforcement::Full => format!("Landlock ABI {} enforces every rule asked for", self.abi),
+        }
+    }
 }
 
 /// The seccomp filter that was installed.

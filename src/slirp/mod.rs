@@ -19,6 +19,11 @@
 //! without the reactor at hand ([`Stack::input`] outside a callback) leave
 //! their operations queued for the next round (or [`Stack::sync`]).
 //!
+//! Guest frames are checked before libslirp sees them: runts, oversize
+//! frames and headers too short for their type are dropped, and IPv4
+//! fragments are reassembled here ([`reass`]) so that libslirp 4.7's own
+//! reassembly, which one crafted fragment crashes, is never reached.
+//!
 //! Configuration ([`Config`]) has bhyve's defaults; host forwarding rules
 //! ([`Rule`]) use bhyve's syntax, `tcp:127.0.0.1:2222-:22;udp::5353-:53`,
 //! with IPv6 addresses in brackets.
@@ -28,6 +33,7 @@ pub mod config;
 pub mod ffi;
 pub mod hostfwd;
 mod poll;
+pub mod reass;
 mod stack;
 mod timers;
 

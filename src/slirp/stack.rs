@@ -11,6 +11,7 @@ use super::config::{CConfig, Config};
 use super::ffi;
 use super::hostfwd::{Proto, Rule};
 use super::poll::PollCtx;
+use super::reass::{self, Reassembler, Verdict};
 use super::timers::SlirpTimer;
 use super::{Error, Result};
 use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
@@ -35,6 +36,13 @@ pub struct Counters {
     pub dropped_oversize: u64,
     /// ARP, IPv4 or IPv6 frames too short for their own header, dropped.
     pub dropped_malformed: u64,
+    /// IPv4 fragments from the guest (held for reassembly).
+    pub fragments_in: u64,
+    /// Datagrams reassembled from them and handed to libslirp whole.
+    pub reassembled: u64,
+    /// Fragments dropped: malformed, overlapping, too long, or more than
+    /// the reassembly limits allow (see [`reass`](super::reass)).
+    pub dropped_fragments: u64,
     /// Frames given after the stack was closed, dropped.
     pub dropped_closed: u64,
     /// Guest misbehaviour libslirp reported.
@@ -83,6 +91,7 @@ pub(crate) struct Inner {
     _cconfig: CConfig,
     pub config: Config,
     pub state: RefCell<State>,
+    reass: RefCell<Reassembler>,
     sink: RefCell<Sink>,
     pub counters: Cell<Counters>,
 }
@@ -251,6 +260,7 @@ impl Stack {
             _cconfig: cconfig,
             config,
             state: RefCell::new(State::default()),
+            reass: RefCell::new(Reassembler::new()),
             sink: RefCell::new(Box::new(sink)),
             counters: Cell::new(Counters::default()),
         });
@@ -282,7 +292,8 @@ impl Stack {
     /// Hands libslirp one Ethernet frame from the guest. Replies it makes
     /// at once (ARP, DHCP) reach the sink before this returns. Runt,
     /// oversize (more than MRU + 14 bytes) and truncated frames are counted
-    /// and dropped.
+    /// and dropped; IPv4 fragments are held and handed on as one whole
+    /// datagram once all have arrived (see [`reass`](super::reass)).
     pub fn input(&self, frame: &[u8]) {
         let inner = &self.inner;
         if frame.len() < ETH_HLEN {
@@ -303,6 +314,31 @@ impl Stack {
             inner.count(|c| c.dropped_malformed += 1);
             return;
         }
+        if !reass::is_fragment(frame) {
+            return self.deliver(frame);
+        }
+        inner.count(|c| c.fragments_in += 1);
+        let verdict = inner
+            .reass
+            .borrow_mut()
+            .push(frame, std::time::Instant::now());
+        match verdict {
+            Verdict::Pass => self.deliver(frame),
+            Verdict::Held => {}
+            Verdict::Complete(whole) => {
+                inner.count(|c| c.reassembled += 1);
+                self.deliver(&whole);
+            }
+            Verdict::Dropped(why) => {
+                inner.count(|c| c.dropped_fragments += 1);
+                log::debug!("slirp: IPv4 fragment dropped: {why}");
+            }
+        }
+    }
+
+    /// Hands one checked frame (or a reassembled datagram) to libslirp.
+    fn deliver(&self, frame: &[u8]) {
+        let inner = &self.inner;
         let len = frame.len() as c_int;
         // SAFETY: `s` is the live instance; `frame` is valid for `len`
         // bytes for the call, which does not keep the pointer.

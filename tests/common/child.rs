@@ -131,6 +131,25 @@ impl Child {
         stdout
     }
 
+    /// Waits at most `timeout` for the child to exit and returns how it
+    /// ended (`None`: still running, now killed), with everything it
+    /// printed.
+    pub fn wait_exit(mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let end = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.proc.try_wait().expect("waiting for the child") {
+                break Some(st);
+            }
+            if Instant::now() >= end {
+                let _ = self.proc.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let out = self.collect();
+        (status, out)
+    }
+
     /// Everything the child printed, for failure messages.
     fn collect(&mut self) -> String {
         let _ = self.proc.wait();

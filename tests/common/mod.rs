@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod fragments;
 pub mod guest;
 pub mod netns;

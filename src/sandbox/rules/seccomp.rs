@@ -1,0 +1,907 @@
+//! The Linux seccomp filter as data: which syscalls are allowed, with which
+//! argument checks, for a plan and a policy. Platform-independent and
+//! unit-tested; `super::super::linux` turns it into BPF.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::fd::RawFd;
+
+use crate::rights::Rights;
+use crate::sandbox::plan::{Mode, PlannedFd, Policy};
+
+/// Linux ABI constants the rules compare against. They are the same on
+/// x86_64 and aarch64 (asm-generic ioctls, generic fcntl commands); the
+/// Linux back end checks them against `libc` in its tests.
+pub mod linux_abi {
+    /// `F_GETFD`.
+    pub const F_GETFD: u64 = 1;
+    /// `F_SETFD`.
+    pub const F_SETFD: u64 = 2;
+    /// `F_GETFL`.
+    pub const F_GETFL: u64 = 3;
+    /// `F_SETFL`.
+    pub const F_SETFL: u64 = 4;
+    /// `FIONREAD`.
+    pub const FIONREAD: u64 = 0x541B;
+    /// `FIONBIO`.
+    pub const FIONBIO: u64 = 0x5421;
+    /// `TUNSETOFFLOAD`.
+    pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+    /// `TUNSETVNETHDRSZ`.
+    pub const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+    /// `AF_INET`.
+    pub const AF_INET: u64 = 2;
+    /// `AF_INET6`.
+    pub const AF_INET6: u64 = 10;
+    /// `SOCK_STREAM`.
+    pub const SOCK_STREAM: u64 = 1;
+    /// The socket type bits of `socket`'s second argument (without
+    /// `SOCK_NONBLOCK` and `SOCK_CLOEXEC`).
+    pub const SOCK_TYPE_MASK: u64 = 0xf;
+    /// `PROT_EXEC`.
+    pub const PROT_EXEC: u64 = 4;
+    /// `AT_FDCWD` (-100) as the 32-bit descriptor argument the filter
+    /// compares.
+    pub const AT_FDCWD: u64 = 0xffff_ff9c;
+    /// `SOCK_DGRAM`.
+    pub const SOCK_DGRAM: u64 = 2;
+    /// `IPPROTO_IP`, also the "default protocol" argument of `socket`.
+    pub const IPPROTO_IP: u64 = 0;
+    /// `IPPROTO_ICMP`: `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)` is an
+    /// unprivileged ping socket.
+    pub const IPPROTO_ICMP: u64 = 1;
+    /// `IPPROTO_TCP`.
+    pub const IPPROTO_TCP: u64 = 6;
+    /// `IPPROTO_IPV6`.
+    pub const IPPROTO_IPV6: u64 = 41;
+    /// `SOL_SOCKET` (1 on x86_64 and aarch64; other values elsewhere).
+    pub const SOL_SOCKET: u64 = 1;
+    /// `SO_REUSEADDR`.
+    pub const SO_REUSEADDR: u64 = 2;
+    /// `SO_OOBINLINE`.
+    pub const SO_OOBINLINE: u64 = 10;
+    /// `TCP_NODELAY`.
+    pub const TCP_NODELAY: u64 = 1;
+    /// `IP_TTL`.
+    pub const IP_TTL: u64 = 2;
+    /// `IP_RECVERR`.
+    pub const IP_RECVERR: u64 = 11;
+    /// `IPV6_UNICAST_HOPS`.
+    pub const IPV6_UNICAST_HOPS: u64 = 16;
+    /// `IPV6_RECVERR`.
+    pub const IPV6_RECVERR: u64 = 25;
+    /// `IPV6_V6ONLY`.
+    pub const IPV6_V6ONLY: u64 = 26;
+    /// `MSG_FASTOPEN`: a `sendto`/`sendmsg` flag that connects a TCP
+    /// socket (TCP Fast Open) without `connect`.
+    pub const MSG_FASTOPEN: u64 = 0x2000_0000;
+    /// `SIGILL`.
+    pub const SIGILL: u64 = 4;
+    /// `SIGTRAP`.
+    pub const SIGTRAP: u64 = 5;
+    /// `SIGABRT`.
+    pub const SIGABRT: u64 = 6;
+    /// `SIGBUS`.
+    pub const SIGBUS: u64 = 7;
+    /// `SIGFPE`.
+    pub const SIGFPE: u64 = 8;
+    /// `SIGSEGV`.
+    pub const SIGSEGV: u64 = 11;
+    /// `SIGSYS`.
+    pub const SIGSYS: u64 = 31;
+}
+
+/// A syscall the Linux filter may allow. Names are the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum Sys {
+    Read,
+    Readv,
+    Pread64,
+    Write,
+    Writev,
+    Recvfrom,
+    Recvmsg,
+    Sendto,
+    Sendmsg,
+    Accept,
+    Accept4,
+    Connect,
+    Bind,
+    Listen,
+    Socket,
+    Shutdown,
+    Getsockopt,
+    Setsockopt,
+    Getsockname,
+    Getpeername,
+    Fcntl,
+    Ioctl,
+    Close,
+    EpollPwait,
+    EpollPwait2,
+    EpollCtl,
+    TimerfdSettime,
+    Mmap,
+    Munmap,
+    Mremap,
+    Madvise,
+    Mprotect,
+    Brk,
+    ClockGettime,
+    ClockNanosleep,
+    Exit,
+    ExitGroup,
+    Sigaltstack,
+    RtSigreturn,
+    RtSigprocmask,
+    RtSigaction,
+    Tgkill,
+    Signalfd4,
+    Futex,
+    Getrandom,
+    RestartSyscall,
+    SchedYield,
+    Getpid,
+    Gettid,
+    Newfstatat,
+}
+
+impl Sys {
+    /// The kernel's name for the syscall.
+    pub fn name(self) -> &'static str {
+        use Sys::*;
+        match self {
+            Read => "read",
+            Readv => "readv",
+            Pread64 => "pread64",
+            Write => "write",
+            Writev => "writev",
+            Recvfrom => "recvfrom",
+            Recvmsg => "recvmsg",
+            Sendto => "sendto",
+            Sendmsg => "sendmsg",
+            Accept => "accept",
+            Accept4 => "accept4",
+            Connect => "connect",
+            Bind => "bind",
+            Listen => "listen",
+            Socket => "socket",
+            Shutdown => "shutdown",
+            Getsockopt => "getsockopt",
+            Setsockopt => "setsockopt",
+            Getsockname => "getsockname",
+            Getpeername => "getpeername",
+            Fcntl => "fcntl",
+            Ioctl => "ioctl",
+            Close => "close",
+            EpollPwait => "epoll_pwait",
+            EpollPwait2 => "epoll_pwait2",
+            EpollCtl => "epoll_ctl",
+            TimerfdSettime => "timerfd_settime",
+            Mmap => "mmap",
+            Munmap => "munmap",
+            Mremap => "mremap",
+            Madvise => "madvise",
+            Mprotect => "mprotect",
+            Brk => "brk",
+            ClockGettime => "clock_gettime",
+            ClockNanosleep => "clock_nanosleep",
+            Exit => "exit",
+            ExitGroup => "exit_group",
+            Sigaltstack => "sigaltstack",
+            RtSigreturn => "rt_sigreturn",
+            RtSigprocmask => "rt_sigprocmask",
+            RtSigaction => "rt_sigaction",
+            Tgkill => "tgkill",
+            Signalfd4 => "signalfd4",
+            Futex => "futex",
+            Getrandom => "getrandom",
+            RestartSyscall => "restart_syscall",
+            SchedYield => "sched_yield",
+            Getpid => "getpid",
+            Gettid => "gettid",
+            Newfstatat => "newfstatat",
+        }
+    }
+}
+
+impl fmt::Display for Sys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How an argument is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// Equal.
+    Eq,
+    /// Not equal.
+    Ne,
+    /// `(arg & mask) == value`.
+    MaskedEq(u64),
+}
+
+/// One argument check. `wide` compares all 64 bits (pointers); otherwise
+/// the low 32 bits (descriptors, commands, flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cond {
+    /// Argument index, 0 to 5.
+    pub arg: u8,
+    /// Comparison.
+    pub cmp: Cmp,
+    /// Value compared with.
+    pub value: u64,
+    /// Compare 64 bits rather than 32.
+    pub wide: bool,
+}
+
+impl Cond {
+    fn dword(arg: u8, cmp: Cmp, value: u64) -> Cond {
+        Cond {
+            arg,
+            cmp,
+            value,
+            wide: false,
+        }
+    }
+
+    /// `fd` argument `arg` is not `fd`.
+    pub fn fd_ne(arg: u8, fd: RawFd) -> Cond {
+        Cond::dword(arg, Cmp::Ne, fd as u32 as u64)
+    }
+
+    /// `fd` argument `arg` is `fd`.
+    pub fn fd_eq(arg: u8, fd: RawFd) -> Cond {
+        Cond::dword(arg, Cmp::Eq, fd as u32 as u64)
+    }
+}
+
+/// When an allowed syscall matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SysRule {
+    /// Always.
+    Any,
+    /// When every check of at least one group holds (OR of ANDs). Never
+    /// empty, and no group is empty.
+    AnyOf(Vec<Vec<Cond>>),
+}
+
+/// The seccomp filter as data: the allowed syscalls, each with its
+/// argument checks. Everything else fails with `EPERM`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeccompRules {
+    /// Allowed syscalls.
+    pub allow: BTreeMap<Sys, SysRule>,
+}
+
+impl SeccompRules {
+    /// Whether `sys` is allowed at all (for some arguments).
+    pub fn allows(&self, sys: Sys) -> bool {
+        self.allow.contains_key(&sys)
+    }
+
+    /// Evaluates the filter for a call, as the kernel would: whether
+    /// `sys(args)` is allowed. For tests and for explaining a refusal.
+    pub fn permits(&self, sys: Sys, args: [u64; 6]) -> bool {
+        match self.allow.get(&sys) {
+            None => false,
+            Some(SysRule::Any) => true,
+            Some(SysRule::AnyOf(groups)) => groups.iter().any(|g| {
+                g.iter().all(|c| {
+                    let mut a = args[c.arg as usize];
+                    let mut v = c.value;
+                    if !c.wide {
+                        a &= 0xffff_ffff;
+                        v &= 0xffff_ffff;
+                    }
+                    match c.cmp {
+                        Cmp::Eq => a == v,
+                        Cmp::Ne => a != v,
+                        Cmp::MaskedEq(m) => a & m == v & m,
+                    }
+                })
+            }),
+        }
+    }
+}
+
+/// Syscalls allowed whatever the arguments, in every mode. Found by running
+/// the tests and the example under `strace -f` (see the `linux` module docs).
+pub const BASE_SYSCALLS: &[Sys] = &[
+    Sys::Close,
+    Sys::EpollPwait,
+    Sys::EpollPwait2,
+    Sys::EpollCtl,
+    Sys::TimerfdSettime,
+    Sys::Munmap,
+    Sys::Mremap,
+    Sys::Madvise,
+    Sys::Brk,
+    Sys::ClockGettime,
+    Sys::ClockNanosleep,
+    Sys::Exit,
+    Sys::ExitGroup,
+    Sys::Sigaltstack,
+    Sys::RtSigreturn,
+    Sys::RtSigprocmask,
+    Sys::Signalfd4,
+    Sys::Futex,
+    Sys::Getrandom,
+    Sys::RestartSyscall,
+    Sys::SchedYield,
+    Sys::Getpid,
+    Sys::Gettid,
+];
+
+/// Syscalls whose first argument is a descriptor, with the right a planned
+/// descriptor needs for them. A planned descriptor without the right is
+/// refused; descriptors made after entry (accepted sockets, libslirp's
+/// sockets) are governed by the allowlist alone. `sendmsg` is not here:
+/// nothing caploop runs needs it, and its `msg_name` could name any
+/// destination (see [`seccomp_rules`]).
+pub const FD_SYSCALLS: &[(Sys, Rights)] = &[
+    (Sys::Read, Rights::READ),
+    (Sys::Readv, Rights::READ),
+    (Sys::Write, Rights::WRITE),
+    (Sys::Writev, Rights::WRITE),
+    (Sys::Recvfrom, Rights::RECV),
+    (Sys::Recvmsg, Rights::RECV),
+    (Sys::Sendto, Rights::SEND),
+    (Sys::Accept, Rights::ACCEPT),
+    (Sys::Accept4, Rights::ACCEPT),
+    (Sys::Shutdown, Rights::SHUTDOWN),
+    (Sys::Getsockopt, Rights::GETSOCKOPT),
+    (Sys::Setsockopt, Rights::SETSOCKOPT),
+    (Sys::Getsockname, Rights::GETSOCKNAME),
+    (Sys::Getpeername, Rights::GETPEERNAME),
+    (Sys::Connect, Rights::CONNECT),
+    (Sys::Bind, Rights::BIND),
+    (Sys::Listen, Rights::LISTEN),
+];
+
+/// The signals whose default action ends the process with a core: a fault
+/// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`) or an
+/// abort. A sandboxed process may reset their handlers and send `SIGABRT`
+/// to itself, so that a crash ends it instead of spinning.
+pub const FATAL_SIGNALS: &[u64] = &[
+    linux_abi::SIGILL,
+    linux_abi::SIGTRAP,
+    linux_abi::SIGABRT,
+    linux_abi::SIGBUS,
+    linux_abi::SIGFPE,
+    linux_abi::SIGSEGV,
+    linux_abi::SIGSYS,
+];
+
+/// The socket options libslirp 4.7 and std set on sockets after entry
+/// (`(level, option)`; read from libslirp's source: `SO_REUSEADDR` and
+/// `SO_OOBINLINE` on TCP sockets, `TCP_NODELAY`, `IP_TTL`/`IPV6_UNICAST_HOPS`
+/// before forwarding a datagram, `IP_RECVERR`/`IPV6_RECVERR` on UDP
+/// sockets, `IPV6_V6ONLY` on IPv6 host forwards). Every other option is
+/// refused: no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`,
+/// `SO_ATTACH_FILTER`...
+pub const SOCKET_OPTIONS: &[(u64, u64)] = &[
+    (linux_abi::SOL_SOCKET, linux_abi::SO_REUSEADDR),
+    (linux_abi::SOL_SOCKET, linux_abi::SO_OOBINLINE),
+    (linux_abi::IPPROTO_TCP, linux_abi::TCP_NODELAY),
+    (linux_abi::IPPROTO_IP, linux_abi::IP_TTL),
+    (linux_abi::IPPROTO_IP, linux_abi::IP_RECVERR),
+    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_UNICAST_HOPS),
+    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_RECVERR),
+    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_V6ONLY),
+];
+
+/// Facts about the entering process that rules are keyed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessFacts {
+    /// The process id: `tgkill` may target this process only (glibc's
+    /// `abort` sends `SIGABRT` with it). `None`: no `tgkill` at all.
+    pub pid: Option<u32>,
+    /// The one descriptor `pread64` may read: the kept
+    /// `/proc/thread-self/status`, so [`status`](crate::sandbox::status)
+    /// works after entry.
+    pub status_fd: Option<RawFd>,
+}
+
+/// Builds the Linux seccomp rules for `fds` under `policy`.
+pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) -> SeccompRules {
+    use linux_abi::*;
+    let open = policy.mode == Mode::Open;
+    let mut allow = BTreeMap::new();
+    for &s in BASE_SYSCALLS {
+        allow.insert(s, SysRule::Any);
+    }
+    // Checks that keep planned descriptors lacking `need` out.
+    let lacking = |need: Rights, arg: u8| -> Vec<Cond> {
+        let mut v: Vec<Cond> = fds
+            .iter()
+            .filter(|p| !p.rights.contains(need) && !p.rights.contains(Rights::EPHEMERAL))
+            .map(|p| Cond::fd_ne(arg, p.fd))
+            .collect();
+        v.dedup();
+        v
+    };
+    let with = |mut base: Vec<Cond>, extra: &[Cond]| -> Vec<Cond> {
+        base.extend_from_slice(extra);
+        base
+    };
+    let rule = |conds: Vec<Cond>| -> SysRule {
+        if conds.is_empty() {
+            SysRule::Any
+        } else {
+            SysRule::AnyOf(vec![conds])
+        }
+    };
+
+    for &(sys, need) in FD_SYSCALLS {
+        let wanted = match sys {
+            Sys::Connect => open,
+            Sys::Bind | Sys::Listen => policy.allow_bind,
+            _ => true,
+        };
+        if !wanted {
+            continue;
+        }
+        let mut conds = lacking(need, 0);
+        match sys {
+            Sys::Sendto => {
+                // TCP Fast Open connects without connect(): never.
+                conds.push(Cond::dword(3, Cmp::MaskedEq(MSG_FASTOPEN), 0));
+                if !open {
+                    // Restricted: no destination address (arg 4 is NULL), as
+                    // capability mode refuses sendto with an address on
+                    // FreeBSD.
+                    conds.push(Cond {
+                        arg: 4,
+                        cmp: Cmp::Eq,
+                        value: 0,
+                        wide: true,
+                    });
+                }
+            }
+            Sys::Setsockopt => {
+                // Only the options libslirp and std set.
+                let groups = SOCKET_OPTIONS
+                    .iter()
+                    .map(|&(level, name)| {
+                        with(
+                            conds.clone(),
+                            &[
+                                Cond::dword(1, Cmp::Eq, level),
+                                Cond::dword(2, Cmp::Eq, name),
+                            ],
+                        )
+                    })
+                    .collect();
+                allow.insert(sys, SysRule::AnyOf(groups));
+                continue;
+            }
+            _ => {}
+        }
+        allow.insert(sys, rule(conds));
+    }
+
+    // fcntl: F_GETFD always (debug builds check a descriptor before closing
+    // it); F_GETFL/F_SETFL only on descriptors with FCNTL_FLAGS.
+    let no_flags = lacking(Rights::FCNTL_FLAGS, 0);
+    allow.insert(
+        Sys::Fcntl,
+        SysRule::AnyOf(vec![
+            vec![Cond::dword(1, Cmp::Eq, F_GETFD)],
+            with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_GETFL)]),
+            with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_SETFL)]),
+        ]),
+    );
+
+    // ioctl: FIONREAD on descriptors with IOCTL_FIONREAD, FIONBIO where
+    // FCNTL_FLAGS (it is what std's set_nonblocking calls), the tap offload
+    // ioctls only on planned tap descriptors.
+    let mut ioctl = vec![
+        with(
+            lacking(Rights::IOCTL_FIONREAD, 0),
+            &[Cond::dword(1, Cmp::Eq, FIONREAD)],
+        ),
+        with(no_flags, &[Cond::dword(1, Cmp::Eq, FIONBIO)]),
+    ];
+    for p in fds.iter().filter(|p| p.rights.contains(Rights::IOCTL_TAP)) {
+        for req in [TUNSETOFFLOAD, TUNSETVNETHDRSZ] {
+            ioctl.push(vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)]);
+        }
+    }
+    allow.insert(Sys::Ioctl, SysRule::AnyOf(ioctl));
+
+    // socket: open mode makes what libslirp makes: TCP and UDP over IPv4
+    // and IPv6 (protocol 0) and the unprivileged ICMP "ping" socket; never
+    // a raw, packet, netlink or unix socket. Restricted mode with bind:
+    // TCP only (a datagram socket could reach anywhere).
+    if open || policy.allow_bind {
+        let kind = |af: u64, ty: u64, proto: u64| {
+            vec![
+                Cond::dword(0, Cmp::Eq, af),
+                Cond::dword(1, Cmp::MaskedEq(SOCK_TYPE_MASK), ty),
+                Cond::dword(2, Cmp::Eq, proto),
+            ]
+        };
+        let mut groups = vec![
+            kind(AF_INET, SOCK_STREAM, IPPROTO_IP),
+            kind(AF_INET6, SOCK_STREAM, IPPROTO_IP),
+        ];
+        if open {
+            groups.push(kind(AF_INET, SOCK_DGRAM, IPPROTO_IP));
+            groups.push(kind(AF_INET6, SOCK_DGRAM, IPPROTO_IP));
+            groups.push(kind(AF_INET, SOCK_DGRAM, IPPROTO_ICMP));
+        }
+        allow.insert(Sys::Socket, SysRule::AnyOf(groups));
+    }
+
+    // mmap and mprotect: never to make memory executable. glibc grows a
+    // thread's malloc arena (any thread but the main one) with
+    // mprotect(PROT_READ|PROT_WRITE); refused, every allocation that needs
+    // more arena falls back to its own mmap/munmap.
+    for sys in [Sys::Mmap, Sys::Mprotect] {
+        allow.insert(
+            sys,
+            SysRule::AnyOf(vec![vec![Cond::dword(2, Cmp::MaskedEq(PROT_EXEC), 0)]]),
+        );
+    }
+
+    // A crash must end the process, not spin: Rust's SIGSEGV/SIGBUS handler
+    // restores the default action and returns so the fault repeats and
+    // kills; glibc's abort() sends SIGABRT to its own thread with tgkill
+    // and, should that return, resets the handler and tries again. Both
+    // are allowed for the fatal signals only, and tgkill only within this
+    // process.
+    let fatal = |arg: u8| -> Vec<Vec<Cond>> {
+        FATAL_SIGNALS
+            .iter()
+            .map(|&s| vec![Cond::dword(arg, Cmp::Eq, s)])
+            .collect()
+    };
+    allow.insert(Sys::RtSigaction, SysRule::AnyOf(fatal(0)));
+    if let Some(pid) = process.pid {
+        let groups = fatal(2)
+            .into_iter()
+            .map(|g| with(vec![Cond::dword(0, Cmp::Eq, u64::from(pid))], &g))
+            .collect();
+        allow.insert(Sys::Tgkill, SysRule::AnyOf(groups));
+    }
+
+    // newfstatat, open mode only: libslirp's DNS forwarder `stat`s
+    // /etc/resolv.conf on a query once its 1 s cache has expired and drops
+    // the query if the stat fails (it reuses the cached nameserver when
+    // the file is unchanged). Only what glibc's stat() passes: a path
+    // relative to AT_FDCWD (absolute in practice) and no flags. seccomp
+    // cannot see the path, so this lets the process learn any path's
+    // metadata (not its contents: Landlock and the missing openat keep
+    // files closed).
+    if open {
+        allow.insert(
+            Sys::Newfstatat,
+            SysRule::AnyOf(vec![vec![
+                Cond::dword(0, Cmp::Eq, AT_FDCWD),
+                Cond::dword(3, Cmp::Eq, 0),
+            ]]),
+        );
+    }
+
+    if let Some(fd) = process.status_fd {
+        allow.insert(Sys::Pread64, SysRule::AnyOf(vec![vec![Cond::fd_eq(0, fd)]]));
+    }
+    SeccompRules { allow }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd(fd: RawFd, rights: Rights) -> PlannedFd {
+        PlannedFd {
+            fd,
+            rights,
+            label: format!("fd {fd}"),
+        }
+    }
+
+    fn args(a0: u64, a1: u64) -> [u64; 6] {
+        [a0, a1, 0, 0, 0, 0]
+    }
+
+    fn status(fd: RawFd) -> ProcessFacts {
+        ProcessFacts {
+            status_fd: Some(fd),
+            ..ProcessFacts::default()
+        }
+    }
+
+    #[test]
+    fn read_only_fd_cannot_write_or_send() {
+        let plan = [fd(5, Rights::READ_ONLY), fd(6, Rights::SOCKET)];
+        let r = seccomp_rules(&plan, &Policy::restricted(), ProcessFacts::default());
+        assert!(r.permits(Sys::Read, args(5, 0)));
+        assert!(!r.permits(Sys::Write, args(5, 0)));
+        assert!(!r.permits(Sys::Writev, args(5, 0)));
+        assert!(!r.permits(Sys::Sendto, args(5, 0)));
+        assert!(!r.permits(Sys::Sendmsg, args(5, 0)));
+        assert!(!r.permits(Sys::Recvfrom, args(5, 0)));
+        assert!(r.permits(Sys::Write, args(6, 0)));
+        assert!(r.permits(Sys::Sendto, args(6, 0)));
+        assert!(r.permits(Sys::Recvmsg, args(6, 0)));
+        // Unplanned descriptors (stderr, sockets made later) keep working.
+        assert!(r.permits(Sys::Write, args(2, 0)));
+        assert!(r.permits(Sys::Accept, args(9, 0)));
+        assert!(!r.permits(Sys::Accept, args(6, 0)));
+    }
+
+    #[test]
+    fn write_only_fd_cannot_read() {
+        let r = seccomp_rules(
+            &[fd(7, Rights::WRITE_ONLY)],
+            &Policy::restricted(),
+            ProcessFacts::default(),
+        );
+        assert!(!r.permits(Sys::Read, args(7, 0)));
+        assert!(!r.permits(Sys::Readv, args(7, 0)));
+        assert!(r.permits(Sys::Write, args(7, 0)));
+    }
+
+    #[test]
+    fn restricted_has_no_connect_socket_bind_and_no_addressed_sendto() {
+        let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
+        for s in [
+            Sys::Connect,
+            Sys::Socket,
+            Sys::Bind,
+            Sys::Listen,
+            Sys::Pread64,
+        ] {
+            assert!(!r.allows(s), "{s} allowed");
+        }
+        assert!(r.permits(Sys::Sendto, [3, 0, 0, 0, 0, 0]));
+        assert!(!r.permits(Sys::Sendto, [3, 0, 0, 0, 0x7fff_0000_1000, 16]));
+        assert!(!r.permits(Sys::Sendto, [3, 0, 0, 0, 0x1_0000_0000, 16]));
+    }
+
+    #[test]
+    fn restricted_bind_allows_only_tcp_sockets() {
+        let p = Policy {
+            allow_bind: true,
+            ..Policy::restricted()
+        };
+        let r = seccomp_rules(&[], &p, ProcessFacts::default());
+        assert!(r.allows(Sys::Bind) && r.allows(Sys::Listen));
+        assert!(!r.allows(Sys::Connect));
+        use linux_abi::*;
+        assert!(r.permits(Sys::Socket, args(AF_INET, SOCK_STREAM | 0o4000)));
+        assert!(r.permits(Sys::Socket, args(AF_INET6, SOCK_STREAM)));
+        assert!(!r.permits(Sys::Socket, args(AF_INET, 2)));
+        assert!(!r.permits(Sys::Socket, args(1, SOCK_STREAM)));
+    }
+
+    #[test]
+    fn open_mode_allows_inet_sockets_and_connect() {
+        let r = seccomp_rules(
+            &[fd(4, Rights::READ_ONLY)],
+            &Policy::open(),
+            ProcessFacts::default(),
+        );
+        use linux_abi::*;
+        assert!(r.permits(Sys::Socket, args(AF_INET, 2)));
+        assert!(r.permits(Sys::Socket, args(AF_INET6, 1)));
+        assert!(!r.permits(Sys::Socket, args(1, 1)), "AF_UNIX");
+        assert!(!r.permits(Sys::Socket, args(16, 3)), "AF_NETLINK");
+        assert!(r.permits(Sys::Connect, args(9, 0)));
+        assert!(!r.permits(Sys::Connect, args(4, 0)));
+        assert!(r.permits(Sys::Sendto, [9, 0, 0, 0, 0x7fff_0000_1000, 16]));
+        assert!(!r.allows(Sys::Bind));
+    }
+
+    #[test]
+    fn fcntl_and_ioctl_checks() {
+        use linux_abi::*;
+        let plan = [fd(3, Rights::READ_ONLY), fd(4, Rights::LISTENER)];
+        let r = seccomp_rules(&plan, &Policy::restricted(), ProcessFacts::default());
+        assert!(r.permits(Sys::Fcntl, args(3, F_GETFD)));
+        assert!(!r.permits(Sys::Fcntl, args(3, F_GETFL)));
+        assert!(!r.permits(Sys::Fcntl, args(3, F_SETFL)));
+        assert!(r.permits(Sys::Fcntl, args(4, F_SETFL)));
+        assert!(r.permits(Sys::Fcntl, args(9, F_GETFL)));
+        assert!(!r.permits(Sys::Fcntl, args(4, F_SETFD)));
+        assert!(!r.permits(Sys::Fcntl, args(4, 0)), "F_DUPFD");
+        assert!(r.permits(Sys::Ioctl, args(4, FIONREAD)));
+        assert!(!r.permits(Sys::Ioctl, args(3, FIONREAD)));
+        assert!(r.permits(Sys::Ioctl, args(4, FIONBIO)));
+        assert!(!r.permits(Sys::Ioctl, args(4, TUNSETOFFLOAD)));
+        assert!(!r.permits(Sys::Ioctl, args(4, 0x5401)), "TCGETS");
+    }
+
+    #[test]
+    fn tap_ioctls_only_on_tap() {
+        use linux_abi::*;
+        let tap = Rights::READ | Rights::WRITE | Rights::EVENT | Rights::IOCTL_TAP;
+        let r = seccomp_rules(
+            &[fd(8, tap)],
+            &Policy::restricted(),
+            ProcessFacts::default(),
+        );
+        assert!(r.permits(Sys::Ioctl, args(8, TUNSETOFFLOAD)));
+        assert!(r.permits(Sys::Ioctl, args(8, TUNSETVNETHDRSZ)));
+        assert!(!r.permits(Sys::Ioctl, args(9, TUNSETOFFLOAD)));
+    }
+
+    #[test]
+    fn mprotect_never_executable() {
+        let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
+        let call = |prot: u64| [0x7f00_0000_0000, 135_168, prot, 0, 0, 0];
+        assert!(r.permits(Sys::Mprotect, call(3)), "PROT_READ|PROT_WRITE");
+        assert!(r.permits(Sys::Mprotect, call(0)), "PROT_NONE");
+        assert!(!r.permits(Sys::Mprotect, call(5)), "PROT_READ|PROT_EXEC");
+        assert!(!r.permits(Sys::Mprotect, call(7)));
+    }
+
+    #[test]
+    fn stat_only_in_open_mode_and_only_as_stat() {
+        use linux_abi::*;
+        let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
+        assert!(!r.allows(Sys::Newfstatat));
+        let r = seccomp_rules(&[], &Policy::open(), ProcessFacts::default());
+        // stat("/etc/resolv.conf", &st) as glibc makes it.
+        let stat = [
+            AT_FDCWD | 0xffff_ffff_0000_0000,
+            0x7f00_0000_1000,
+            0x7ffc_0000_0000,
+            0,
+            0,
+            0,
+        ];
+        assert!(r.permits(Sys::Newfstatat, stat));
+        let mut fstat = stat;
+        fstat[0] = 3;
+        fstat[3] = 0x1000; // AT_EMPTY_PATH: fstat of a descriptor
+        assert!(!r.permits(Sys::Newfstatat, fstat));
+        let mut lstat = stat;
+        lstat[3] = 0x100; // AT_SYMLINK_NOFOLLOW
+        assert!(!r.permits(Sys::Newfstatat, lstat));
+    }
+
+    #[test]
+    fn status_fd_is_the_only_pread() {
+        let r = seccomp_rules(&[], &Policy::restricted(), status(11));
+        assert!(r.permits(Sys::Pread64, args(11, 0)));
+        assert!(!r.permits(Sys::Pread64, args(12, 0)));
+    }
+
+    #[test]
+    fn rules_have_no_empty_groups() {
+        let plan = [fd(3, Rights::READ_ONLY), fd(4, Rights::SOCKET)];
+        for p in [Policy::restricted(), Policy::open()] {
+            for rule in seccomp_rules(&plan, &p, status(5)).allow.values() {
+                if let SysRule::AnyOf(g) = rule {
+                    assert!(!g.is_empty() && g.iter().all(|c| !c.is_empty()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mmap_never_executable() {
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&[], &p, ProcessFacts::default());
+            // mmap(NULL, len, prot, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)
+            let call = |prot: u64| [0, 4096, prot, 0x22, u64::MAX, 0];
+            assert!(r.permits(Sys::Mmap, call(3)), "PROT_READ|PROT_WRITE");
+            assert!(r.permits(Sys::Mmap, call(0)), "PROT_NONE");
+            assert!(!r.permits(Sys::Mmap, call(4)), "PROT_EXEC");
+            assert!(!r.permits(Sys::Mmap, call(7)), "PROT_READ|WRITE|EXEC");
+        }
+    }
+
+    #[test]
+    fn sendmsg_never_and_fast_open_never() {
+        use linux_abi::MSG_FASTOPEN;
+        let plan = [fd(6, Rights::SOCKET)];
+        for p in [
+            Policy::restricted(),
+            Policy::open(),
+            Policy {
+                allow_bind: true,
+                ..Policy::restricted()
+            },
+        ] {
+            let r = seccomp_rules(&plan, &p, ProcessFacts::default());
+            assert!(!r.allows(Sys::Sendmsg), "{p:?}");
+            for fd in [6, 9] {
+                assert!(r.permits(Sys::Sendto, [fd, 0, 1, 0, 0, 0]));
+                assert!(
+                    r.permits(Sys::Sendto, [fd, 0, 1, 0x4040, 0, 0]),
+                    "MSG_DONTWAIT|MSG_NOSIGNAL"
+                );
+                assert!(!r.permits(Sys::Sendto, [fd, 0, 1, MSG_FASTOPEN, 0, 0]));
+                assert!(!r.permits(
+                    Sys::Sendto,
+                    [fd, 0, 1, MSG_FASTOPEN | 0x40, 0x7fff_0000_1000, 16]
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn setsockopt_only_what_libslirp_sets() {
+        let plan = [fd(3, Rights::READ_ONLY), fd(4, Rights::LISTENER)];
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&plan, &p, ProcessFacts::default());
+            let set = |fd: u64, level: u64, name: u64| [fd, level, name, 0, 4, 0];
+            for &(level, name) in SOCKET_OPTIONS {
+                assert!(r.permits(Sys::Setsockopt, set(9, level, name)));
+                assert!(r.permits(Sys::Setsockopt, set(4, level, name)));
+                assert!(
+                    !r.permits(Sys::Setsockopt, set(3, level, name)),
+                    "planned without the right"
+                );
+            }
+            // SO_MARK, SO_BINDTODEVICE, IP_TRANSPARENT, SO_ATTACH_FILTER,
+            // SO_SNDBUFFORCE, IP_HDRINCL.
+            for (level, name) in [(1, 36), (1, 25), (0, 19), (1, 26), (1, 32), (0, 3)] {
+                assert!(
+                    !r.permits(Sys::Setsockopt, set(9, level, name)),
+                    "{level}/{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn open_mode_sockets_are_what_libslirp_makes() {
+        use linux_abi::*;
+        let r = seccomp_rules(&[], &Policy::open(), ProcessFacts::default());
+        let sock = |af, ty, proto| [af, ty, proto, 0, 0, 0];
+        assert!(r.permits(Sys::Socket, sock(AF_INET, SOCK_STREAM | 0o2000000, 0)));
+        assert!(r.permits(Sys::Socket, sock(AF_INET6, SOCK_DGRAM, 0)));
+        assert!(r.permits(Sys::Socket, sock(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)));
+        assert!(
+            !r.permits(Sys::Socket, sock(AF_INET, 3, 1)),
+            "SOCK_RAW/ICMP"
+        );
+        assert!(
+            !r.permits(Sys::Socket, sock(AF_INET, 3, 255)),
+            "SOCK_RAW/RAW"
+        );
+        assert!(
+            !r.permits(Sys::Socket, sock(AF_INET6, 3, 58)),
+            "SOCK_RAW/ICMPv6"
+        );
+        assert!(!r.permits(Sys::Socket, sock(17, 3, 0x300)), "AF_PACKET");
+        assert!(
+            !r.permits(Sys::Socket, sock(AF_INET, SOCK_STREAM, 132)),
+            "SCTP"
+        );
+        assert!(!r.permits(Sys::Socket, sock(AF_INET6, SOCK_DGRAM, IPPROTO_ICMP)));
+    }
+
+    #[test]
+    fn crashes_may_reset_fatal_handlers_and_abort_only_this_process() {
+        let facts = ProcessFacts {
+            pid: Some(4242),
+            status_fd: None,
+        };
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&[], &p, facts);
+            for &sig in FATAL_SIGNALS {
+                assert!(r.permits(Sys::RtSigaction, [sig, 0x1000, 0, 8, 0, 0]));
+                assert!(r.permits(Sys::Tgkill, [4242, 4243, sig, 0, 0, 0]));
+                assert!(
+                    !r.permits(Sys::Tgkill, [1, 1, sig, 0, 0, 0]),
+                    "another process"
+                );
+            }
+            // SIGTERM, SIGUSR1, SIGCHLD: no handlers, no signals to self.
+            for sig in [15, 10, 17] {
+                assert!(!r.permits(Sys::RtSigaction, [sig, 0x1000, 0, 8, 0, 0]));
+                assert!(!r.permits(Sys::Tgkill, [4242, 4242, sig, 0, 0, 0]));
+            }
+            assert!(!r.permits(Sys::Tgkill, [4242, 4242, 9, 0, 0, 0]), "SIGKILL");
+        }
+        let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
+        assert!(!r.allows(Sys::Tgkill), "no pid, no tgkill");
+    }
+}
