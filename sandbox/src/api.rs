@@ -1,28 +1,50 @@
 //! The slirp4netns API socket on the reactor: one request per connection
-//! (at most 4096 bytes; the client then shuts down its write side), the
-//! reply in one write, then close.
+//! (at most 4095 bytes), answered as soon as one whole JSON object has
+//! arrived, the reply written whole, then the connection closed.
 //!
 //! Unlike slirp4netns, a request never stops the world: each connection is
 //! a registration like any other, so frames keep flowing while a client is
-//! slow, and a client that has not finished its request within
-//! [`REQUEST_TIMEOUT`] is dropped.
+//! slow. A client that has not finished its exchange within
+//! [`REQUEST_TIMEOUT`] is dropped; at most [`MAX_CLIENTS`] are served at
+//! once (the rest wait in the listen backlog); a failing `accept` (out of
+//! descriptors) pauses the listener for [`ACCEPT_RETRY`] instead of
+//! spinning.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::rc::Rc;
 use std::time::Duration;
 
 use caploop::reactor::{Handle, Interest, Reactor, TimerHandle};
 use caploop::slirp::{Proto, Rule, Stack};
-use caploop::wire::api::{self, Entry, Reply, Request, MAX_REQUEST};
+use caploop::wire::api::{self, Entry, Reply, Request};
 use caploop::Rights;
 
-/// How long a client may take to send its whole request.
+fn slirp_proto(p: api::Proto) -> Proto {
+    match p {
+        api::Proto::Tcp => Proto::Tcp,
+        api::Proto::Udp => Proto::Udp,
+    }
+}
+
+fn api_proto(p: Proto) -> api::Proto {
+    match p {
+        Proto::Tcp => api::Proto::Tcp,
+        Proto::Udp => api::Proto::Udp,
+    }
+}
+
+/// How long a client may take to send its request and read the reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 64;
+
+/// How long the listener rests after `accept` failed (no descriptors left).
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(250);
 
 /// The forwards added through the API, by id.
 pub struct Forwards {
@@ -55,10 +77,7 @@ impl Forwards {
                 guest_port,
             } => {
                 let rule = Rule {
-                    proto: match proto {
-                        api::Proto::Tcp => Proto::Tcp,
-                        api::Proto::Udp => Proto::Udp,
-                    },
+                    proto: slirp_proto(proto),
                     host_addr: Some(host_addr.unwrap_or(api::DEFAULT_HOST_ADDR)),
                     host_port,
                     guest_addr: Some(guest_addr.unwrap_or(IpAddr::V4(self.default_guest))),
@@ -85,10 +104,7 @@ impl Forwards {
                     .iter()
                     .map(|(&id, r)| Entry {
                         id,
-                        proto: match r.proto {
-                            Proto::Tcp => api::Proto::Tcp,
-                            Proto::Udp => api::Proto::Udp,
-                        },
+                        proto: api_proto(r.proto),
                         host_addr: r.host_addr.unwrap_or(api::DEFAULT_HOST_ADDR),
                         host_port: r.host_port,
                         guest_addr: r.guest_addr.unwrap_or(IpAddr::V4(self.default_guest)),
@@ -113,57 +129,123 @@ impl Forwards {
     }
 }
 
-/// One client connection.
+/// One client connection: its request so far, then its reply.
 struct Client {
     stream: UnixStream,
-    buf: Vec<u8>,
-    timer: Option<TimerHandle>,
+    request: Vec<u8>,
+    /// The reply, once the request is complete, and how much is written.
+    reply: Option<(Vec<u8>, usize)>,
+    timer: TimerHandle,
 }
 
-type Clients = Rc<RefCell<BTreeMap<RawFd, Client>>>;
+/// The API's state: the listener's registration, the clients by their
+/// registration, and the forwards.
+struct Api {
+    listener: Option<Handle>,
+    clients: HashMap<Handle, Client>,
+    forwards: Forwards,
+    /// The listener is resting after a failed accept.
+    resting: bool,
+}
 
-/// Registers the API listener: each accepted client becomes a registration
-/// with a deadline.
+type Shared = Rc<RefCell<Api>>;
+
+/// Registers the API listener (non-blocking, already bound); each accepted
+/// client becomes a registration with a deadline.
 pub fn register<D: 'static>(
     reactor: &mut Reactor<D>,
     listener: UnixListener,
-    forwards: Rc<RefCell<Forwards>>,
-) -> caploop::reactor::Result<Handle> {
+    forwards: Forwards,
+) -> caploop::reactor::Result<()> {
     listener
         .set_nonblocking(true)
         .map_err(|e| caploop::reactor::Error::Io {
             op: "making the API listener non-blocking".into(),
             source: e,
         })?;
-    let clients: Clients = Rc::new(RefCell::new(BTreeMap::new()));
-    let fd = caploop::Source::from(&listener);
-    reactor.add(fd, Interest::READ, Rights::LISTENER, move |r, _, _| {
-        for _ in 0..16 {
-            match listener.accept() {
-                Ok((stream, _)) => accept(r, stream, &clients, &forwards),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    log::warn!("api: accept: {e}");
-                    break;
+    let api: Shared = Rc::new(RefCell::new(Api {
+        listener: None,
+        clients: HashMap::new(),
+        forwards,
+        resting: false,
+    }));
+    let a = api.clone();
+    let handle = reactor.add(
+        std::os::fd::OwnedFd::from(listener),
+        Interest::READ,
+        Rights::LISTENER,
+        move |r, _, ev| on_listener(r, ev.fd, &a),
+    )?;
+    api.borrow_mut().listener = Some(handle);
+    Ok(())
+}
+
+fn on_listener<D: 'static>(r: &mut Reactor<D>, fd: std::os::fd::RawFd, api: &Shared) {
+    for _ in 0..16 {
+        if api.borrow().clients.len() >= MAX_CLIENTS {
+            // The rest wait in the backlog until a client is done.
+            pause_listener(r, api);
+            return;
+        }
+        // SAFETY: accept4 on the listener the reactor holds open for this
+        // callback; the new descriptor, if any, is owned at once below.
+        let s = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if s < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                ErrorKind::WouldBlock => return,
+                ErrorKind::Interrupted | ErrorKind::ConnectionAborted => continue,
+                _ => {
+                    // Out of descriptors or memory: the connection stays in
+                    // the backlog; rest instead of spinning on it.
+                    log::warn!("api: accept: {e}; pausing the API for {ACCEPT_RETRY:?}");
+                    rest_listener(r, api);
+                    return;
                 }
             }
         }
-    })
+        // SAFETY: accept4 returned a new descriptor nothing else owns.
+        let stream = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(s) };
+        accept(r, stream, api);
+    }
 }
 
-fn accept<D: 'static>(
-    r: &mut Reactor<D>,
-    stream: UnixStream,
-    clients: &Clients,
-    forwards: &Rc<RefCell<Forwards>>,
-) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
+fn pause_listener<D: 'static>(r: &mut Reactor<D>, api: &Shared) {
+    if let Some(h) = api.borrow().listener {
+        let _ = r.disable(h);
     }
-    let fd = stream.as_raw_fd();
-    let (c_read, f_read) = (clients.clone(), forwards.clone());
+}
+
+fn resume_listener<D: 'static>(r: &mut Reactor<D>, api: &Shared) {
+    let a = api.borrow();
+    if let (Some(h), false) = (a.listener, a.resting) {
+        if a.clients.len() < MAX_CLIENTS {
+            let _ = r.enable(h);
+        }
+    }
+}
+
+fn rest_listener<D: 'static>(r: &mut Reactor<D>, api: &Shared) {
+    pause_listener(r, api);
+    api.borrow_mut().resting = true;
+    let a = api.clone();
+    r.add_timer(ACCEPT_RETRY, move |r, _, _| {
+        a.borrow_mut().resting = false;
+        resume_listener(r, &a);
+    });
+}
+
+fn accept<D: 'static>(r: &mut Reactor<D>, stream: UnixStream, api: &Shared) {
+    let a = api.clone();
     let handle = match r.add(&stream, Interest::READ, Rights::SOCKET, move |r, _, ev| {
-        on_readable(r, ev.handle, ev.fd, &c_read, &f_read)
+        on_client(r, ev.handle, &a)
     }) {
         Ok(h) => h,
         Err(e) => {
@@ -171,78 +253,94 @@ fn accept<D: 'static>(
             return;
         }
     };
-    let c_timer = clients.clone();
+    let a = api.clone();
     let timer = r.add_timer(REQUEST_TIMEOUT, move |r, _, _| {
-        if let Some(c) = c_timer.borrow_mut().remove(&fd) {
+        let client = a.borrow_mut().clients.remove(&handle);
+        if let Some(c) = client {
             log::info!(
-                "api: dropping a client that sent {} bytes in {REQUEST_TIMEOUT:?}",
-                c.buf.len()
+                "api: dropping a client that sent {} bytes and was sent {} in {REQUEST_TIMEOUT:?}",
+                c.request.len(),
+                c.reply.as_ref().map_or(0, |(_, n)| *n)
             );
             let _ = r.delete(handle);
+            resume_listener(r, &a);
         }
     });
-    clients.borrow_mut().insert(
-        fd,
+    api.borrow_mut().clients.insert(
+        handle,
         Client {
             stream,
-            buf: Vec::new(),
-            timer: Some(timer),
+            request: Vec::new(),
+            reply: None,
+            timer,
         },
     );
 }
 
-fn on_readable<D: 'static>(
-    r: &mut Reactor<D>,
-    handle: Handle,
-    fd: RawFd,
-    clients: &Clients,
-    forwards: &Rc<RefCell<Forwards>>,
-) {
-    let mut map = clients.borrow_mut();
-    let Some(client) = map.get_mut(&fd) else {
+/// Reads the request until it is whole, answers it, then writes the
+/// reply as the socket takes it.
+fn on_client<D: 'static>(r: &mut Reactor<D>, handle: Handle, api: &Shared) {
+    let mut a = api.borrow_mut();
+    let Api {
+        clients, forwards, ..
+    } = &mut *a;
+    let Some(client) = clients.get_mut(&handle) else {
         let _ = r.delete(handle);
         return;
     };
-    let mut chunk = [0u8; 1024];
-    let complete = loop {
-        match client.stream.read(&mut chunk) {
-            Ok(0) => break true,
-            Ok(n) => {
-                client.buf.extend_from_slice(&chunk[..n]);
-                if client.buf.len() > MAX_REQUEST {
-                    break true;
+    if client.reply.is_none() {
+        // Everything the client has sent so far (as slirp4netns's one read
+        // sees it: more than 4095 bytes is "too large" even if it begins
+        // with a whole request), then answer if it holds a whole request.
+        let mut chunk = [0u8; 1024];
+        let ended = loop {
+            match client.stream.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    client.request.extend_from_slice(&chunk[..n]);
+                    if client.request.len() > api::MAX_REQUEST {
+                        break true;
+                    }
                 }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break true,
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break true,
+        };
+        if !ended && !api::request_complete(&client.request) {
+            return;
         }
-    };
-    if !complete {
+        let reply = match api::parse_request(&client.request) {
+            Ok(req) => forwards.handle(req),
+            Err(e) => e.reply(),
+        };
+        client.reply = Some((reply.to_json().into_bytes(), 0));
+        // remove_hostfwd closes a socket of libslirp's: drop its
+        // registration before a later callback reuses the number.
+        forwards.stack.sync(r);
+    }
+    let Some((out, sent)) = client.reply.as_mut() else {
         return;
-    }
-    let mut client = map.remove(&fd).expect("present");
-    drop(map);
-    if let Some(t) = client.timer.take() {
-        let _ = r.cancel_timer(t);
-    }
-    let reply = match api::parse_request(&client.buf) {
-        Ok(req) => {
-            let reply = forwards.borrow_mut().handle(req);
-            // remove_hostfwd closes a socket of libslirp's: drop its
-            // registration before a later callback reuses the number.
-            forwards.borrow().stack.sync(r);
-            reply
-        }
-        Err(e) => e.reply(),
     };
-    let _ = r.delete(handle);
-    // One write: clients (Podman) read the reply with a single read. A
-    // reply is far smaller than a socket buffer, so it is never partial.
-    let json = reply.to_json();
-    match client.stream.write(json.as_bytes()) {
-        Ok(n) if n == json.len() => {}
-        Ok(n) => log::info!("api: reply cut at {n} of {} bytes", json.len()),
-        Err(e) => log::info!("api: writing the reply: {e}"),
+    while *sent < out.len() {
+        match client.stream.write(&out[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                // The rest when the client has read some.
+                let _ = r.set_interest(handle, Interest::WRITE);
+                return;
+            }
+            Err(e) => {
+                log::info!("api: writing the reply: {e}");
+                break;
+            }
+        }
     }
+    let client = clients.remove(&handle).expect("present");
+    drop(a);
+    let _ = r.cancel_timer(client.timer);
+    let _ = r.delete(handle);
+    drop(client);
+    resume_listener(r, api);
 }

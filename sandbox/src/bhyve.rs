@@ -6,13 +6,15 @@
 //! closing its end ends the helper.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use caploop::slirp;
-use caploop::wire::nvlist;
+use caploop::net::SlirpOptions;
+use caploop::wire::nvlist::HelperConfig;
 
-use crate::record::{RecordRx, RecordTx};
-use crate::serve::{self, ServeError, Session};
+use crate::error::ServeError;
+use crate::link::{Link, LinkKind};
+use crate::record::{Medium, RecordRx, RecordTx};
+use crate::serve::{self, Session};
 use crate::startup;
 
 /// The largest record bhyve reads (its `SLIRP_MTU`): it asserts every frame
@@ -25,39 +27,65 @@ pub const BHYVE_MAX_MTU: usize = BHYVE_MAX_RECORD - 14;
 /// The largest configuration record accepted.
 const MAX_CONFIG: usize = 64 * 1024;
 
-/// Takes the inherited socket `fd`, checking it is a SOCK_SEQPACKET socket.
-pub fn take_socket(fd: RawFd) -> Result<OwnedFd, ServeError> {
-    // SAFETY: F_GETFD only inspects the descriptor table.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(ServeError::Protocol(format!(
-            "-S {fd}: not an open descriptor"
-        )));
+/// Takes the inherited socket `fd` (closing every other descriptor), reads
+/// bhyve's configuration from it and applies it to `session`; returns the
+/// link.
+pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
+    if session.config.mtu > BHYVE_MAX_MTU {
+        return Err(crate::cli::UsageError(format!(
+            "--mtu {} is larger than bhyve's frames allow ({BHYVE_MAX_MTU})",
+            session.config.mtu
+        ))
+        .into());
     }
-    // SAFETY: the descriptor is open (checked above) and was handed to this
-    // process on its command line; nothing else in the process owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    startup::close_other_fds(&[fd])?;
+    let sock = take_socket(fd)?;
+    let options = decode_config(&read_config(&sock)?)?;
+    for key in &options.ignored {
+        log::debug!("configuration key {key:?} ignored");
+    }
+    if options.open {
+        session.config.restricted = false;
+    }
+    session.rules.extend(options.hostfwd);
+    if let Some(name) = options.vmname {
+        session.name = name;
+    }
+    startup::set_nonblocking(&sock).map_err(|e| ServeError::Link {
+        what: "making bhyve's socket non-blocking".into(),
+        source: e,
+    })?;
+    let raw = sock.as_raw_fd();
+    Ok(Link {
+        fd: sock,
+        kind: LinkKind::Socket,
+        rx: Box::new(RecordRx::new(raw, Medium::Socket, "bhyve")),
+        tx: Box::new(RecordTx::new(
+            raw,
+            Medium::Socket,
+            BHYVE_MAX_RECORD,
+            "bhyve",
+        )),
+    })
+}
+
+/// Takes the inherited socket `fd`, checking it is a SOCK_SEQPACKET socket.
+fn take_socket(fd: RawFd) -> Result<OwnedFd, ServeError> {
+    let sock = startup::inherited_fd(fd, "-S")?;
+    let bad = |why: String| ServeError::Descriptor {
+        flag: "-S",
+        fd,
+        why,
+    };
     match serve::socket_type(&sock) {
         Ok(libc::SOCK_SEQPACKET) => Ok(sock),
-        Ok(other) => Err(ServeError::Protocol(format!(
-            "-S {fd}: socket type {other} is not SOCK_SEQPACKET"
-        ))),
-        Err(e) => Err(ServeError::Protocol(format!("-S {fd}: not a socket ({e})"))),
+        Ok(other) => Err(bad(format!("socket type {other} is not SOCK_SEQPACKET"))),
+        Err(e) => Err(bad(format!("not a socket ({e})"))),
     }
 }
 
-/// What the configuration record asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BhyveConfig {
-    /// Host forwarding rules (bhyve syntax).
-    pub hostfwd: Vec<slirp::Rule>,
-    /// The guest may reach the outside.
-    pub open: bool,
-    /// The VM's name.
-    pub vmname: Option<String>,
-}
-
-/// Reads the configuration record (blocking) and decodes it.
-pub fn read_config(sock: &OwnedFd) -> Result<BhyveConfig, ServeError> {
+/// Reads the configuration record (blocking).
+fn read_config(sock: &OwnedFd) -> Result<Vec<u8>, ServeError> {
     let mut buf = vec![0u8; MAX_CONFIG + 1];
     let n = loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
@@ -82,66 +110,23 @@ pub fn read_config(sock: &OwnedFd) -> Result<BhyveConfig, ServeError> {
         break n as usize;
     };
     if n == 0 {
-        return Err(ServeError::Protocol(
-            "bhyve closed the socket before sending the configuration".into(),
+        return Err(ServeError::BhyveConfig(
+            "bhyve closed the socket before sending it".into(),
         ));
     }
     if n > MAX_CONFIG {
-        return Err(ServeError::Protocol(format!(
-            "configuration record of {n} bytes is larger than {MAX_CONFIG}"
+        return Err(ServeError::BhyveConfig(format!(
+            "a record of {n} bytes is larger than {MAX_CONFIG}"
         )));
     }
-    decode_config(&buf[..n])
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Decodes a configuration record.
-pub fn decode_config(record: &[u8]) -> Result<BhyveConfig, ServeError> {
-    let cfg = nvlist::HelperConfig::from_packed(record)
-        .map_err(|e| ServeError::Protocol(format!("bad configuration nvlist: {e}")))?;
-    for key in &cfg.ignored {
-        log::debug!("configuration key {key:?} ignored");
-    }
-    let hostfwd = match cfg.hostfwd.as_deref() {
-        Some(rules) if !rules.trim().is_empty() => slirp::parse_rules(rules)
-            .map_err(|e| ServeError::Protocol(format!("configuration hostfwd: {e}")))?,
-        _ => Vec::new(),
-    };
-    Ok(BhyveConfig {
-        hostfwd,
-        open: cfg.open,
-        vmname: cfg.vmname,
-    })
-}
-
-/// Serves bhyve on `sock` after its configuration arrived.
-pub fn serve(
-    sock: OwnedFd,
-    bhyve: BhyveConfig,
-    mut session: Session,
-) -> Result<serve::Outcome, ServeError> {
-    if session.config.mtu > BHYVE_MAX_MTU {
-        return Err(ServeError::Protocol(format!(
-            "--mtu {} is larger than bhyve's frames allow ({BHYVE_MAX_MTU})",
-            session.config.mtu
-        )));
-    }
-    if bhyve.open {
-        session.config.restricted = false;
-    }
-    session.rules.extend(bhyve.hostfwd);
-    if let Some(name) = bhyve.vmname {
-        session.name = name;
-    }
-    startup::set_nonblocking(&sock).map_err(|e| ServeError::Link {
-        what: "making bhyve's socket non-blocking".into(),
-        source: e,
-    })?;
-    let fd = sock.as_raw_fd();
-    let (outcome, ..) = serve::run(
-        session,
-        sock,
-        RecordRx::new(fd, "bhyve"),
-        RecordTx::new(fd, BHYVE_MAX_RECORD, "bhyve"),
-    )?;
-    Ok(outcome)
+pub fn decode_config(record: &[u8]) -> Result<SlirpOptions, ServeError> {
+    let cfg = HelperConfig::from_packed(record)
+        .map_err(|e| ServeError::BhyveConfig(format!("bad nvlist: {e}")))?;
+    SlirpOptions::from_helper("bhyve", cfg)
+        .map_err(|e| ServeError::BhyveConfig(format!("hostfwd: {e}")))
 }

@@ -2,24 +2,39 @@
 //! network from inside caploop's sandbox.
 //!
 //! Every front end goes the same way: parse and check the command line
-//! (mistakes are one line on stderr, exit 1), close every descriptor it was
-//! not given, set up the link and the slirp stack with its host forwards,
-//! drop root, point stdio at /dev/null unless `RUST_LOG` asks for logs,
-//! limit every descriptor and enter the sandbox, and only then read frames.
-//! The peer hanging up or SIGTERM ends it with exit 0.
+//! (mistakes are one line on stderr, exit 1), then the front end opens its
+//! link (closing every descriptor it was not given) and hands it to the one
+//! serve loop ([`serve::run`]), which sets up the slirp stack with its host
+//! forwards, gives up root or its capabilities, points stdin and stdout at
+//! /dev/null, limits every descriptor and enters the sandbox, and only then
+//! reads frames. The peer hanging up or SIGTERM ends it with exit 0; a
+//! failure is one line on stderr and exit 1, as is every warning (a missing
+//! Landlock) whether or not `RUST_LOG` asks for more.
 
 mod api;
 mod bhyve;
 mod cli;
+mod error;
+#[cfg(debug_assertions)]
+mod fault;
+mod link;
+#[cfg(target_os = "linux")]
 mod netns;
+mod privileges;
 mod qemu;
 mod record;
 mod serve;
+#[cfg(target_os = "linux")]
 mod slirp4netns;
 mod startup;
+mod stream;
 
-use cli::{Cli, FrontEnd};
-use serve::{ServeError, Session};
+use std::io::Write;
+
+use cli::{Cli, FrontEnd, UsageError};
+use error::ServeError;
+use privileges::Privileges;
+use serve::{Extras, Session};
 
 fn main() {
     let cli = match Cli::parse_from_args(std::env::args_os()) {
@@ -32,13 +47,29 @@ fn main() {
     };
     let front = cli.front_end().unwrap_or_else(|e| fail(e));
     let mtu = cli.mtu_for(&front).unwrap_or_else(|e| fail(e)) as usize;
-    let logging = std::env::var_os("RUST_LOG").is_some();
-    if logging {
-        env_logger::init();
-    }
-    if let Err(e) = run(&cli, front, mtu, logging) {
+    init_logging();
+    if let Err(e) = run(&cli, front, mtu) {
         fail(e);
     }
+}
+
+/// `RUST_LOG` as asked; without it, warnings and errors only, each as one
+/// plain line (`caploop-sandbox: warning: ...`).
+fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        env_logger::init();
+        return;
+    }
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .format(|buf, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                _ => "warning",
+            };
+            writeln!(buf, "caploop-sandbox: {level}: {}", record.args())
+        })
+        .init();
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -46,73 +77,61 @@ fn fail(e: impl std::fmt::Display) -> ! {
     std::process::exit(1);
 }
 
-/// The session the hypervisor command line describes.
-fn hypervisor_session(
-    cli: &Cli,
-    mtu: usize,
-    logging: bool,
-    name: &str,
-) -> Result<Session, ServeError> {
-    let config = serve::hypervisor_config(cli.open, mtu, cli.ipv6);
-    config.validate().map_err(caploop::slirp::Error::from)?;
+/// The session a hypervisor's command line describes.
+fn hypervisor_session(cli: &Cli, mtu: usize, name: &str) -> Result<Session, ServeError> {
+    let config = caploop::slirp::Config {
+        restricted: !cli.open,
+        mtu,
+        mru: mtu,
+        ipv6: cli.ipv6,
+        ..caploop::slirp::Config::default()
+    };
+    config
+        .validate()
+        .map_err(|e| UsageError(format!("network: {e}")))?;
     let rules = match cli.hostfwd.as_deref() {
-        Some(r) => caploop::slirp::parse_rules(r)
-            .map_err(|e| ServeError::Protocol(format!("--hostfwd: {e}")))?,
+        Some(r) => {
+            caploop::slirp::parse_rules(r).map_err(|e| UsageError(format!("--hostfwd: {e}")))?
+        }
         None => Vec::new(),
     };
     Ok(Session {
+        name: cli.vmname.clone().unwrap_or_else(|| name.to_string()),
         config,
         rules,
-        user: cli.user.clone(),
-        logging,
-        name: cli.vmname.clone().unwrap_or_else(|| name.to_string()),
+        privileges: Privileges::DropToUser(cli.user.clone()),
     })
 }
 
-fn run(cli: &Cli, front: FrontEnd, mtu: usize, logging: bool) -> Result<(), ServeError> {
-    match front {
+fn run(cli: &Cli, front: FrontEnd, mtu: usize) -> Result<(), ServeError> {
+    let (session, link, extras) = match front {
         FrontEnd::QemuStream { path } => {
-            let session = hypervisor_session(cli, mtu, logging, "qemu")?;
-            startup::close_other_fds(&[])?;
-            let listener = qemu::listen(&path)?;
-            eprintln!(
-                "caploop-sandbox: waiting for QEMU on {p}: qemu-system-x86_64 ... \
-                 -netdev stream,id=n0,server=off,addr.type=unix,addr.path={p} \
-                 -device virtio-net-pci,netdev=n0",
-                p = path.display()
-            );
-            let conn = qemu::accept(listener, &path)?;
-            let outcome = qemu::serve(conn, session)?;
-            log::info!("qemu: {outcome:?}");
-            Ok(())
+            let session = hypervisor_session(cli, mtu, "qemu")?;
+            (session, qemu::open_stream(&path)?, Extras::default())
         }
         FrontEnd::QemuDgram { path } => {
-            let session = hypervisor_session(cli, mtu, logging, "qemu")?;
-            startup::close_other_fds(&[])?;
-            eprintln!(
-                "caploop-sandbox: waiting for QEMU on {p}: qemu-system-x86_64 ... \
-                 -netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path={p} \
-                 -device virtio-net-pci,netdev=n0",
-                p = path.display()
-            );
-            let sock = qemu::dgram(&path)?;
-            let outcome = qemu::serve_dgram(sock, session)?;
-            log::info!("qemu: {outcome:?}");
-            Ok(())
+            let session = hypervisor_session(cli, mtu, "qemu")?;
+            (session, qemu::open_dgram(&path)?, Extras::default())
         }
         FrontEnd::Bhyve { fd } => {
-            startup::close_other_fds(&[fd])?;
-            let sock = bhyve::take_socket(fd)?;
-            let session = hypervisor_session(cli, mtu, logging, "bhyve")?;
-            let config = bhyve::read_config(&sock)?;
-            let outcome = bhyve::serve(sock, config, session)?;
-            log::info!("bhyve: {outcome:?}");
-            Ok(())
+            let mut session = hypervisor_session(cli, mtu, "bhyve")?;
+            let link = bhyve::open(fd, &mut session)?;
+            (session, link, Extras::default())
         }
+        #[cfg(target_os = "linux")]
         FrontEnd::Slirp4netns { target, tapname } => {
-            let outcome = slirp4netns::run(cli, &target, &tapname, mtu)?;
-            log::info!("slirp4netns: {outcome:?}");
-            Ok(())
+            slirp4netns::open(cli, &target, &tapname, mtu)?
         }
-    }
+        #[cfg(not(target_os = "linux"))]
+        FrontEnd::Slirp4netns { .. } => {
+            return Err(UsageError(format!(
+                "PID|PATH [TAPNAME]: the slirp4netns front end needs Linux network namespaces; \
+                 on {} use -S FD (bhyve), --qemu-stream or --qemu-dgram",
+                std::env::consts::OS
+            ))
+            .into())
+        }
+    };
+    serve::run(session, link, extras)?;
+    Ok(())
 }

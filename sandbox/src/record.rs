@@ -1,57 +1,87 @@
 //! Links that carry one Ethernet frame per record: bhyve's SOCK_SEQPACKET
-//! socket and QEMU's `-netdev dgram` (a connected unix datagram socket).
+//! socket, QEMU's `-netdev dgram` (a connected unix datagram socket) and a
+//! tap device (one frame per `read`/`write`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::serve::{LinkCounters, Rx, ServeError, Tx};
+use caploop::net::MAX_FRAME_LEN;
 
-/// Frames queued toward the hypervisor before the oldest are dropped (it
-/// reads its socket from its own event loop; a stalled guest must not make
-/// the helper grow without bound).
+use crate::error::ServeError;
+use crate::link::{LinkCounters, Rx, Tx};
+
+/// Frames queued toward the peer before the oldest are dropped (it reads
+/// from its own event loop; a stalled guest must not make the helper grow
+/// without bound).
 const MAX_QUEUED: usize = 1024;
+
+/// Frames read per round: a bounded batch keeps one busy guest from
+/// starving libslirp's sockets.
+const BATCH: usize = 64;
+
+/// How records are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// A socket: `recv`/`send` (a record may be truncated; the end of a
+    /// stream is a hangup).
+    Socket,
+    /// A tap device: `read`/`write`, one frame each.
+    Tap,
+}
 
 /// Reads one frame per record.
 pub struct RecordRx {
     fd: RawFd,
+    medium: Medium,
     buf: Vec<u8>,
     peer: &'static str,
 }
 
 impl RecordRx {
-    /// A receiver on the (non-blocking) socket `fd`, from `peer` (for logs).
-    pub fn new(fd: RawFd, peer: &'static str) -> RecordRx {
+    /// A receiver on the (non-blocking) descriptor `fd`, from `peer` (for
+    /// logs).
+    pub fn new(fd: RawFd, medium: Medium, peer: &'static str) -> RecordRx {
         RecordRx {
             fd,
-            buf: vec![0u8; 65536 + 64],
+            medium,
+            buf: vec![0u8; MAX_FRAME_LEN],
             peer,
         }
     }
-}
 
-impl Rx for RecordRx {
-    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
-        // A bounded batch per round keeps one busy guest from starving
-        // libslirp's sockets.
-        for _ in 0..64 {
+    fn read(&mut self) -> isize {
+        match self.medium {
             // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe {
+            Medium::Socket => unsafe {
                 libc::recv(
                     self.fd,
                     self.buf.as_mut_ptr().cast(),
                     self.buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 )
-            };
+            },
+            // SAFETY: read writes at most buf.len() bytes into buf.
+            Medium::Tap => unsafe {
+                libc::read(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len())
+            },
+        }
+    }
+}
+
+impl Rx for RecordRx {
+    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
+        for _ in 0..BATCH {
+            let n = self.read();
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.kind() {
                     io::ErrorKind::WouldBlock => Ok(!hangup),
                     io::ErrorKind::Interrupted => continue,
+                    // A datagram peer gone, or a tap whose namespace went.
                     _ if matches!(
                         e.raw_os_error(),
-                        Some(libc::ECONNRESET) | Some(libc::ECONNREFUSED)
+                        Some(libc::ECONNRESET | libc::ECONNREFUSED | libc::EBADFD | libc::EIO)
                     ) =>
                     {
                         Ok(false)
@@ -84,9 +114,10 @@ impl Rx for RecordRx {
     }
 }
 
-/// Sends one frame per record, queueing what the socket cannot take.
+/// Sends one frame per record, queueing what the link cannot take.
 pub struct RecordTx {
     fd: RawFd,
+    medium: Medium,
     max_record: usize,
     peer: &'static str,
     queue: VecDeque<Vec<u8>>,
@@ -95,11 +126,12 @@ pub struct RecordTx {
 }
 
 impl RecordTx {
-    /// A sender on the (non-blocking) socket `fd` whose peer reads records
-    /// of at most `max_record` bytes.
-    pub fn new(fd: RawFd, max_record: usize, peer: &'static str) -> RecordTx {
+    /// A sender on the (non-blocking) descriptor `fd` whose peer reads
+    /// records of at most `max_record` bytes.
+    pub fn new(fd: RawFd, medium: Medium, max_record: usize, peer: &'static str) -> RecordTx {
         RecordTx {
             fd,
+            medium,
             max_record,
             peer,
             queue: VecDeque::new(),
@@ -108,18 +140,25 @@ impl RecordTx {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        loop {
+    fn write(&self, frame: &[u8]) -> isize {
+        match self.medium {
             // SAFETY: send reads frame.len() bytes from frame.
-            let n = unsafe {
+            Medium::Socket => unsafe {
                 libc::send(
                     self.fd,
                     frame.as_ptr().cast(),
                     frame.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR,
                 )
-            };
-            if n >= 0 {
+            },
+            // SAFETY: write reads frame.len() bytes from frame.
+            Medium::Tap => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        loop {
+            if self.write(frame) >= 0 {
                 self.counters.frames_out += 1;
                 self.counters.bytes_out += frame.len() as u64;
                 return Ok(true);
@@ -132,7 +171,7 @@ impl RecordTx {
                     // A datagram peer that went away shows only here.
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::ECONNREFUSED) | Some(libc::ECONNRESET) | Some(libc::EPIPE)
+                        Some(libc::ECONNREFUSED | libc::ECONNRESET | libc::EPIPE)
                     ) {
                         self.gone = true;
                     }

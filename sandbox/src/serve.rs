@@ -1,281 +1,265 @@
-//! The loop every hypervisor front end shares: frames from the hypervisor's
-//! link into a libslirp [`Stack`], frames out of it back to the link, on one
-//! [`Reactor`], inside the sandbox.
+//! The one loop every front end runs: frames from the front end's
+//! [`Link`] into a libslirp [`Stack`], frames out of it back to the link,
+//! on one [`Reactor`], inside the sandbox.
 //!
-//! A link is split into a receiving half ([`Rx`]) and a sending half
-//! ([`Tx`]) behind separate cells: a frame read from the link goes into
-//! libslirp, which may answer at once through the stack's sink, which pushes
-//! to the sending half, so the two halves must never be borrowed together.
-//! Frames the socket cannot take now stay queued in the sending half, and a
-//! prepare hook asks for writability only while something is queued.
+//! A front end opens its link and hands it here with its [`Extras`] (the
+//! slirp4netns exit and ready descriptors, the API socket). Everything
+//! else exists once: the stack and its host forwards, the signals, giving
+//! up privileges, stdio, the sandbox plan and entry, the outcome and the
+//! counters. Order: set up everything, give up root or capabilities, point
+//! stdin/stdout at /dev/null, make libslirp read the resolver, limit every
+//! descriptor and enter the sandbox, say "ready", and only then read
+//! frames.
 
 use std::cell::{Cell, RefCell};
-use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
 use caploop::reactor::{Handle, Interest, Reactor};
-use caploop::sandbox::{Plan, Policy};
+use caploop::sandbox::{Mode, Plan, Policy, Report};
 use caploop::slirp::{self, Config, Rule, Stack};
 use caploop::Rights;
 
-use crate::startup::{self, Identity, StartupError};
+use crate::api::{self, Forwards};
+use crate::error::ServeError;
+use crate::link::{Link, LinkCounters, LinkKind, Tx};
+use crate::privileges::{self, Privileges};
+use crate::startup;
 
 /// Why the loop ended, when it ended well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The hypervisor closed its end.
+    /// The peer closed its end (or the exit descriptor fired).
     PeerHungUp,
     /// SIGTERM or SIGINT.
     Terminated,
 }
 
-/// What can stop a session.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The reactor failed.
-    #[error(transparent)]
-    Reactor(#[from] caploop::reactor::Error),
-    /// libslirp refused the configuration or a forward.
-    #[error(transparent)]
-    Slirp(#[from] slirp::Error),
-    /// The sandbox could not be entered.
-    #[error("sandbox: {0}")]
-    Sandbox(#[from] caploop::sandbox::Error),
-    /// Start-up (privileges, descriptors) failed.
-    #[error(transparent)]
-    Startup(#[from] StartupError),
-    /// The link to the hypervisor failed.
-    #[error("{what}: {source}")]
-    Link {
-        /// What was being done.
-        what: String,
-        /// The error.
-        source: io::Error,
-    },
-    /// The hypervisor sent something that is not what the protocol allows.
-    #[error("{0}")]
-    Protocol(String),
-}
-
-/// Link traffic counts, logged on exit.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LinkCounters {
-    /// Frames read from the hypervisor.
-    pub frames_in: u64,
-    /// Their bytes.
-    pub bytes_in: u64,
-    /// Frames written to the hypervisor.
-    pub frames_out: u64,
-    /// Their bytes.
-    pub bytes_out: u64,
-    /// Frames not delivered: the link's queue was full or the frame could
-    /// not be represented.
-    pub dropped: u64,
-}
-
-/// The receiving half of a link.
-pub trait Rx {
-    /// Reads what the link has now (a bounded amount), handing each whole
-    /// frame to `deliver`. `Ok(false)` once the peer has hung up.
-    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError>;
-}
-
-/// The sending half of a link.
-pub trait Tx {
-    /// Sends a frame, or queues it for the flush that runs once per round.
-    fn push(&mut self, frame: &[u8]);
-    /// Writes queued frames; `Ok(())` also when some remain queued.
-    fn flush(&mut self) -> io::Result<()>;
-    /// Whether frames are queued.
-    fn pending(&self) -> bool;
-    /// Whether sending showed the peer is gone (a datagram peer gives no
-    /// hangup otherwise).
-    fn gone(&self) -> bool {
-        false
-    }
-    /// Traffic so far (frames out, drops).
-    fn counters(&self) -> LinkCounters;
-}
-
 /// Everything a session needs besides its link.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The name for logs (the VM's name, or the front end's).
+    pub name: String,
     /// The virtual network.
     pub config: Config,
     /// Host forwards to set up before entering the sandbox.
     pub rules: Vec<Rule>,
-    /// The user to drop to when root.
-    pub user: String,
-    /// Whether logging was asked for (stdio stays open for it).
-    pub logging: bool,
-    /// The name for logs.
-    pub name: String,
+    /// What to give up before entering.
+    pub privileges: Privileges,
 }
 
-impl Session {
-    /// The sandbox policy that fits the configuration.
-    pub fn policy(&self) -> Policy {
-        if self.config.restricted {
-            Policy::restricted()
+/// What a front end hands the loop besides its link.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Ends the session (exit 0) when readable or hung up (slirp4netns
+    /// `--exit-fd`).
+    pub exit_fd: Option<OwnedFd>,
+    /// Gets "1" once the sandbox is entered, then is closed (slirp4netns
+    /// `--ready-fd`).
+    pub ready_fd: Option<OwnedFd>,
+    /// The API socket (bound) and the guest address forwards default to.
+    pub api: Option<(UnixListener, Ipv4Addr)>,
+}
+
+/// How a session ended, with its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// Why.
+    pub outcome: Outcome,
+    /// The link's traffic.
+    pub link: LinkCounters,
+    /// The stack's.
+    pub slirp: slirp::Counters,
+}
+
+/// The sandbox policy for `config` and `extras`: restricted unless the
+/// network is open; `bind` allowed only for what binds after entry (API
+/// forwards, and libslirp binding outbound sockets to `--outbound-addr`).
+pub fn policy(config: &Config, extras: &Extras) -> Policy {
+    Policy {
+        mode: if config.restricted {
+            Mode::Restricted
         } else {
-            Policy::open()
-        }
+            Mode::Open
+        },
+        allow_bind: extras.api.is_some()
+            || config.outbound_addr.is_some()
+            || config.outbound_addr6.is_some(),
+        ..Policy::default()
     }
 }
 
-/// The network of a hypervisor front end: bhyve's defaults, with the
-/// command line's mode, MTU and IPv6 choice.
-pub fn hypervisor_config(open: bool, mtu: usize, ipv6: bool) -> Config {
-    Config {
-        restricted: !open,
-        mtu,
-        mru: mtu,
-        ipv6,
-        ..Config::default()
-    }
-}
+type Ending = Rc<Cell<Option<Result<Outcome, ServeError>>>>;
 
-/// Runs one session on `link` until the peer hangs up or a signal stops it.
-/// Everything is set up, root dropped and the sandbox entered before the
-/// first frame is read.
-pub fn run(
-    session: Session,
-    link: OwnedFd,
-    rx: impl Rx + 'static,
-    tx: impl Tx + 'static,
-) -> Result<(Outcome, LinkCounters, slirp::Counters), ServeError> {
+/// Runs one session until the peer hangs up, the exit descriptor fires or
+/// a signal stops it.
+pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, ServeError> {
+    let name = session.name.clone();
+    let policy = policy(&session.config, &extras);
     let mut reactor: Reactor<()> = Reactor::new()?;
-    let tx: Rc<RefCell<dyn Tx>> = Rc::new(RefCell::new(tx));
-    let rx: Rc<RefCell<dyn Rx>> = Rc::new(RefCell::new(rx));
+    let Link { fd, kind, rx, tx } = link;
+    let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(tx));
+    let rx = Rc::new(RefCell::new(rx));
 
-    let sink_tx = tx.clone();
-    let stack = Stack::new(
+    let sink = tx.clone();
+    let stack = Rc::new(Stack::new(
         &mut reactor,
         session.config.clone(),
-        move |frame: &[u8]| sink_tx.borrow_mut().push(frame),
-    )?;
+        move |frame: &[u8]| sink.borrow_mut().push(frame),
+    )?);
     for rule in &session.rules {
         stack.add_hostfwd(rule)?;
-        log::info!("{}: forwarding {rule}", session.name);
+        log::info!("{name}: forwarding {rule}");
     }
-    let stack = Rc::new(stack);
 
-    let outcome: Rc<Cell<Option<Result<Outcome, String>>>> = Rc::new(Cell::new(None));
+    let ending: Ending = Rc::new(Cell::new(None));
     let inbound = Rc::new(Cell::new(LinkCounters::default()));
-
-    let (cb_stack, cb_tx, cb_rx, cb_outcome, cb_in) = (
-        stack.clone(),
-        tx.clone(),
-        rx.clone(),
-        outcome.clone(),
-        inbound.clone(),
-    );
-    let link_handle = reactor.add(
-        &link,
-        Interest::READ,
-        Rights::SOCKET,
-        move |r: &mut Reactor<()>, _, ev| {
-            if ev.writable {
-                if let Err(e) = cb_tx.borrow_mut().flush() {
-                    cb_outcome.set(Some(Err(format!("writing to the link: {e}"))));
-                    r.stop();
-                    return;
-                }
-            }
-            if !(ev.readable || ev.hangup || ev.error) {
+    let (cb_stack, cb_tx, cb_end, cb_in) =
+        (stack.clone(), tx.clone(), ending.clone(), inbound.clone());
+    let rights = match kind {
+        LinkKind::Socket => Rights::SOCKET,
+        LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
+    };
+    let link_handle = reactor.add(&fd, Interest::READ, rights, move |r, _, ev| {
+        if ev.writable {
+            if let Err(e) = cb_tx.borrow_mut().flush() {
+                let e = ServeError::Link {
+                    what: "writing to the link".into(),
+                    source: e,
+                };
+                end(r, &cb_end, Err(e));
                 return;
             }
-            let mut counts = cb_in.get();
-            let res = cb_rx.borrow_mut().pull(ev.hangup, &mut |frame| {
-                counts.frames_in += 1;
-                counts.bytes_in += frame.len() as u64;
-                cb_stack.input(frame);
-            });
-            cb_in.set(counts);
-            match res {
-                Ok(true) => {}
-                Ok(false) => {
-                    cb_outcome.set(Some(Ok(Outcome::PeerHungUp)));
-                    r.stop();
-                }
-                Err(e) => {
-                    cb_outcome.set(Some(Err(e.to_string())));
-                    r.stop();
-                }
-            }
-        },
-    )?;
-    watch_backlog(&mut reactor, link_handle, tx.clone(), outcome.clone());
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        let o = outcome.clone();
-        reactor.add_signal(sig, move |r, _, _| {
-            o.set(Some(Ok(Outcome::Terminated)));
-            r.stop();
+        }
+        if !(ev.readable || ev.hangup || ev.error) {
+            return;
+        }
+        let mut counts = cb_in.get();
+        let res = rx.borrow_mut().pull(ev.hangup, &mut |frame| {
+            counts.frames_in += 1;
+            counts.bytes_in += frame.len() as u64;
+            cb_stack.input(frame);
+        });
+        cb_in.set(counts);
+        // A frame can end a connection: release its descriptor now, before
+        // another callback this round (the API accepting) gets its number.
+        cb_stack.release_closed(r);
+        match res {
+            Ok(true) => {}
+            Ok(false) => end(r, &cb_end, Ok(Outcome::PeerHungUp)),
+            Err(e) => end(r, &cb_end, Err(e)),
+        }
+    })?;
+    watch_backlog(&mut reactor, link_handle, tx.clone(), ending.clone());
+    if let Some(exit) = &extras.exit_fd {
+        let e = ending.clone();
+        let n = name.clone();
+        reactor.add(exit, Interest::READ, Rights::READ_ONLY, move |r, _, _| {
+            log::info!("{n}: exit fd event");
+            end(r, &e, Ok(Outcome::PeerHungUp));
         })?;
     }
-
-    match startup::drop_root(&session.user)? {
-        Identity::Dropped { user, uid, gid } => {
-            log::info!("{}: running as {user} ({uid}:{gid})", session.name)
-        }
-        Identity::StayedRoot(why) => log::warn!("{}: still root: {why}", session.name),
-        Identity::Unprivileged => {}
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let e = ending.clone();
+        reactor.add_signal(sig, move |r, _, _| end(r, &e, Ok(Outcome::Terminated)))?;
     }
-    startup::quiet_stdio(session.logging)?;
+    let Extras {
+        exit_fd,
+        ready_fd,
+        api,
+    } = extras;
+    if let Some((listener, guest)) = api {
+        api::register(&mut reactor, listener, Forwards::new(stack.clone(), guest))?;
+    }
+
+    let given_up = privileges::give_up(&session.privileges)?;
+    log::info!("{name}: {given_up}");
+    startup::quiet_stdio()?;
     // libslirp reads the host's resolver lazily; make it read now.
     stack.prime_dns(&mut reactor);
     let mut plan = Plan::from_reactor(&reactor);
-    if session.logging {
-        plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
+    plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
+    if let Some(fd) = &ready_fd {
+        // Closed right after entry: its number will be reused.
+        plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");
     }
-    let report = plan.apply_and_enter(&session.policy())?;
-    log::info!(
-        "{}: sandbox entered ({:?} mode, {} descriptors limited, landlock {:?}, seccomp {} syscalls)",
-        session.name,
-        report.mode,
-        report.limited.len(),
-        report.landlock.as_ref().map(|l| l.abi),
-        report.seccomp.as_ref().map_or(0, |s| s.syscalls.len()),
-    );
-    for w in &report.warnings {
-        log::warn!("{}: sandbox: {w}", session.name);
+    #[cfg(debug_assertions)]
+    let fault = crate::fault::prepare();
+    let report = plan.apply_and_enter(&policy)?;
+    log_entry(&name, &report);
+    if let Some(fd) = ready_fd {
+        // SAFETY: write reads one byte from a static.
+        if unsafe { libc::write(fd.as_raw_fd(), b"1".as_ptr().cast(), 1) } != 1 {
+            log::warn!("ready fd: {}", std::io::Error::last_os_error());
+        }
     }
+    #[cfg(debug_assertions)]
+    fault.strike();
 
     reactor.run(&mut ())?;
 
-    let mut counters = tx.borrow().counters();
+    let mut link = tx.borrow().counters();
     let inbound = inbound.get();
-    counters.frames_in = inbound.frames_in;
-    counters.bytes_in = inbound.bytes_in;
-    let slirp_counters = stack.counters();
+    link.frames_in = inbound.frames_in;
+    link.bytes_in = inbound.bytes_in;
+    let slirp = stack.counters();
     log::info!(
-        "{}: link in {} frames / {} bytes, out {} frames / {} bytes, {} dropped; slirp {:?}",
-        session.name,
-        counters.frames_in,
-        counters.bytes_in,
-        counters.frames_out,
-        counters.bytes_out,
-        counters.dropped,
-        slirp_counters,
+        "{name}: link in {} frames / {} bytes, out {} frames / {} bytes, {} dropped; slirp {slirp:?}",
+        link.frames_in,
+        link.bytes_in,
+        link.frames_out,
+        link.bytes_out,
+        link.dropped,
     );
     let _ = reactor.delete(link_handle);
-    drop(link);
-    match outcome.take() {
-        Some(Ok(o)) => Ok((o, counters, slirp_counters)),
-        Some(Err(e)) => Err(ServeError::Protocol(e)),
-        None => Ok((Outcome::Terminated, counters, slirp_counters)),
+    drop(exit_fd);
+    let outcome = match ending.take() {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => return Err(e),
+        None => Outcome::Terminated,
+    };
+    log::info!("{name}: {outcome:?}");
+    Ok(Finished {
+        outcome,
+        link,
+        slirp,
+    })
+}
+
+fn end(r: &mut Reactor<()>, ending: &Ending, why: Result<Outcome, ServeError>) {
+    ending.set(Some(why));
+    r.stop();
+}
+
+/// Logs what the sandbox enforces; what is weaker than asked (a missing
+/// or partial Landlock, FreeBSD's open mode) is a warning, which reaches
+/// stderr whether or not logging was asked for.
+fn log_entry(name: &str, report: &Report) {
+    log::info!(
+        "{name}: sandbox entered ({:?} mode, {} descriptors limited, {}, seccomp {} syscalls)",
+        report.mode,
+        report.limited.len(),
+        report
+            .landlock
+            .as_ref()
+            .map_or("no Landlock".to_owned(), |l| l.summary()),
+        report.seccomp.as_ref().map_or(0, |s| s.syscalls.len()),
+    );
+    for w in &report.warnings {
+        log::warn!("sandbox: {w}");
     }
 }
 
 /// Once per round, before the wait: writes what the round queued toward the
-/// hypervisor (one write for a burst of frames), then asks for writability
-/// only while something is left.
+/// peer (one write for a burst of frames), then asks for writability only
+/// while something is left.
 fn watch_backlog(
     reactor: &mut Reactor<()>,
     link: Handle,
-    tx: Rc<RefCell<dyn Tx>>,
-    outcome: Rc<Cell<Option<Result<Outcome, String>>>>,
+    tx: Rc<RefCell<Box<dyn Tx>>>,
+    ending: Ending,
 ) {
     let mut writing = false;
     reactor.add_prepare(move |r, _| {
@@ -284,8 +268,8 @@ fn watch_backlog(
             log::debug!("writing to the link: {e}");
         }
         if tx.gone() {
-            outcome.set(Some(Ok(Outcome::PeerHungUp)));
-            r.stop();
+            drop(tx);
+            end(r, &ending, Ok(Outcome::PeerHungUp));
             return;
         }
         let want = tx.pending();
@@ -298,8 +282,8 @@ fn watch_backlog(
     });
 }
 
-/// Whether `fd` is a socket of `kind` (SOCK_SEQPACKET, SOCK_STREAM...).
-pub fn socket_type(fd: &OwnedFd) -> io::Result<i32> {
+/// The socket type of `fd` (SOCK_SEQPACKET, SOCK_STREAM...).
+pub fn socket_type(fd: &OwnedFd) -> std::io::Result<i32> {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `ty`, which lives
@@ -314,7 +298,7 @@ pub fn socket_type(fd: &OwnedFd) -> io::Result<i32> {
         )
     };
     if rc < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(ty)
 }

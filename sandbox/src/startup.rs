@@ -1,9 +1,15 @@
-//! Process start-up shared by every front end: quiet stdio, close every
-//! descriptor the helper was not given, and give up root, all before the
-//! sandbox is entered (bhyve's slirp helper does the same, minus closing
-//! stray descriptors).
+//! Process start-up shared by every front end: close every descriptor the
+//! helper was not given, take the inherited ones, make its socket files
+//! private, point stdin and stdout at /dev/null, and give up root or its
+//! capabilities, all before the sandbox is entered (bhyve's slirp helper
+//! drops root too, but closes nothing and keeps every capability it has).
 
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use crate::error::ServeError;
 
 /// Why start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,16 +29,20 @@ fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> StartupError {
     move |source| StartupError::Sys { what, source }
 }
 
-/// Points stdin and stdout (and stderr unless `keep_stderr`) at /dev/null,
-/// so nothing the helper prints can reach a peer that handed it a terminal
-/// or a pipe it did not expect output on.
-pub fn quiet_stdio(keep_stderr: bool) -> Result<(), StartupError> {
+/// Points stdin and stdout at /dev/null, so nothing the helper prints can
+/// reach a peer that handed it a terminal or a pipe it did not expect
+/// output on. Stderr stays: warnings and fatal errors go there, one line
+/// each (it is pointed at /dev/null too only if it was closed, so the
+/// number cannot be taken by another descriptor).
+pub fn quiet_stdio() -> Result<(), StartupError> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
     let null = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(sys("opening /dev/null"))?;
-    let targets: &[RawFd] = if keep_stderr { &[0, 1] } else { &[0, 1, 2] };
-    for &fd in targets {
+    for fd in [0, 1, 2] {
+        if fd == 2 && is_open(2) {
+            continue;
+        }
         // SAFETY: dup2 onto a standard descriptor number; `null` stays open
         // for the duration of the call and the target is replaced atomically.
         if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } < 0 {
@@ -43,6 +53,65 @@ pub fn quiet_stdio(keep_stderr: bool) -> Result<(), StartupError> {
         }
     }
     Ok(())
+}
+
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Takes ownership of a descriptor the helper was handed on its command
+/// line (`flag FD`): it must be open and not standard input, output or
+/// error (those are pointed at /dev/null or used for messages).
+pub fn inherited_fd(fd: RawFd, flag: &'static str) -> Result<OwnedFd, ServeError> {
+    let bad = |why: &str| ServeError::Descriptor {
+        flag,
+        fd,
+        why: why.to_owned(),
+    };
+    match fd {
+        0 => return Err(bad("is standard input; pass a descriptor above 2")),
+        1 => return Err(bad("is standard output; pass a descriptor above 2")),
+        2 => return Err(bad("is standard error; pass a descriptor above 2")),
+        _ if fd < 0 || !is_open(fd) => return Err(bad("not an open descriptor")),
+        _ => {}
+    }
+    // SAFETY: the descriptor is open (checked above) and was handed to this
+    // process on its command line for this purpose; nothing else in the
+    // process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes way for a socket file at `path` (named by `flag`): a stale socket
+/// a killed instance left behind is removed; anything else is refused.
+pub fn clear_socket_path(path: &Path, flag: &'static str) -> Result<(), ServeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| ServeError::Link {
+                what: format!("removing the stale socket {}", path.display()),
+                source: e,
+            })
+        }
+        Ok(_) => Err(ServeError::NotASocket {
+            flag,
+            path: path.to_owned(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Runs `bind` with the umask at 0177, so the socket file it makes is
+/// readable and writable by the helper's user only (0600), whatever the
+/// umask was: whoever can connect can drive the helper.
+pub fn bind_private<T>(bind: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: umask only swaps the process's file mode mask; the helper is
+    // single-threaded at start-up, so no other thread creates files
+    // meanwhile.
+    let old = unsafe { libc::umask(0o177) };
+    let r = bind();
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    r
 }
 
 /// The descriptor ranges to close so that only stdio and `keep` stay open:
@@ -115,58 +184,6 @@ pub fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// What [`drop_root`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// Not started as root: nothing to drop.
-    Unprivileged,
-    /// Now running as this user.
-    Dropped {
-        /// The user name.
-        user: String,
-        /// Its uid.
-        uid: u32,
-        /// Its gid.
-        gid: u32,
-    },
-    /// Root, but the user does not exist (or is not mapped in this user
-    /// namespace): stayed root, the sandbox is the only barrier.
-    StayedRoot(String),
-}
-
-/// Drops to `user` (normally `nobody`) when running as root: supplementary
-/// groups cleared, then gid, then uid. Must run before the sandbox, which
-/// forbids reading /etc/passwd.
-pub fn drop_root(user: &str) -> Result<Identity, StartupError> {
-    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid, User};
-    if !Uid::effective().is_root() {
-        return Ok(Identity::Unprivileged);
-    }
-    let Some(pw) = User::from_name(user).map_err(sys(format!("looking up user {user}")))? else {
-        return Ok(Identity::StayedRoot(format!("no user {user}")));
-    };
-    if let Err(e) = setgroups(&[pw.gid]) {
-        // In a user namespace without setgroups permission, this fails with
-        // EPERM: the uid/gid switch below is still worth doing.
-        log::debug!("setgroups: {e}");
-    }
-    if let Err(e) = setgid(pw.gid) {
-        return Ok(Identity::StayedRoot(format!("setgid({}): {e}", pw.gid)));
-    }
-    setuid(pw.uid).map_err(sys(format!("setuid({})", pw.uid)))?;
-    if setuid(Uid::from_raw(0)).is_ok() || setgid(Gid::from_raw(0)).is_ok() {
-        return Err(StartupError::Sys {
-            what: "root could be regained after dropping it".into(),
-            source: nix::Error::EPERM,
-        });
-    }
-    Ok(Identity::Dropped {
-        user: user.to_string(),
-        uid: pw.uid.as_raw(),
-        gid: pw.gid.as_raw(),
-    })
 }
 
 #[cfg(test)]

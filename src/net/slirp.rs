@@ -78,10 +78,14 @@ impl SlirpOptions {
             list.push(key, Value::String(value.to_owned()));
         }
         let cfg = HelperConfig::from_nvlist(&list).map_err(|e| bad_option(s, e.to_string()))?;
+        SlirpOptions::from_helper(name, cfg).map_err(|e| bad_option(s, e.to_string()))
+    }
+
+    /// The options of a decoded bhyve configuration (the helper's first
+    /// record, or a backend string's options), for the back end `name`.
+    pub fn from_helper(name: &str, cfg: HelperConfig) -> Result<SlirpOptions, slirp::RuleError> {
         let hostfwd = match cfg.hostfwd.as_deref() {
-            Some(rules) if !rules.trim().is_empty() => {
-                slirp::parse_rules(rules).map_err(|e| bad_option(s, e.to_string()))?
-            }
+            Some(rules) if !rules.trim().is_empty() => slirp::parse_rules(rules)?,
             _ => Vec::new(),
         };
         Ok(SlirpOptions {

@@ -501,6 +501,15 @@ impl Stack {
         self.inner.sync(reactor);
     }
 
+    /// Drops at once the registrations of descriptors libslirp closed since
+    /// the stack last saw the reactor (a frame given to
+    /// [`input`](Stack::input) outside a callback can end a connection),
+    /// so that a descriptor another callback opens this round may reuse the
+    /// number. Cheaper than [`sync`](Stack::sync): no poll-set fill.
+    pub fn release_closed<D: 'static>(&self, reactor: &mut Reactor<D>) {
+        self.inner.apply(reactor);
+    }
+
     /// Destroys the instance and removes its registrations, timers and hook
     /// from `reactor` now. Dropping the stack does the same, but leaves the
     /// reactor side to the reactor's next round.

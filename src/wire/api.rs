@@ -219,6 +219,27 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, ApiError> {
     }
 }
 
+/// Whether `bytes` (what a client has sent so far) holds a whole request
+/// to answer now: one complete JSON value (whitespace around it allowed),
+/// or something that can never become one (malformed, or more than
+/// [`MAX_REQUEST`] bytes), which [`parse_request`] then refuses. `false`
+/// while it is a valid JSON prefix, or only whitespace. slirp4netns answers
+/// what one `read` returned; clients send the whole request and a newline
+/// in one write, so answering at the first complete value loses nothing
+/// and does not wait for the client to shut down its side.
+pub fn request_complete(bytes: &[u8]) -> bool {
+    if bytes.len() > MAX_REQUEST || bytes.contains(&0) {
+        return true;
+    }
+    let mut values =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    match values.next() {
+        None => false,
+        Some(Ok(_)) => true,
+        Some(Err(e)) => !e.is_eof(),
+    }
+}
+
 fn arg<'a>(args: Option<&'a Map<String, Value>>, name: &str) -> Option<&'a Value> {
     args.and_then(|a| a.get(name))
 }
@@ -364,6 +385,23 @@ impl From<&ApiError> for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_complete_at_its_closing_brace() {
+        let req = br#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":8080,"guest_port":80}}"#;
+        for cut in 0..req.len() {
+            assert!(!request_complete(&req[..cut]), "complete at {cut}");
+        }
+        assert!(request_complete(req));
+        let mut nl = req.to_vec();
+        nl.push(b'\n');
+        assert!(request_complete(&nl));
+        assert!(!request_complete(b"  \n"));
+        assert!(request_complete(b"not json"), "malformed: answer at once");
+        assert!(request_complete(b"{\"a\":1} trailing"));
+        assert!(request_complete(&[b' '; MAX_REQUEST + 1]));
+        assert!(request_complete(b"{\"a\0"));
+    }
     use proptest::prelude::*;
 
     fn desc(req: &str) -> String {

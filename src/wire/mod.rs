@@ -16,6 +16,6 @@ pub mod api;
 pub mod nvlist;
 pub mod stream;
 
-pub use api::{parse_request, ApiError, Proto, Reply, Request};
+pub use api::{parse_request, request_complete, ApiError, Proto, Reply, Request};
 pub use nvlist::{ConfigError, HelperConfig, NvError, NvList};
 pub use stream::{Backlog, BacklogError, Decoder, StreamError};

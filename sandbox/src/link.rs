@@ -1,0 +1,77 @@
+//! A front end's link to its hypervisor or namespace, as the serve loop
+//! sees it: a descriptor, a receiving half ([`Rx`]) and a sending half
+//! ([`Tx`]).
+//!
+//! The halves are separate because a frame read from the link goes into
+//! libslirp, which may answer at once through the stack's sink, which
+//! pushes to the sending half: the two must never be borrowed together.
+//! Frames the link cannot take now stay queued in the sending half, which
+//! the loop flushes once per round.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use crate::error::ServeError;
+
+/// Link traffic counts, logged on exit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Frames read from the peer.
+    pub frames_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Frames written to the peer.
+    pub frames_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Frames not delivered: the link's queue was full or the frame could
+    /// not be represented.
+    pub dropped: u64,
+}
+
+/// The receiving half of a link.
+pub trait Rx {
+    /// Reads what the link has now (a bounded amount), handing each whole
+    /// frame to `deliver`. `Ok(false)` once the peer has hung up.
+    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError>;
+}
+
+/// The sending half of a link.
+pub trait Tx {
+    /// Sends a frame, or queues it for the flush that runs once per round.
+    fn push(&mut self, frame: &[u8]);
+    /// Writes queued frames; `Ok(())` also when some remain queued.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Whether frames are queued.
+    fn pending(&self) -> bool;
+    /// Whether sending showed the peer is gone (a datagram peer gives no
+    /// hangup otherwise).
+    fn gone(&self) -> bool {
+        false
+    }
+    /// Traffic so far (frames out, drops).
+    fn counters(&self) -> LinkCounters;
+}
+
+/// What a front end hands the serve loop: the link's descriptor (polled,
+/// and limited to socket or tap rights) and its two halves, which use it.
+pub struct Link {
+    /// The descriptor the halves read and write.
+    pub fd: OwnedFd,
+    /// What the descriptor is, for the sandbox plan.
+    pub kind: LinkKind,
+    /// Reads frames.
+    pub rx: Box<dyn Rx>,
+    /// Writes frames.
+    pub tx: Box<dyn Tx>,
+}
+
+/// The kind of descriptor a link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A connected socket (bhyve's SOCK_SEQPACKET, QEMU's stream or
+    /// datagram socket).
+    Socket,
+    /// A tap device (read and write only).
+    Tap,
+}
