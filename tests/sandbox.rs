@@ -472,3 +472,49 @@ fn example_reports_refusals() {
         "{text}"
     );
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_missing_landlock_is_reported_in_the_report_and_status() {
+    // A kernel without Landlock, as a seccomp filter fakes it: the
+    // landlock syscalls fail with ENOSYS.
+    if is_child("a_missing_landlock_is_reported_in_the_report_and_status") {
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+        let rules = [
+            libc::SYS_landlock_create_ruleset,
+            libc::SYS_landlock_add_rule,
+            libc::SYS_landlock_restrict_self,
+        ]
+        .into_iter()
+        .map(|n| (n, vec![]))
+        .collect();
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            TargetArch::x86_64,
+        )
+        .unwrap();
+        let program: BpfProgram = filter.try_into().unwrap();
+        seccompiler::apply_filter(&program).unwrap();
+        let report = enter(Plan::new(), &Policy::restricted());
+        let ll = report.landlock.clone().expect("a Landlock report");
+        assert_eq!((ll.abi, ll.enforcement), (0, Enforcement::None));
+        let line = ll.summary();
+        assert!(line.starts_with("Landlock is not available"), "{line}");
+        assert!(!line.contains('\n'));
+        assert!(report.warnings.contains(&line), "{:?}", report.warnings);
+        assert_eq!(sandbox::status().landlock, Some(ll));
+        // seccomp still refuses what Landlock would have.
+        assert_refused(
+            "open(/etc/passwd)",
+            File::open("/etc/passwd"),
+            &[libc::EPERM],
+        );
+        child_ok();
+    }
+    run_child(
+        "a_missing_landlock_is_reported_in_the_report_and_status",
+        &[],
+    );
+}

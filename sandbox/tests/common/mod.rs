@@ -1,3 +1,7 @@
+#[path = "../../../tests/common/fragments.rs"]
+pub mod fragments;
 pub mod frames;
 pub mod guest;
 pub mod helper;
+pub mod link_guest;
+pub mod s4nn;
