@@ -182,9 +182,9 @@ pub struct Cli {
     )]
     pub target_type: Option<String>,
 
-    /// Print version information.
-    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
-    pub version: Option<bool>,
+    /// Print version information (slirp4netns's lines, then ours).
+    #[arg(short = 'v', long = "version", action = ArgAction::SetTrue)]
+    pub version: bool,
 
     /// slirp4netns: the target network namespace: a PID, or a path with --netns-type=path.
     #[arg(value_name = "PID|PATH")]
@@ -237,6 +237,7 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         match Cli::try_parse_from(args) {
+            Ok(cli) if cli.version => Err(Ok(version_text())),
             Ok(cli) => Ok(cli),
             Err(e) => match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
@@ -322,7 +323,8 @@ impl Cli {
         let mtu = self.mtu.unwrap_or(1500);
         if !(68..=max).contains(&mtu) {
             return Err(UsageError(format!(
-                "--mtu: {mtu} is out of range (68 to {max})"
+                "--mtu: MTU must be a positive integer (< {}): {mtu} is out of range (68 to {max})",
+                max + 1
             )));
         }
         Ok(mtu)
@@ -336,7 +338,7 @@ impl Cli {
         };
         let bad = || {
             UsageError(format!(
-                "--cidr: \"{c}\" is not an IPv4 CIDR like 10.0.2.0/24"
+                "--cidr: invalid CIDR: \"{c}\" (expected an IPv4 CIDR like 10.0.2.0/24)"
             ))
         };
         let (addr, len) = c.split_once('/').ok_or_else(bad)?;
@@ -344,12 +346,30 @@ impl Cli {
         let len: u8 = len.parse().map_err(|_| bad())?;
         if !(1..=25).contains(&len) {
             return Err(UsageError(format!(
-                "--cidr: prefix /{len} in \"{c}\" leaves no room for the gateway, DNS and guest (use /1 to /25)"
+                "--cidr: prefix length needs to be 1-25: /{len} in \"{c}\" leaves no room for the gateway, DNS and guest"
             )));
         }
         let mask = u32::MAX << (32 - u32::from(len));
         Ok(Some((Ipv4Addr::from(u32::from(addr) & mask), len)))
     }
+}
+
+/// The slirp4netns release whose command line this one takes.
+pub const SLIRP4NETNS_VERSION: &str = "1.2.0";
+
+/// What `--version` prints: slirp4netns's lines first (its version line,
+/// the linked libslirp and the header's `SLIRP_CONFIG_VERSION_MAX`), as
+/// `podman info` and scripts read them, then caploop's own.
+pub fn version_text() -> String {
+    format!(
+        "slirp4netns version {SLIRP4NETNS_VERSION}\n\
+         libslirp: {}\n\
+         SLIRP_CONFIG_VERSION_MAX: {}\n\
+         caploop-sandbox: {} (the slirp4netns {SLIRP4NETNS_VERSION} command line; sandbox always on)\n",
+        caploop::slirp::ffi::version(),
+        caploop::slirp::ffi::CONFIG_VERSION_MAX,
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 /// `$XDG_RUNTIME_DIR/caploop-sandbox.sock`, or under /tmp.
@@ -419,10 +439,20 @@ mod tests {
         ] {
             assert!(help.contains(opt), "help lacks {opt}");
         }
-        let Err(Ok(v)) = Cli::parse_from_args(["caploop-sandbox", "-v"]) else {
-            panic!("-v must print the version")
-        };
-        assert!(v.contains(env!("CARGO_PKG_VERSION")));
+        for flag in ["-v", "--version"] {
+            let Err(Ok(v)) = Cli::parse_from_args(["caploop-sandbox", flag]) else {
+                panic!("{flag} must print the version")
+            };
+            let lines: Vec<&str> = v.lines().collect();
+            assert_eq!(lines[0], "slirp4netns version 1.2.0", "{v}");
+            assert_eq!(
+                lines[1],
+                format!("libslirp: {}", caploop::slirp::ffi::version())
+            );
+            assert!(lines[1].starts_with("libslirp: 4."), "{v}");
+            assert_eq!(lines[2], "SLIRP_CONFIG_VERSION_MAX: 4", "{v}");
+            assert!(lines[3].contains(env!("CARGO_PKG_VERSION")), "{v}");
+        }
     }
 
     #[test]
@@ -519,6 +549,16 @@ mod tests {
             (&["--cidr", "10.0.2.0/30", "1"][..], "/30"),
             (&["-S", "3", "--qemu-stream", "/x"][..], "one front end"),
             (&["-S", "-5"][..], "-5"),
+            // slirp4netns's own phrases, beside ours.
+            (&["--cidr", "abc", "1"][..], "invalid CIDR"),
+            (
+                &["--cidr", "10.0.2.0/26", "1"][..],
+                "prefix length needs to be 1-25",
+            ),
+            (
+                &["--mtu", "65522", "1"][..],
+                "MTU must be a positive integer (< 65522)",
+            ),
         ] {
             let e = usage_err(args);
             assert!(!e.contains('\n'), "{args:?}: {e:?}");

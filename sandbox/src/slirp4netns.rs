@@ -76,7 +76,7 @@ pub fn config(cli: &Cli, mtu: usize) -> Result<(Config, Network), UsageError> {
                 })
                 .ok_or_else(|| {
                     UsageError(format!(
-                        "--outbound-addr: \"{s}\" is neither an IPv4 address nor an interface with one"
+                        "--outbound-addr: outbound-addr has to be valid ipv4 address or interface name: \"{s}\" is neither an IPv4 address nor an interface with one"
                     ))
                 })?,
         }),
@@ -87,7 +87,7 @@ pub fn config(cli: &Cli, mtu: usize) -> Result<(Config, Network), UsageError> {
             Ok(a) => a,
             Err(_) => interface_addr6(s).ok_or_else(|| {
                 UsageError(format!(
-                    "--outbound-addr6: \"{s}\" is neither an IPv6 address nor an interface with one"
+                    "--outbound-addr6: outbound-addr6 has to be valid ipv6 address or interface name: \"{s}\" is neither an IPv6 address nor an interface with one"
                 ))
             })?,
         }),

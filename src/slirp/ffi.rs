@@ -302,6 +302,22 @@ pub fn in6(a: std::net::Ipv6Addr) -> in6_addr {
     s
 }
 
+/// `SLIRP_CONFIG_VERSION_MAX` of the libslirp header caploop was built
+/// against (0 if the header could not be read): the newest `SlirpConfig`
+/// layout that libslirp knows. caploop uses version 4.
+pub const CONFIG_VERSION_MAX: u32 = parse_u32(env!("CAPLOOP_SLIRP_CONFIG_VERSION_MAX"));
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0u32;
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
 /// The version string of the libslirp linked in, e.g. `"4.7.0"`.
 pub fn version() -> &'static str {
     // SAFETY: slirp_version_string returns a pointer to a static,
@@ -319,6 +335,9 @@ pub fn version() -> &'static str {
 mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
+
+    // The header caploop builds against knows the layout it uses.
+    const _: () = assert!(CONFIG_VERSION_MAX >= 4);
 
     /// Offsets computed by hand from libslirp.h with the LP64 C rules
     /// (in_addr and in6_addr are 4-byte aligned, pointers and size_t 8).
