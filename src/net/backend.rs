@@ -77,11 +77,21 @@ pub enum BackendKind {
     Vmnet,
     /// User-mode networking with libslirp, on the reactor.
     Slirp,
+    /// A NIC in netmap mode, `netmap:IFNAME`.
+    Netmap,
+    /// A port of a VALE software switch, `valeX:Y` (netmap).
+    Vale,
 }
 
 impl BackendKind {
     /// Every kind, in the order names are matched.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Tap, BackendKind::Vmnet, BackendKind::Slirp];
+    pub const ALL: [BackendKind; 5] = [
+        BackendKind::Tap,
+        BackendKind::Vmnet,
+        BackendKind::Slirp,
+        BackendKind::Netmap,
+        BackendKind::Vale,
+    ];
 
     /// The name prefix that selects this kind.
     pub const fn prefix(self) -> &'static str {
@@ -89,6 +99,8 @@ impl BackendKind {
             BackendKind::Tap => "tap",
             BackendKind::Vmnet => "vmnet",
             BackendKind::Slirp => "slirp",
+            BackendKind::Netmap => "netmap",
+            BackendKind::Vale => "vale",
         }
     }
 
@@ -128,6 +140,7 @@ pub fn open<D: 'static>(
             reason: "vmnet devices exist only on FreeBSD",
         }),
         BackendKind::Slirp => Ok(Box::new(SlirpBackend::open(name, reactor, cb)?)),
+        BackendKind::Netmap | BackendKind::Vale => super::netmap::open_boxed(name, reactor, cb),
     }
 }
 
@@ -391,11 +404,19 @@ mod tests {
             BackendKind::from_name("slirp,hostfwd=tcp::2222-:22").unwrap(),
             BackendKind::Slirp
         );
-        for bad in ["", "netmap:em0", "vale0:1", "eth0", "TAP0", " tap0"] {
+        assert_eq!(
+            BackendKind::from_name("netmap:em0").unwrap(),
+            BackendKind::Netmap
+        );
+        assert_eq!(
+            BackendKind::from_name("vale0:1").unwrap(),
+            BackendKind::Vale
+        );
+        for bad in ["", "eth0", "TAP0", " tap0"] {
             let e = BackendKind::from_name(bad).unwrap_err();
             let msg = e.to_string();
             assert!(msg.contains(&format!("{bad:?}")), "{msg}");
-            assert!(msg.contains("tap, vmnet, slirp"), "{msg}");
+            assert!(msg.contains("tap, vmnet, slirp, netmap, vale"), "{msg}");
         }
     }
 

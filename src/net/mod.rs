@@ -13,6 +13,8 @@
 //! | `tap`   | [`TapBackend`]: `/dev/net/tun` (Linux), `/dev/tapN` (FreeBSD) |
 //! | `vmnet` | [`TapBackend`] on `/dev/vmnetN` (FreeBSD only)         |
 //! | `slirp` | [`SlirpBackend`]: libslirp on the reactor, bhyve's options |
+//! | `netmap` | [`NetmapBackend`]: `netmap:IFNAME` through `/dev/netmap` |
+//! | `vale`  | [`NetmapBackend`]: VALE switch port `valeX:Y`          |
 //!
 //! [`Netbe`] is what a front end holds: the back end plus the front end's
 //! and back end's virtio-net header lengths (0, 10 or 12). When the back end
@@ -47,12 +49,14 @@
 
 pub mod backend;
 mod error;
+pub mod netmap;
 pub mod slirp;
 pub mod tap;
 pub mod vnet;
 
 pub use backend::{open, BackendKind, NetBackend, Netbe, RxCallback};
 pub use error::Error;
+pub use netmap::NetmapBackend;
 pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;
