@@ -498,6 +498,7 @@ fn raise_nofile() {
 
 /// Pins the calling thread to `cpu` if the machine has more than one: the
 /// loop and the host side on CPUs of their own make runs comparable.
+#[cfg(target_os = "linux")]
 fn pin(cpu: usize) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     if n < 2 {
@@ -512,6 +513,10 @@ fn pin(cpu: usize) {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
+
+/// Elsewhere the threads are not pinned (`sched_setaffinity` is Linux's).
+#[cfg(not(target_os = "linux"))]
+fn pin(_cpu: usize) {}
 
 /// This thread's CPU time in seconds.
 fn thread_cpu() -> f64 {

@@ -24,11 +24,12 @@
 //!   for writability, and while that queue is long the socket is not read.
 //!
 //! It exits when the peer hangs up, with a one-line summary on stderr.
+//! Network namespaces are Linux's: elsewhere it builds but says so and
+//! exits.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -259,7 +260,9 @@ fn on_sock(r: &mut Reactor<Relay>, st: &mut Relay, ev: Event) {
 
 /// Opens tap `name` in the network namespace `netns` on a thread that joins
 /// it, leaving this thread where it is.
+#[cfg(target_os = "linux")]
 fn open_tap_in(netns: &str, name: &str) -> Result<TapDevice, String> {
+    use std::os::fd::AsRawFd;
     let path = Path::new("/var/run/netns").join(netns);
     let name = name.to_owned();
     std::thread::spawn(move || {
@@ -279,6 +282,15 @@ fn open_tap_in(netns: &str, name: &str) -> Result<TapDevice, String> {
     })
     .join()
     .map_err(|_| "the namespace thread panicked".to_owned())?
+}
+
+/// Network namespaces are Linux-only.
+#[cfg(not(target_os = "linux"))]
+fn open_tap_in(_netns: &str, _name: &str) -> Result<TapDevice, String> {
+    Err(format!(
+        "network namespaces are Linux-only; there are none on {}",
+        std::env::consts::OS
+    ))
 }
 
 /// Connects to `path` as QEMU would, retrying until the peer listens.

@@ -14,18 +14,14 @@ mod common;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use caploop::net::tap::{TapBackend, TapDevice};
-use caploop::net::{NetBackend, Netbe, VnetHdrLen};
-use caploop::slirp::{Config, Proto, Stack};
+use caploop::net::{Netbe, VnetHdrLen};
+use caploop::slirp::Proto;
 use caploop::Reactor;
 use common::guest::{free_port, pattern, Guest};
-use common::netns::{self, Netns};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
@@ -33,64 +29,79 @@ const MIB: usize = 1 << 20;
 
 // ----- the kernel behind a tap -------------------------------------------
 
-/// The relay's loop state: the tap (the reactor callback reads it) and the
-/// stack its frames go to.
-struct Relay {
-    tap: Option<TapBackend<Relay>>,
-    stack: Option<Stack>,
-    frames_in: u64,
-    errors: Vec<String>,
-}
+/// The kernel side needs network namespaces and a tap: Linux only.
+#[cfg(target_os = "linux")]
+mod kernel {
+    use super::*;
 
-/// Tap readable: every pending frame goes to the stack.
-fn tap_to_stack(_r: &mut Reactor<Relay>, st: &mut Relay) {
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..256 {
-        let Some(tap) = st.tap.as_mut() else { return };
-        match tap.recv(&mut [IoSliceMut::new(&mut buf)]) {
-            Ok(Some(n)) => {
-                st.frames_in += 1;
-                if let Some(stack) = st.stack.as_ref() {
-                    stack.input(&buf[..n]);
+    use std::net::{Shutdown, TcpListener};
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::process::{Child, Command, Stdio};
+
+    use caploop::net::tap::{TapBackend, TapDevice};
+    use caploop::net::NetBackend;
+    use caploop::slirp::{Config, Stack};
+    use common::netns::{self, Netns};
+
+    /// The relay's loop state: the tap (the reactor callback reads it) and the
+    /// stack its frames go to.
+    struct Relay {
+        tap: Option<TapBackend<Relay>>,
+        stack: Option<Stack>,
+        frames_in: u64,
+        errors: Vec<String>,
+    }
+
+    /// Tap readable: every pending frame goes to the stack.
+    fn tap_to_stack(_r: &mut Reactor<Relay>, st: &mut Relay) {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..256 {
+            let Some(tap) = st.tap.as_mut() else { return };
+            match tap.recv(&mut [IoSliceMut::new(&mut buf)]) {
+                Ok(Some(n)) => {
+                    st.frames_in += 1;
+                    if let Some(stack) = st.stack.as_ref() {
+                        stack.input(&buf[..n]);
+                    }
                 }
-            }
-            Ok(None) => return,
-            Err(e) => {
-                st.errors.push(e.to_string());
-                return;
+                Ok(None) => return,
+                Err(e) => {
+                    st.errors.push(e.to_string());
+                    return;
+                }
             }
         }
     }
-}
 
-/// Kills and reaps a child on drop (a failed test leaves none behind).
-struct Reap(Child);
+    /// Kills and reaps a child on drop (a failed test leaves none behind).
+    struct Reap(Child);
 
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
-}
 
-/// A temporary file, removed on drop.
-struct TempFile(std::path::PathBuf);
+    /// A temporary file, removed on drop.
+    struct TempFile(std::path::PathBuf);
 
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        TempFile(
-            std::env::temp_dir().join(format!("caploop-net-slirp-{}-{tag}", std::process::id())),
-        )
+    impl TempFile {
+        fn new(tag: &str) -> TempFile {
+            TempFile(
+                std::env::temp_dir()
+                    .join(format!("caploop-net-slirp-{}-{tag}", std::process::id())),
+            )
+        }
     }
-}
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
-}
 
-const CLIENT: &str = r#"
+    const CLIENT: &str = r#"
 import socket, sys
 data = open(sys.argv[1], 'rb').read()
 s = socket.create_connection(('10.0.2.2', int(sys.argv[2])), timeout=10)
@@ -105,126 +116,127 @@ while True:
 open(sys.argv[3], 'wb').write(out)
 "#;
 
-fn python3() -> bool {
-    Command::new("python3")
-        .arg("-c")
-        .arg("pass")
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-#[test]
-fn kernel_tcp_stream_through_tap_and_slirp_to_host_listener() {
-    let test = "kernel_tcp_stream_through_tap_and_slirp_to_host_listener";
-    if netns::skip(test) {
-        return;
+    fn python3() -> bool {
+        Command::new("python3")
+            .arg("-c")
+            .arg("pass")
+            .status()
+            .is_ok_and(|s| s.success())
     }
-    if !python3() {
-        eprintln!("{test}: skipped: no python3");
-        return;
-    }
-    let ns = Netns::new().expect("ip netns add");
-    let dev = ns
-        .run_in(|| TapDevice::open("tap0"))
-        .expect("thread in the namespace")
-        .expect("opening the tap in the namespace");
-    ns.ip(&["addr", "add", "10.0.2.100/24", "dev", "tap0"])
-        .unwrap();
-    ns.ip(&["link", "set", "tap0", "up"]).unwrap();
-    ns.ip(&["route", "add", "default", "via", "10.0.2.2"])
-        .unwrap();
 
-    // The host side: a listener on 127.0.0.1 that takes 1 MiB and sends
-    // another 1 MiB back.
-    let up = pattern(MIB, 1);
-    let down = pattern(MIB, 2);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let down2 = down.clone();
-    let host = std::thread::spawn(move || -> io::Result<Vec<u8>> {
-        let (mut s, _) = listener.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(12)))?;
-        let mut got = Vec::new();
-        s.read_to_end(&mut got)?;
-        s.write_all(&down2)?;
-        s.shutdown(Shutdown::Write)?;
-        Ok(got)
-    });
-
-    // The relay: tap readable -> stack input; stack sink -> tap write.
-    let mut r: Reactor<Relay> = Reactor::new().unwrap();
-    let wfd: OwnedFd = dev.as_fd().try_clone_to_owned().unwrap();
-    let sink_drops = Rc::new(RefCell::new(0u64));
-    let drops = sink_drops.clone();
-    let stack = Stack::new(&mut r, Config::open(), move |f: &[u8]| {
-        if nix::unistd::write(&wfd, f).is_err() {
-            *drops.borrow_mut() += 1;
+    #[test]
+    fn kernel_tcp_stream_through_tap_and_slirp_to_host_listener() {
+        let test = "kernel_tcp_stream_through_tap_and_slirp_to_host_listener";
+        if netns::skip(test) {
+            return;
         }
-    })
-    .unwrap();
-    let mut tap = TapBackend::register(dev, &mut r, Box::new(tap_to_stack)).unwrap();
-    tap.recv_enable(&mut r).unwrap();
-    let mut st = Relay {
-        tap: Some(tap),
-        stack: Some(stack),
-        frames_in: 0,
-        errors: Vec::new(),
-    };
-
-    // The guest side: a client in the namespace.
-    let up_file = TempFile::new("up");
-    let down_file = TempFile::new("down");
-    std::fs::write(&up_file.0, &up).unwrap();
-    let mut client = Reap(
-        Command::new("ip")
-            .args(["netns", "exec", ns.name(), "python3", "-c", CLIENT])
-            .arg(&up_file.0)
-            .arg(port.to_string())
-            .arg(&down_file.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the client"),
-    );
-
-    let deadline = Instant::now() + Duration::from_secs(14);
-    let status = loop {
-        r.run_once(Some(Duration::from_millis(20)), &mut st)
+        if !python3() {
+            eprintln!("{test}: skipped: no python3");
+            return;
+        }
+        let ns = Netns::new().expect("ip netns add");
+        let dev = ns
+            .run_in(|| TapDevice::open("tap0"))
+            .expect("thread in the namespace")
+            .expect("opening the tap in the namespace");
+        ns.ip(&["addr", "add", "10.0.2.100/24", "dev", "tap0"])
             .unwrap();
-        if let Some(s) = client.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the transfer did not finish in time; relay errors {:?}, frames in {}, stack {:?}",
-            st.errors,
-            st.frames_in,
-            st.stack.as_ref().map(|s| s.counters())
-        );
-    };
-    let mut err = String::new();
-    if let Some(mut e) = client.0.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    assert!(status.success(), "client failed: {status}: {err}");
-    let got_up = host.join().expect("host thread").expect("host side I/O");
-    assert_eq!(got_up.len(), MIB, "bytes the host received");
-    assert!(got_up == up, "the host received different bytes");
-    let got_down = std::fs::read(&down_file.0).unwrap();
-    assert_eq!(got_down.len(), MIB, "bytes the guest received");
-    assert!(got_down == down, "the guest received different bytes");
-    assert!(st.errors.is_empty(), "{:?}", st.errors);
+        ns.ip(&["link", "set", "tap0", "up"]).unwrap();
+        ns.ip(&["route", "add", "default", "via", "10.0.2.2"])
+            .unwrap();
 
-    let c = st.stack.as_ref().unwrap().counters();
-    assert!(c.bytes_in > MIB as u64 && c.bytes_out > MIB as u64, "{c:?}");
-    eprintln!(
-        "{test}: stack {c:?}, tap writes dropped {}",
-        sink_drops.borrow()
-    );
-    let tap = st.tap.take().unwrap();
-    Box::new(tap).close(&mut r).unwrap();
-    st.stack.take().unwrap().close(&mut r);
-    assert!(r.is_empty());
+        // The host side: a listener on 127.0.0.1 that takes 1 MiB and sends
+        // another 1 MiB back.
+        let up = pattern(MIB, 1);
+        let down = pattern(MIB, 2);
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down2 = down.clone();
+        let host = std::thread::spawn(move || -> io::Result<Vec<u8>> {
+            let (mut s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(12)))?;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)?;
+            s.write_all(&down2)?;
+            s.shutdown(Shutdown::Write)?;
+            Ok(got)
+        });
+
+        // The relay: tap readable -> stack input; stack sink -> tap write.
+        let mut r: Reactor<Relay> = Reactor::new().unwrap();
+        let wfd: OwnedFd = dev.as_fd().try_clone_to_owned().unwrap();
+        let sink_drops = Rc::new(RefCell::new(0u64));
+        let drops = sink_drops.clone();
+        let stack = Stack::new(&mut r, Config::open(), move |f: &[u8]| {
+            if nix::unistd::write(&wfd, f).is_err() {
+                *drops.borrow_mut() += 1;
+            }
+        })
+        .unwrap();
+        let mut tap = TapBackend::register(dev, &mut r, Box::new(tap_to_stack)).unwrap();
+        tap.recv_enable(&mut r).unwrap();
+        let mut st = Relay {
+            tap: Some(tap),
+            stack: Some(stack),
+            frames_in: 0,
+            errors: Vec::new(),
+        };
+
+        // The guest side: a client in the namespace.
+        let up_file = TempFile::new("up");
+        let down_file = TempFile::new("down");
+        std::fs::write(&up_file.0, &up).unwrap();
+        let mut client = Reap(
+            Command::new("ip")
+                .args(["netns", "exec", ns.name(), "python3", "-c", CLIENT])
+                .arg(&up_file.0)
+                .arg(port.to_string())
+                .arg(&down_file.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawning the client"),
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(14);
+        let status = loop {
+            r.run_once(Some(Duration::from_millis(20)), &mut st)
+                .unwrap();
+            if let Some(s) = client.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the transfer did not finish in time; relay errors {:?}, frames in {}, stack {:?}",
+                st.errors,
+                st.frames_in,
+                st.stack.as_ref().map(|s| s.counters())
+            );
+        };
+        let mut err = String::new();
+        if let Some(mut e) = client.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(status.success(), "client failed: {status}: {err}");
+        let got_up = host.join().expect("host thread").expect("host side I/O");
+        assert_eq!(got_up.len(), MIB, "bytes the host received");
+        assert!(got_up == up, "the host received different bytes");
+        let got_down = std::fs::read(&down_file.0).unwrap();
+        assert_eq!(got_down.len(), MIB, "bytes the guest received");
+        assert!(got_down == down, "the guest received different bytes");
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+
+        let c = st.stack.as_ref().unwrap().counters();
+        assert!(c.bytes_in > MIB as u64 && c.bytes_out > MIB as u64, "{c:?}");
+        eprintln!(
+            "{test}: stack {c:?}, tap writes dropped {}",
+            sink_drops.borrow()
+        );
+        let tap = st.tap.take().unwrap();
+        Box::new(tap).close(&mut r).unwrap();
+        st.stack.take().unwrap().close(&mut r);
+        assert!(r.is_empty());
+    }
 }
 
 // ----- a smoltcp guest behind the slirp NetBackend -------------------------

@@ -2,7 +2,9 @@
 //! own: frames the kernel sends arrive through `NetBackend::recv` from the
 //! reactor callback, frames we send reach kernel sockets, and `Netbe` adapts
 //! a 12- or 10-byte virtio-net header. Needs root and /dev/net/tun; skipped
-//! (with a message) without them.
+//! (with a message) without them. Linux only (network namespaces).
+
+#![cfg(target_os = "linux")]
 
 #[path = "common/netns.rs"]
 mod netns;

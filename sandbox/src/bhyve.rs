@@ -59,10 +59,10 @@ pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
     Ok(Link {
         fd: sock,
         kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Socket, "bhyve")),
+        rx: Box::new(RecordRx::new(raw, Medium::Seqpacket, "bhyve")),
         tx: Box::new(RecordTx::new(
             raw,
-            Medium::Socket,
+            Medium::Seqpacket,
             BHYVE_MAX_RECORD,
             "bhyve",
         )),

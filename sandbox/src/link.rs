@@ -73,5 +73,6 @@ pub enum LinkKind {
     /// datagram socket).
     Socket,
     /// A tap device (read and write only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // slirp4netns only
     Tap,
 }

@@ -19,6 +19,7 @@ pub enum Privileges {
     DropToUser(String),
     /// Keep the user; drop every capability, keeping only
     /// `CAP_NET_BIND_SERVICE` if `bind_service`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // slirp4netns only
     DropCapabilities {
         /// Keep `CAP_NET_BIND_SERVICE`.
         bind_service: bool,
@@ -101,6 +102,7 @@ pub fn drop_root(user: &str) -> Result<Identity, StartupError> {
 }
 
 /// `CAP_NET_BIND_SERVICE`.
+#[cfg(target_os = "linux")]
 pub const CAP_NET_BIND_SERVICE: u32 = 10;
 
 /// Drops every capability from the effective, permitted, inheritable,

@@ -108,10 +108,10 @@ pub fn open_dgram(path: &Path) -> Result<Link, ServeError> {
     Ok(Link {
         fd,
         kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Socket, "QEMU")),
+        rx: Box::new(RecordRx::new(raw, Medium::Datagram, "QEMU")),
         tx: Box::new(RecordTx::new(
             raw,
-            Medium::Socket,
+            Medium::Datagram,
             DEFAULT_MAX_FRAME,
             "QEMU",
         )),

@@ -23,10 +23,15 @@ const BATCH: usize = 64;
 /// How records are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Medium {
-    /// A socket: `recv`/`send` (a record may be truncated; the end of a
-    /// stream is a hangup).
-    Socket,
+    /// A SOCK_SEQPACKET socket (bhyve): `recv`/`send`; an empty record is
+    /// the end of the stream (bhyve never sends one, and kqueue reports no
+    /// hangup to tell them apart).
+    Seqpacket,
+    /// A connected datagram socket (QEMU's dgram): `recv`/`send`; an empty
+    /// datagram is skipped (a datagram peer never hangs up).
+    Datagram,
     /// A tap device: `read`/`write`, one frame each.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // slirp4netns only
     Tap,
 }
 
@@ -53,7 +58,7 @@ impl RecordRx {
     fn read(&mut self) -> isize {
         match self.medium {
             // SAFETY: recv writes at most buf.len() bytes into buf.
-            Medium::Socket => unsafe {
+            Medium::Seqpacket | Medium::Datagram => unsafe {
                 libc::recv(
                     self.fd,
                     self.buf.as_mut_ptr().cast(),
@@ -78,14 +83,16 @@ impl Rx for RecordRx {
                 return match e.kind() {
                     io::ErrorKind::WouldBlock => Ok(!hangup),
                     io::ErrorKind::Interrupted => continue,
-                    // A datagram peer gone, or a tap whose namespace went.
+                    // A peer gone, or a tap whose namespace went.
                     _ if matches!(
                         e.raw_os_error(),
-                        Some(libc::ECONNRESET | libc::ECONNREFUSED | libc::EBADFD | libc::EIO)
+                        Some(libc::ECONNRESET | libc::ECONNREFUSED | libc::EIO)
                     ) =>
                     {
                         Ok(false)
                     }
+                    #[cfg(target_os = "linux")]
+                    _ if e.raw_os_error() == Some(libc::EBADFD) => Ok(false),
                     _ => Err(ServeError::Link {
                         what: format!("reading a frame from {}", self.peer),
                         source: e,
@@ -94,9 +101,9 @@ impl Rx for RecordRx {
             }
             let n = n as usize;
             if n == 0 {
-                // End of stream, or an empty record: only the former comes
-                // with a hangup.
-                if hangup {
+                // End of stream on a seqpacket socket; an empty datagram
+                // (or, with a hangup, the end) otherwise.
+                if hangup || self.medium == Medium::Seqpacket {
                     return Ok(false);
                 }
                 continue;
@@ -143,7 +150,7 @@ impl RecordTx {
     fn write(&self, frame: &[u8]) -> isize {
         match self.medium {
             // SAFETY: send reads frame.len() bytes from frame.
-            Medium::Socket => unsafe {
+            Medium::Seqpacket | Medium::Datagram => unsafe {
                 libc::send(
                     self.fd,
                     frame.as_ptr().cast(),

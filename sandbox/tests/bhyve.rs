@@ -165,3 +165,17 @@ fn bhyve_frames_stay_within_its_record_size() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn an_empty_record_ends_the_session_as_a_hangup_does() {
+    // kqueue (FreeBSD) reports no hangup on a SOCK_SEQPACKET socket: the
+    // end of the stream shows only as a read of 0 bytes, which an empty
+    // record also gives. bhyve never sends one, so both mean the end.
+    let (mut helper, sock) = spawn(&[]);
+    send(&sock, &config(free_port()));
+    send(&sock, &dhcp_discover(7));
+    expect(&sock, "a DHCP offer", |f| dhcp_reply(f, 7));
+    send(&sock, &[]);
+    let status = wait_exit(&mut helper.0, Duration::from_secs(5)).expect("exit on an empty record");
+    assert!(status.success(), "{status:?}: {}", stderr_of(&mut helper.0));
+}

@@ -10,7 +10,9 @@
 //! rootlesskit and rootlessctl (Debian package `rootlesskit`, which pulls
 //! in `uidmap`), /dev/net/tun, and busybox (httpd) or python3 to serve the
 //! file. Skipped with a message when not root; when anything else is
-//! missing, skipped too, but a failure under CI (`CI` set).
+//! missing, skipped too, but a failure under CI (`CI` set). Linux only.
+
+#![cfg(target_os = "linux")]
 
 mod common;
 

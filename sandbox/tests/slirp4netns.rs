@@ -8,6 +8,9 @@
 //!
 //! Needs root (network namespaces, /dev/net/tun), `ip`, `unshare`,
 //! `nsenter`, `timeout` and `python3`; without root each test is skipped.
+//! Linux only.
+
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -196,16 +196,69 @@ impl SignalSource {
         self.unblock(sig);
     }
 
-    /// Translates an event on `key` into the signal it stands for.
+    /// Translates an event on `key` into the signal it stands for, taking
+    /// the signal off the pending set: `EVFILT_SIGNAL` only observes a
+    /// signal, which stays pending (it is blocked) and would be delivered
+    /// with its default action once unblocked, when the route is removed
+    /// or the reactor dropped (a SIGTERM the loop handled would then kill
+    /// the process).
     pub fn drain(&mut self, key: usize, out: &mut Vec<i32>) {
         if Self::owns_key(key) {
-            out.push((SIGNAL_KEY - 1 - key) as i32);
+            let signo = (SIGNAL_KEY - 1 - key) as i32;
+            consume_pending(signo);
+            out.push(signo);
         }
     }
 
     /// Whether `key` belongs to the signal source.
     pub fn owns_key(key: usize) -> bool {
-        key < SIGNAL_KEY && key >= SIGNAL_KEY - 1 - 128
+        (SIGNAL_KEY - 1 - 128..SIGNAL_KEY).contains(&key)
+    }
+}
+
+/// Takes `signo` off this thread's (or the process's) pending signals, if
+/// it is there, without waiting.
+#[cfg(target_os = "freebsd")]
+fn consume_pending(signo: i32) {
+    // SAFETY: sigset calls on a local set; sigtimedwait with a zero timeout
+    // returns at once (EAGAIN when nothing is pending) and writes nothing
+    // through the null info pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signo);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+    }
+}
+
+/// Takes `signo` off this thread's (or the process's) pending signals, if
+/// it is there. No `sigtimedwait` here: `sigwait` only after `sigpending`
+/// shows the signal, so it returns at once.
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+fn consume_pending(signo: i32) {
+    // SAFETY: sigset calls on local sets; sigwait is called only for a
+    // signal that is pending for this thread or the process, so it does
+    // not block.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        if libc::sigpending(&mut pending) != 0 || libc::sigismember(&pending, signo) != 1 {
+            return;
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signo);
+        let mut got = 0;
+        libc::sigwait(&set, &mut got);
     }
 }
 

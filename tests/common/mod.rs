@@ -4,4 +4,5 @@
 pub mod child;
 pub mod fragments;
 pub mod guest;
+#[cfg(target_os = "linux")]
 pub mod netns;
