@@ -108,8 +108,9 @@ impl CapLoop {
             idle_peers.push(y);
         }
         reactor
+            // SAFETY: `a` lives in the loop's data, dropped with the reactor.
             .add(
-                &a,
+                unsafe { caploop::Source::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&a)) },
                 Interest::READ,
                 Rights::SOCKET,
                 |_, d: &mut CapPing, _| {
@@ -122,8 +123,9 @@ impl CapLoop {
             )
             .expect("add a");
         reactor
+            // SAFETY: as above, for `b`.
             .add(
-                &b,
+                unsafe { caploop::Source::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&b)) },
                 Interest::READ,
                 Rights::SOCKET,
                 |_, d: &mut CapPing, _| {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
@@ -27,7 +28,8 @@ struct Echo {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// Shared with the registration, which keeps it open while registered.
+    stream: Rc<TcpStream>,
     /// Bytes read but not yet written back.
     backlog: Vec<u8>,
 }
@@ -39,7 +41,7 @@ fn on_conn(r: &mut Reactor<Echo>, echo: &mut Echo, ev: Event) {
     let mut closed = ev.hangup && !ev.readable;
     if ev.readable && conn.backlog.is_empty() {
         let mut buf = [0u8; 16 * 1024];
-        match conn.stream.read(&mut buf) {
+        match (&*conn.stream).read(&mut buf) {
             Ok(0) => closed = true,
             Ok(n) => conn.backlog.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -47,7 +49,7 @@ fn on_conn(r: &mut Reactor<Echo>, echo: &mut Echo, ev: Event) {
         }
     }
     while !closed && !conn.backlog.is_empty() {
-        match conn.stream.write(&conn.backlog) {
+        match (&*conn.stream).write(&conn.backlog) {
             Ok(n) => {
                 echo.echoed += n as u64;
                 conn.backlog.drain(..n);
@@ -85,10 +87,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         r.add_signal(sig, |r, _, _| r.stop())?;
     }
-    // The callback owns the listener; the registration borrows its fd.
-    let listen_fd = caploop::Source::from(&listener);
+    // The callback and the registration share the listener.
+    let listener = Rc::new(listener);
     let _listen: Handle = r.add(
-        listen_fd,
+        Rc::clone(&listener),
         Interest::READ,
         Rights::LISTENER,
         move |r, echo: &mut Echo, _| loop {
@@ -98,7 +100,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         continue;
                     }
                     let fd = stream.as_raw_fd();
-                    match r.add(&stream, Interest::READ, Rights::SOCKET, on_conn) {
+                    let stream = Rc::new(stream);
+                    match r.add(Rc::clone(&stream), Interest::READ, Rights::SOCKET, on_conn) {
                         Ok(_) => {
                             echo.conns.insert(
                                 fd,

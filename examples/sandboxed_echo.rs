@@ -10,7 +10,7 @@
 //! until SIGTERM/SIGINT or the timeout (default 30 s).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
@@ -151,23 +151,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if let Some(mut c) = client {
         c.write_all(b"ping through the sandbox")?;
-        let fd = c.as_fd().as_raw_fd();
-        reactor.add(&c, Interest::READ, Rights::SOCKET, move |r, _, _| {
+        let c = std::rc::Rc::new(c);
+        let reader = std::rc::Rc::clone(&c);
+        reactor.add(c, Interest::READ, Rights::SOCKET, move |r, _, _| {
             let mut buf = [0u8; 64];
-            // SAFETY: `c` outlives the loop (it is dropped after `run`
-            // returns and the registration is deleted with the reactor).
-            let mut s = std::mem::ManuallyDrop::new(unsafe {
-                <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(fd)
-            });
-            match s.read(&mut buf) {
+            match (&*reader).read(&mut buf) {
                 Ok(n) => println!("echoed: {:?}", String::from_utf8_lossy(&buf[..n])),
                 Err(e) => println!("reading the echo: {}", errno_of(&e)),
             }
             r.stop();
         })?;
         reactor.run(&mut ())?;
-        drop(reactor);
-        drop(c);
     } else {
         reactor.run(&mut ())?;
     }

@@ -558,7 +558,7 @@ fn main() {
             .expect("stack");
             for _ in 0..20 {
                 port = guest::free_port(Proto::Tcp);
-                if stack.add_hostfwd(&rule(port)).is_ok() {
+                if stack.add_hostfwd(&mut reactor, &rule(port)).is_ok() {
                     break;
                 }
             }

@@ -351,12 +351,27 @@ fn run() -> Result<(), String> {
     };
     relay.tap_h = Some(
         reactor
-            .add(&relay.tap, Interest::READ, TAP_RIGHTS, on_tap)
+            // SAFETY: `relay` owns the tap and outlives both registrations,
+            // which are deleted below before it is dropped.
+            .add(
+                unsafe { caploop::Source::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&relay.tap)) },
+                Interest::READ,
+                TAP_RIGHTS,
+                on_tap,
+            )
             .map_err(|e| format!("registering the tap: {e}"))?,
     );
     relay.sock_h = Some(
         reactor
-            .add(&relay.sock, Interest::READ, Rights::SOCKET, on_sock)
+            // SAFETY: as above.
+            .add(
+                unsafe {
+                    caploop::Source::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&relay.sock))
+                },
+                Interest::READ,
+                Rights::SOCKET,
+                on_sock,
+            )
             .map_err(|e| format!("registering the socket: {e}"))?,
     );
 

@@ -24,6 +24,7 @@
 //! ```
 //! use std::io::{Read, Write};
 //! use std::os::unix::net::UnixStream;
+//! use std::rc::Rc;
 //! use std::time::Duration;
 //!
 //! use caploop::{Interest, Reactor, Rights};
@@ -37,22 +38,24 @@
 //! server.set_nonblocking(true)?;
 //! client.set_nonblocking(true)?;
 //!
-//! // The server side: echo whatever arrives. The registration borrows the
-//! // descriptor; the callback owns the stream.
-//! let server_fd = caploop::Source::from(&server);
-//! reactor.add(server_fd, Interest::READ, Rights::SOCKET, move |_, _, _| {
+//! // The server side: echo whatever arrives. The registration and the
+//! // callback share the stream (an `Rc`), so it stays open while registered.
+//! let server = Rc::new(server);
+//! let s = Rc::clone(&server);
+//! reactor.add(server, Interest::READ, Rights::SOCKET, move |_, _, _| {
 //!     let mut buf = [0u8; 512];
-//!     if let Ok(n) = server.read(&mut buf) {
-//!         let _ = server.write_all(&buf[..n]);
+//!     if let Ok(n) = (&*s).read(&mut buf) {
+//!         let _ = (&*s).write_all(&buf[..n]);
 //!     }
 //! })?;
 //!
 //! // The client side: collect the answer and stop when it is complete.
 //! client.write_all(b"ping")?;
-//! let client_fd = caploop::Source::from(&client);
-//! let h = reactor.add(client_fd, Interest::READ, Rights::SOCKET, move |r, answers, ev| {
+//! let client = Rc::new(client);
+//! let c = Rc::clone(&client);
+//! let h = reactor.add(client, Interest::READ, Rights::SOCKET, move |r, answers, ev| {
 //!     let mut buf = [0u8; 512];
-//!     if let Ok(n) = client.read(&mut buf) {
+//!     if let Ok(n) = (&*c).read(&mut buf) {
 //!         answers.extend_from_slice(&buf[..n]);
 //!     }
 //!     if answers.len() >= 4 {
@@ -64,8 +67,10 @@
 //! // A watchdog timer, cancelled by handle if never needed.
 //! let watchdog = reactor.add_timer(Duration::from_secs(5), |r, _, _| r.stop());
 //!
-//! // Every live descriptor and the rights it needs: the sandbox's plan.
-//! assert_eq!(reactor.fds().len(), 3); // two registrations + the event queue
+//! // Every live descriptor and the rights it needs: the sandbox's plan
+//! // (the two registrations, the event queue and, on Linux, the `polling`
+//! // crate's own eventfd and timerfd).
+//! assert!(reactor.fds().len() >= 3);
 //!
 //! reactor.run(&mut answers)?;
 //! assert_eq!(answers, b"ping");
@@ -92,5 +97,5 @@ pub mod sandbox;
 pub mod slirp;
 pub mod wire;
 
-pub use reactor::{Event, Handle, Interest, Reactor, Source, TimerHandle, Waker};
+pub use reactor::{Event, Handle, Interest, Reactor, Remover, Source, TimerHandle, Waker};
 pub use rights::Rights;

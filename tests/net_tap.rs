@@ -583,3 +583,40 @@ fn open_by_name_attaches_to_an_existing_tap() {
     // The persistent tap is still there, for the next user.
     ns.ip(&["link", "show", "tapkeep"]).unwrap();
 }
+
+#[test]
+fn a_backend_dropped_without_close_leaves_no_registration_behind() {
+    if netns::skip("a_backend_dropped_without_close_leaves_no_registration_behind") {
+        return;
+    }
+    let ns = Netns::new().unwrap();
+    let res = ns
+        .run_in(|| {
+            use std::os::fd::AsRawFd;
+            let mut r: Reactor<()> = Reactor::new().unwrap();
+            let be = net::open("tapdrop", &mut r, |_, _| {}).unwrap();
+            assert_eq!(r.len(), 1);
+            let listed = r.fds().len();
+            // Dropped, not closed, as a front end that forgets or panics.
+            drop(be);
+            assert_eq!(r.fds().len(), listed - 1, "the plan still lists it");
+            // A new descriptor takes the number and registers at once.
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let a = std::rc::Rc::new(a);
+            r.add(
+                std::rc::Rc::clone(&a),
+                caploop::Interest::READ,
+                caploop::Rights::SOCKET,
+                |_, _, _| {},
+            )
+            .expect("no stale registration in the way");
+            assert_eq!(r.len(), 1, "fd {}", a.as_raw_fd());
+            // The tap itself is gone with the last reference: a new open
+            // of its name makes a fresh one.
+            let mut again = net::open("tapdrop", &mut r, |_, _| {}).unwrap();
+            again.recv_disable(&mut r).unwrap();
+            again.close(&mut r).unwrap();
+        })
+        .err();
+    assert!(res.is_none(), "{res:?}");
+}

@@ -13,6 +13,18 @@ use caploop::Rights;
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(20));
 
+/// Registers a descriptor the test keeps open for as long as the
+/// registration (every test here deletes it or drops the reactor first).
+fn borrow<T: std::os::fd::AsFd + ?Sized>(fd: &T) -> caploop::Source {
+    borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))
+}
+
+fn borrow_raw(fd: std::os::fd::RawFd) -> caploop::Source {
+    // SAFETY: see `borrow`; the bad-descriptor tests pass numbers that are
+    // not open on purpose, which the reactor must refuse.
+    unsafe { caploop::Source::borrow_raw(fd) }
+}
+
 fn pair() -> (UnixStream, UnixStream) {
     let (a, b) = UnixStream::pair().expect("socketpair");
     a.set_nonblocking(true).unwrap();
@@ -37,12 +49,17 @@ fn readable_event_reaches_callback_and_data_is_read() {
     let (a, mut b) = pair();
     let a = Rc::new(a);
     let a2 = a.clone();
-    r.add(&*a, Interest::READ, Rights::READ_ONLY, move |_, got, ev| {
-        assert!(ev.readable && !ev.writable);
-        let mut buf = [0u8; 64];
-        let n = (&*a2).read(&mut buf).unwrap();
-        got.extend_from_slice(&buf[..n]);
-    })
+    r.add(
+        borrow(&a),
+        Interest::READ,
+        Rights::READ_ONLY,
+        move |_, got, ev| {
+            assert!(ev.readable && !ev.writable);
+            let mut buf = [0u8; 64];
+            let n = (&*a2).read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        },
+    )
     .unwrap();
     b.write_all(b"hello").unwrap();
     let mut got = Vec::new();
@@ -55,8 +72,10 @@ fn readable_event_reaches_callback_and_data_is_read() {
 fn level_triggered_unread_data_is_reported_again() {
     let mut r: Reactor<u32> = Reactor::new().unwrap();
     let (a, mut b) = pair();
-    r.add(&a, Interest::READ, Rights::READ_ONLY, |_, n, _| *n += 1)
-        .unwrap();
+    r.add(borrow(&a), Interest::READ, Rights::READ_ONLY, |_, n, _| {
+        *n += 1
+    })
+    .unwrap();
     b.write_all(b"x").unwrap();
     let mut n = 0;
     for _ in 0..3 {
@@ -70,7 +89,9 @@ fn add_disabled_enable_disable() {
     let mut r: Reactor<u32> = Reactor::new().unwrap();
     let (a, mut b) = pair();
     let h = r
-        .add_disabled(&a, Interest::READ, Rights::READ_ONLY, |_, n, _| *n += 1)
+        .add_disabled(borrow(&a), Interest::READ, Rights::READ_ONLY, |_, n, _| {
+            *n += 1
+        })
         .unwrap();
     b.write_all(b"x").unwrap();
     let mut n = 0;
@@ -93,9 +114,12 @@ fn write_interest_and_changing_interest() {
     let mut r: Reactor<Vec<(bool, bool)>> = Reactor::new().unwrap();
     let (a, _b) = pair();
     let h = r
-        .add(&a, Interest::WRITE, Rights::SOCKET, |_, seen, ev| {
-            seen.push((ev.readable, ev.writable))
-        })
+        .add(
+            borrow(&a),
+            Interest::WRITE,
+            Rights::SOCKET,
+            |_, seen, ev| seen.push((ev.readable, ev.writable)),
+        )
         .unwrap();
     let mut seen = Vec::new();
     r.run_once(SHORT, &mut seen).unwrap();
@@ -140,7 +164,7 @@ fn delete_close_refuses_a_borrowed_fd_and_keeps_it_registered() {
     let mut r: Reactor = Reactor::new().unwrap();
     let (a, _b) = pair();
     let h = r
-        .add(&a, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .add(borrow(&a), Interest::READ, Rights::READ_ONLY, |_, _, _| {})
         .unwrap();
     match r.delete_close(h) {
         Err(Error::NotOwned(fd)) => assert_eq!(fd, a.as_raw_fd()),
@@ -159,7 +183,7 @@ fn bad_fds_and_double_registration_are_clear_errors() {
     let mut r: Reactor = Reactor::new().unwrap();
     assert!(matches!(
         r.add(
-            caploop::Source::Borrowed(-1),
+            borrow_raw(-1),
             Interest::READ,
             Rights::READ_ONLY,
             |_, _, _| {}
@@ -172,7 +196,7 @@ fn bad_fds_and_double_registration_are_clear_errors() {
     drop(a);
     let err = r
         .add(
-            caploop::Source::Borrowed(closed),
+            borrow_raw(closed),
             Interest::READ,
             Rights::READ_ONLY,
             |_, _, _| {},
@@ -181,7 +205,7 @@ fn bad_fds_and_double_registration_are_clear_errors() {
     assert!(matches!(err, Error::BadFd(fd) if fd == closed), "{err}");
     let err = r
         .add_disabled(
-            caploop::Source::Borrowed(closed),
+            borrow_raw(closed),
             Interest::READ,
             Rights::READ_ONLY,
             |_, _, _| {},
@@ -191,17 +215,22 @@ fn bad_fds_and_double_registration_are_clear_errors() {
 
     let file = std::fs::File::open("/proc/self/exe").unwrap();
     let err = r
-        .add(&file, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .add(
+            borrow(&file),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, _, _| {},
+        )
         .unwrap_err();
     assert!(matches!(err, Error::NotPollable(_)), "{err}");
     assert!(err.to_string().contains(&file.as_raw_fd().to_string()));
 
     let (c, _d) = pair();
     let h = r
-        .add(&c, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .add(borrow(&c), Interest::READ, Rights::READ_ONLY, |_, _, _| {})
         .unwrap();
     let err = r
-        .add(&c, Interest::WRITE, Rights::SOCKET, |_, _, _| {})
+        .add(borrow(&c), Interest::WRITE, Rights::SOCKET, |_, _, _| {})
         .unwrap_err();
     match err {
         Error::AlreadyRegistered { fd, existing } => {
@@ -224,16 +253,21 @@ fn a_deleted_registration_never_gets_another_event() {
     for (name, fd) in [("a", &a), ("b", &b)] {
         let others = handles.clone();
         let h = r
-            .add(fd, Interest::READ, Rights::READ_ONLY, move |r, log, ev| {
-                log.borrow_mut().push(name.to_string());
-                others.borrow_mut().retain(|&other| {
-                    if other != ev.handle {
-                        r.delete(other).unwrap();
-                        return false;
-                    }
-                    true
-                });
-            })
+            .add(
+                borrow(fd),
+                Interest::READ,
+                Rights::READ_ONLY,
+                move |r, log, ev| {
+                    log.borrow_mut().push(name.to_string());
+                    others.borrow_mut().retain(|&other| {
+                        if other != ev.handle {
+                            r.delete(other).unwrap();
+                            return false;
+                        }
+                        true
+                    });
+                },
+            )
             .unwrap();
         handles.borrow_mut().push(h);
     }
@@ -258,7 +292,7 @@ fn a_deleted_registration_never_gets_another_event() {
 fn a_callback_can_delete_itself() {
     let mut r: Reactor<u32> = Reactor::new().unwrap();
     let (a, mut b) = pair();
-    r.add(&a, Interest::READ, Rights::READ_ONLY, |r, n, ev| {
+    r.add(borrow(&a), Interest::READ, Rights::READ_ONLY, |r, n, ev| {
         *n += 1;
         r.delete(ev.handle).unwrap();
     })
@@ -287,24 +321,35 @@ fn a_registration_added_during_dispatch_waits_for_the_next_wait() {
     let hb2 = hb.clone();
     let c2 = c.clone();
     let mut added = false;
-    r.add(&a, Interest::READ, Rights::READ_ONLY, move |r, log, _| {
-        log.borrow_mut().push("a".into());
-        if !added {
-            added = true;
-            if let Some(h) = hb2.borrow_mut().take() {
-                r.delete(h).unwrap();
+    r.add(
+        borrow(&a),
+        Interest::READ,
+        Rights::READ_ONLY,
+        move |r, log, _| {
+            log.borrow_mut().push("a".into());
+            if !added {
+                added = true;
+                if let Some(h) = hb2.borrow_mut().take() {
+                    r.delete(h).unwrap();
+                }
+                r.add(
+                    borrow(&c2),
+                    Interest::READ,
+                    Rights::READ_ONLY,
+                    |_, log, _| log.borrow_mut().push("c".into()),
+                )
+                .unwrap();
             }
-            r.add(&*c2, Interest::READ, Rights::READ_ONLY, |_, log, _| {
-                log.borrow_mut().push("c".into())
-            })
-            .unwrap();
-        }
-    })
+        },
+    )
     .unwrap();
     *hb.borrow_mut() = Some(
-        r.add(&b, Interest::READ, Rights::READ_ONLY, |_, log, _| {
-            log.borrow_mut().push("b".into())
-        })
+        r.add(
+            borrow(&b),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, log, _| log.borrow_mut().push("b".into()),
+        )
         .unwrap(),
     );
     a_peer.write_all(b"1").unwrap();
@@ -363,11 +408,16 @@ fn a_due_timer_armed_by_a_descriptor_callback_fires_in_the_same_round() {
     let mut r: Reactor<Vec<&'static str>> = Reactor::new().unwrap();
     let t = r.add_timer_disarmed(|_, log, _| log.push("timer"));
     let (a, mut b) = pair();
-    r.add(&a, Interest::READ, Rights::READ_ONLY, move |r, log, ev| {
-        log.push("fd");
-        r.rearm_timer_at(t, Instant::now()).unwrap();
-        r.delete(ev.handle).unwrap();
-    })
+    r.add(
+        borrow(&a),
+        Interest::READ,
+        Rights::READ_ONLY,
+        move |r, log, ev| {
+            log.push("fd");
+            r.rearm_timer_at(t, Instant::now()).unwrap();
+            r.delete(ev.handle).unwrap();
+        },
+    )
     .unwrap();
     b.write_all(b"x").unwrap();
     let mut log = Vec::new();
@@ -604,10 +654,10 @@ fn fds_lists_every_descriptor_with_its_rights() {
     let (a, _b) = pair();
     let (c, _d) = pair();
     let ha = r
-        .add(&a, Interest::READ, Rights::READ_ONLY, |_, _, _| {})
+        .add(borrow(&a), Interest::READ, Rights::READ_ONLY, |_, _, _| {})
         .unwrap();
     let hc = r
-        .add_disabled(&c, Interest::BOTH, Rights::SOCKET, |_, _, _| {})
+        .add_disabled(borrow(&c), Interest::BOTH, Rights::SOCKET, |_, _, _| {})
         .unwrap();
     let fds = r.fds();
     let find = |h| {
@@ -636,10 +686,15 @@ fn fds_lists_every_descriptor_with_its_rights() {
 fn hangup_is_reported() {
     let mut r: Reactor<Vec<caploop::Event>> = Reactor::new().unwrap();
     let (a, b) = pair();
-    r.add(&a, Interest::READ, Rights::READ_ONLY, |r, seen, ev| {
-        seen.push(ev);
-        r.delete(ev.handle).unwrap();
-    })
+    r.add(
+        borrow(&a),
+        Interest::READ,
+        Rights::READ_ONLY,
+        |r, seen, ev| {
+            seen.push(ev);
+            r.delete(ev.handle).unwrap();
+        },
+    )
     .unwrap();
     drop(b);
     let mut seen = Vec::new();
@@ -842,4 +897,99 @@ fn many_timers_fire_in_deadline_order_with_ties_in_arming_order() {
     }
     // Arming order breaks ties: the moved timers were armed last.
     assert!(fired == expected, "fired out of order");
+}
+
+#[test]
+fn a_shared_descriptor_stays_open_while_registered() {
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let (a, mut b) = pair();
+    let number = a.as_raw_fd();
+    let a = Rc::new(a);
+    let h = r
+        .add(
+            Rc::clone(&a),
+            Interest::READ,
+            Rights::READ_ONLY,
+            |_, n, _| *n += 1,
+        )
+        .unwrap();
+    drop(a); // the caller's reference: the registration keeps its own
+    assert!(is_open(number), "closed while registered");
+    b.write_all(b"x").unwrap();
+    let mut n = 0;
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 1, "still watched");
+    assert!(
+        r.delete(h).unwrap().is_none(),
+        "shared: nothing handed back"
+    );
+    assert!(
+        !is_open(number),
+        "the last reference went with the registration"
+    );
+}
+
+#[test]
+fn a_remover_deletes_before_the_number_can_be_reused() {
+    // A back end dropped without `close` queues its registration's
+    // deletion; its descriptor closes; a new descriptor gets the same
+    // number and registers without a clash, and the plan never lists the
+    // old one.
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let remover = r.remover();
+    let (a, _b) = pair();
+    let number = a.as_raw_fd();
+    let h = r
+        .add(borrow(&a), Interest::READ, Rights::SOCKET, |_, _, _| {})
+        .unwrap();
+    remover.remove(h);
+    assert!(
+        !r.fds()
+            .iter()
+            .any(|f| f.owner == caploop::reactor::FdOwner::Registration(h)),
+        "listed after its removal was asked for"
+    );
+    drop(a);
+    let (c, mut d) = pair();
+    assert_eq!(c.as_raw_fd(), number, "the number came back");
+    let c = Rc::new(c);
+    r.add(
+        Rc::clone(&c),
+        Interest::READ,
+        Rights::READ_ONLY,
+        |_, n, _| *n += 1,
+    )
+    .expect("the old registration is gone");
+    assert!(r.delete(h).is_err(), "deleted once, by the remover");
+    d.write_all(b"x").unwrap();
+    let mut n = 0;
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn fds_lists_the_polling_crates_own_descriptors() {
+    let r: Reactor = Reactor::new().unwrap();
+    let internal: Vec<(&str, Rights)> = r
+        .fds()
+        .iter()
+        .filter_map(|f| match f.owner {
+            caploop::reactor::FdOwner::Internal(what) => Some((what, f.rights)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        internal.contains(&(
+            "polling's notifier (eventfd)",
+            Rights::READ | Rights::WRITE | Rights::EVENT
+        )),
+        "{internal:?}"
+    );
+    assert!(
+        internal
+            .iter()
+            .any(|(w, _)| *w == "polling's timer (timerfd)"),
+        "{internal:?}"
+    );
 }

@@ -386,18 +386,26 @@ fn hostfwd_rule_errors() {
     assert!(e.problem.contains("\"icmp\""), "{e}");
 
     // A rule that parses but cannot be bound names itself.
-    let net = Net::new(Config::default());
+    let mut net = Net::new(Config::default());
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = taken.local_addr().unwrap().port();
     let rule: Rule = format!("tcp:127.0.0.1:{port}-:22").parse().unwrap();
-    let e = net.stack.add_hostfwd(&rule).unwrap_err().to_string();
+    let e = net
+        .stack
+        .add_hostfwd(&mut net.reactor, &rule)
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with(&format!("host forward {rule}:")), "{e}");
     // libslirp 4.7 forwards within one address family.
     let mixed: Rule = "tcp:[::1]:2222-:22".parse().unwrap();
-    let e = net.stack.add_hostfwd(&mixed).unwrap_err().to_string();
+    let e = net
+        .stack
+        .add_hostfwd(&mut net.reactor, &mixed)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("different families"), "{e}");
     // Removing what was never added is an error too.
-    assert!(net.stack.remove_hostfwd(&rule).is_err());
+    assert!(net.stack.remove_hostfwd(&mut net.reactor, &rule).is_err());
 }
 
 #[test]
@@ -406,19 +414,17 @@ fn hostfwd_remove_and_drop_clean_up_the_reactor() {
     let stack = Stack::new(&mut reactor, Config::default(), |_| {}).unwrap();
     let port = free_port(Proto::Tcp);
     let rule: Rule = format!("tcp:127.0.0.1:{port}-:22").parse().unwrap();
-    stack.add_hostfwd(&rule).unwrap();
-    reactor.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+    stack.add_hostfwd(&mut reactor, &rule).unwrap();
+    // Registered at once: a plan taken now limits the listener.
     assert_eq!(reactor.len(), 1);
     assert_eq!(stack.registrations(), 1);
 
-    stack.remove_hostfwd(&rule).unwrap();
-    reactor.run_once(Some(Duration::ZERO), &mut ()).unwrap();
-    assert_eq!(reactor.len(), 0);
+    stack.remove_hostfwd(&mut reactor, &rule).unwrap();
+    assert_eq!(reactor.len(), 0, "unregistered at once");
     // The port is free again.
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
 
-    stack.add_hostfwd(&rule).unwrap();
-    reactor.run_once(Some(Duration::ZERO), &mut ()).unwrap();
+    stack.add_hostfwd(&mut reactor, &rule).unwrap();
     assert_eq!(reactor.len(), 1);
     drop(stack);
     reactor.run_once(Some(Duration::ZERO), &mut ()).unwrap();
@@ -435,8 +441,7 @@ fn close_cleans_up_at_once() {
     let rule: Rule = format!("udp:127.0.0.1:{}-:53", free_port(Proto::Udp))
         .parse()
         .unwrap();
-    stack.add_hostfwd(&rule).unwrap();
-    stack.sync(&mut reactor);
+    stack.add_hostfwd(&mut reactor, &rule).unwrap();
     assert_eq!(reactor.len(), 1);
     stack.close(&mut reactor);
     assert_eq!(reactor.len(), 0);
@@ -464,7 +469,7 @@ fn ipv6_hostfwd() {
             .unwrap()
             .port();
         let rule: Rule = format!("tcp:[::1]:{port}-[{guest6}]:80").parse().unwrap();
-        if net.stack.add_hostfwd(&rule).is_ok() {
+        if net.stack.add_hostfwd(&mut net.reactor, &rule).is_ok() {
             break;
         }
     }
@@ -522,7 +527,7 @@ fn driven_from_reactor_callbacks() {
     let tap = host_end.try_clone().unwrap();
     reactor
         .add(
-            &host_end,
+            Rc::new(host_end),
             Interest::READ,
             Rights::SOCKET,
             move |_, c: &mut Ctx, _| {
@@ -535,12 +540,12 @@ fn driven_from_reactor_callbacks() {
             },
         )
         .unwrap();
-    reactor.add_timer(Duration::ZERO, |_, c: &mut Ctx, _| {
+    reactor.add_timer(Duration::ZERO, |r, c: &mut Ctx, _| {
         let s = c.stack.as_ref().unwrap();
         for _ in 0..20 {
             let port = free_port(Proto::Tcp);
             let rule: Rule = format!("tcp:127.0.0.1:{port}-:7").parse().unwrap();
-            if s.add_hostfwd(&rule).is_ok() {
+            if s.add_hostfwd(r, &rule).is_ok() {
                 c.port = Some(port);
                 return;
             }

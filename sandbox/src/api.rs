@@ -67,7 +67,7 @@ impl Forwards {
     }
 
     /// Answers one request.
-    pub fn handle(&mut self, req: Request) -> Reply {
+    pub fn handle<D: 'static>(&mut self, r: &mut Reactor<D>, req: Request) -> Reply {
         match req {
             Request::AddHostfwd {
                 proto,
@@ -83,7 +83,7 @@ impl Forwards {
                     guest_addr: Some(guest_addr.unwrap_or(IpAddr::V4(self.default_guest))),
                     guest_port,
                 };
-                match self.stack.add_hostfwd(&rule) {
+                match self.stack.add_hostfwd(r, &rule) {
                     Ok(()) => {
                         let id = self.next_id;
                         self.next_id += 1;
@@ -114,7 +114,7 @@ impl Forwards {
             ),
             Request::RemoveHostfwd { id } => match self.table.get(&id) {
                 None => Reply::Error("bad request: remove_hostfwd: bad arguments.id".into()),
-                Some(rule) => match self.stack.remove_hostfwd(rule) {
+                Some(rule) => match self.stack.remove_hostfwd(r, rule) {
                     Ok(()) => {
                         log::info!("api: forward {id} removed");
                         self.table.remove(&id);
@@ -131,7 +131,8 @@ impl Forwards {
 
 /// One client connection: its request so far, then its reply.
 struct Client {
-    stream: UnixStream,
+    /// Shared with the client's registration.
+    stream: Rc<UnixStream>,
     request: Vec<u8>,
     /// The reply, once the request is complete, and how much is written.
     reply: Option<(Vec<u8>, usize)>,
@@ -244,7 +245,9 @@ fn rest_listener<D: 'static>(r: &mut Reactor<D>, api: &Shared) {
 
 fn accept<D: 'static>(r: &mut Reactor<D>, stream: UnixStream, api: &Shared) {
     let a = api.clone();
-    let handle = match r.add(&stream, Interest::READ, Rights::SOCKET, move |r, _, ev| {
+    let stream = Rc::new(stream);
+    let source = Rc::clone(&stream);
+    let handle = match r.add(source, Interest::READ, Rights::SOCKET, move |r, _, ev| {
         on_client(r, ev.handle, &a)
     }) {
         Ok(h) => h,
@@ -294,7 +297,7 @@ fn on_client<D: 'static>(r: &mut Reactor<D>, handle: Handle, api: &Shared) {
         // with a whole request), then answer if it holds a whole request.
         let mut chunk = [0u8; 1024];
         let ended = loop {
-            match client.stream.read(&mut chunk) {
+            match (&*client.stream).read(&mut chunk) {
                 Ok(0) => break true,
                 Ok(n) => {
                     client.request.extend_from_slice(&chunk[..n]);
@@ -311,19 +314,16 @@ fn on_client<D: 'static>(r: &mut Reactor<D>, handle: Handle, api: &Shared) {
             return;
         }
         let reply = match api::parse_request(&client.request) {
-            Ok(req) => forwards.handle(req),
+            Ok(req) => forwards.handle(r, req),
             Err(e) => e.reply(),
         };
         client.reply = Some((reply.to_json().into_bytes(), 0));
-        // remove_hostfwd closes a socket of libslirp's: drop its
-        // registration before a later callback reuses the number.
-        forwards.stack.sync(r);
     }
     let Some((out, sent)) = client.reply.as_mut() else {
         return;
     };
     while *sent < out.len() {
-        match client.stream.write(&out[*sent..]) {
+        match (&*client.stream).write(&out[*sent..]) {
             Ok(n) => *sent += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {

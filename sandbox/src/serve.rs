@@ -110,7 +110,7 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
         move |frame: &[u8]| sink.borrow_mut().push(frame),
     )?);
     for rule in &session.rules {
-        stack.add_hostfwd(rule)?;
+        stack.add_hostfwd(&mut reactor, rule)?;
         log::info!("{name}: forwarding {rule}");
     }
 
@@ -122,7 +122,8 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
         LinkKind::Socket => Rights::SOCKET,
         LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
     };
-    let link_handle = reactor.add(&fd, Interest::READ, rights, move |r, _, ev| {
+    // The reactor owns the link's descriptor while the session runs.
+    let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
         if ev.writable {
             if let Err(e) = cb_tx.borrow_mut().flush() {
                 let e = ServeError::Link {
@@ -153,7 +154,12 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
         }
     })?;
     watch_backlog(&mut reactor, link_handle, tx.clone(), ending.clone());
-    if let Some(exit) = &extras.exit_fd {
+    let Extras {
+        exit_fd,
+        ready_fd,
+        api,
+    } = extras;
+    if let Some(exit) = exit_fd {
         let e = ending.clone();
         let n = name.clone();
         reactor.add(exit, Interest::READ, Rights::READ_ONLY, move |r, _, _| {
@@ -165,11 +171,6 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
         let e = ending.clone();
         reactor.add_signal(sig, move |r, _, _| end(r, &e, Ok(Outcome::Terminated)))?;
     }
-    let Extras {
-        exit_fd,
-        ready_fd,
-        api,
-    } = extras;
     if let Some((listener, guest)) = api {
         api::register(&mut reactor, listener, Forwards::new(stack.clone(), guest))?;
     }
@@ -214,7 +215,6 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
         link.dropped,
     );
     let _ = reactor.delete(link_handle);
-    drop(exit_fd);
     let outcome = match ending.take() {
         Some(Ok(o)) => o,
         Some(Err(e)) => return Err(e),

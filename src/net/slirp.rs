@@ -284,7 +284,7 @@ impl<D: 'static> SlirpBackend<D> {
         let stack = Stack::new(reactor, config, move |f: &[u8]| sink_rx.push(f))
             .map_err(|e| slirp_error(name, e))?;
         for rule in hostfwd {
-            if let Err(e) = stack.add_hostfwd(rule) {
+            if let Err(e) = stack.add_hostfwd(reactor, rule) {
                 stack.close(reactor);
                 return Err(slirp_error(name, e));
             }

@@ -18,12 +18,12 @@
 //! tap does; [`Netbe`](super::Netbe) adapts a front end's header.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::backend::{NetBackend, RxCallback};
 use super::vnet;
 use super::{Error, MAX_FRAME_LEN};
-use crate::reactor::{Handle, Interest, Reactor};
+use crate::reactor::{Handle, Interest, Reactor, Remover};
 use crate::rights::Rights;
 
 /// What the loop does with a tap descriptor once it is set up.
@@ -194,8 +194,10 @@ mod sys {
 /// [`close`](NetBackend::close) to delete the registration before the
 /// descriptor is closed.
 pub struct TapBackend<D> {
-    dev: TapDevice,
+    /// Shared with the reactor's registration, which keeps it open.
+    dev: std::rc::Rc<TapDevice>,
     handle: Option<Handle>,
+    remover: Remover,
     /// A frame read by `peek_recvlen`, handed out by the next `recv`; also
     /// where `recv` spills a frame too long for the caller's buffers.
     bounce: Vec<u8>,
@@ -227,13 +229,17 @@ impl<D: 'static> TapBackend<D> {
         reactor: &mut Reactor<D>,
         mut cb: RxCallback<D>,
     ) -> Result<Self, Error> {
-        let handle =
-            reactor.add_disabled(&dev.fd, Interest::READ, TAP_RIGHTS, move |r, d, _ev| {
-                cb(r, d)
-            })?;
+        let dev = std::rc::Rc::new(dev);
+        let handle = reactor.add_disabled(
+            std::rc::Rc::clone(&dev),
+            Interest::READ,
+            TAP_RIGHTS,
+            move |r, d, _ev| cb(r, d),
+        )?;
         Ok(TapBackend {
             dev,
             handle: Some(handle),
+            remover: reactor.remover(),
             bounce: Vec::new(),
             bounce_len: 0,
             _loop: std::marker::PhantomData,
@@ -357,13 +363,12 @@ impl<D> NetBackend<D> for TapBackend<D> {
 }
 
 impl<D> Drop for TapBackend<D> {
+    /// Dropped without [`close`](NetBackend::close): the registration is
+    /// deleted by the reactor before it does anything else, and the
+    /// device closes then (the registration holds it until that moment).
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            log::warn!(
-                "tap {:?} (fd {}) dropped while registered on a reactor: close it first",
-                self.dev.name,
-                self.dev.fd.as_raw_fd()
-            );
+        if let Some(h) = self.handle.take() {
+            self.remover.remove(h);
         }
     }
 }

@@ -72,39 +72,101 @@ pub struct PrepareHandle {
     gen: u32,
 }
 
-/// A descriptor to register: borrowed (the caller keeps it open until it
-/// deletes the registration) or owned by the reactor (handed back by
-/// [`Reactor::delete`], closed by [`Reactor::delete_close`]).
+/// A descriptor to register, and who keeps it open while it is registered.
 ///
-/// `&T` for any `T: AsFd` converts into a borrowed source, an [`OwnedFd`]
-/// into an owned one.
+/// - An [`OwnedFd`] hands the descriptor to the reactor: [`Reactor::delete`]
+///   hands it back, [`Reactor::delete_close`] closes it.
+/// - An `Rc<T>` (any `T: AsFd`, e.g. `Rc<UnixStream>`) is shared: the
+///   registration holds a reference, so the descriptor cannot close while
+///   it is registered, whatever the caller drops; deleting the registration
+///   drops the reactor's reference.
+/// - [`Source::borrow_raw`] (unsafe) registers a number the caller promises
+///   to keep open until it deletes the registration (a C library's socket,
+///   whose life that library rules).
+///
+/// There is no conversion from `&T`: a borrow cannot outlive the call, and a
+/// registration that outlived its descriptor would watch whatever reused
+/// the number.
 #[derive(Debug)]
-pub enum Source {
-    /// The caller owns the descriptor and must delete the registration
-    /// before closing it.
-    Borrowed(RawFd),
-    /// The reactor owns the descriptor.
+pub struct Source(SourceKind);
+
+enum SourceKind {
     Owned(OwnedFd),
+    Shared(std::rc::Rc<dyn AsFd>),
+    Raw(RawFd),
 }
 
-impl<T: AsFd + ?Sized> From<&T> for Source {
-    fn from(fd: &T) -> Source {
-        Source::Borrowed(fd.as_fd().as_raw_fd())
+impl std::fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceKind::Owned(fd) => write!(f, "Owned({})", fd.as_raw_fd()),
+            SourceKind::Shared(fd) => write!(f, "Shared({})", fd.as_fd().as_raw_fd()),
+            SourceKind::Raw(fd) => write!(f, "Raw({fd})"),
+        }
     }
 }
 
 impl From<OwnedFd> for Source {
     fn from(fd: OwnedFd) -> Source {
-        Source::Owned(fd)
+        Source(SourceKind::Owned(fd))
+    }
+}
+
+impl<T: AsFd + 'static> From<std::rc::Rc<T>> for Source {
+    fn from(fd: std::rc::Rc<T>) -> Source {
+        Source(SourceKind::Shared(fd))
     }
 }
 
 impl Source {
+    /// A descriptor number the caller keeps open.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay open until the registration is deleted, queued for
+    /// deletion with a [`Remover`] (the reactor deletes queued
+    /// registrations before it registers, lists or dispatches anything
+    /// else), or the reactor is dropped. Closing it otherwise would leave
+    /// the number registered, and a descriptor that reuses it would get its
+    /// events and its planned rights.
+    pub unsafe fn borrow_raw(fd: RawFd) -> Source {
+        Source(SourceKind::Raw(fd))
+    }
+
     fn raw(&self) -> RawFd {
-        match self {
-            Source::Borrowed(fd) => *fd,
-            Source::Owned(fd) => fd.as_raw_fd(),
+        match &self.0 {
+            SourceKind::Owned(fd) => fd.as_raw_fd(),
+            SourceKind::Shared(fd) => fd.as_fd().as_raw_fd(),
+            SourceKind::Raw(fd) => *fd,
         }
+    }
+}
+
+/// Deletes registrations from where the reactor is not at hand, such as a
+/// `Drop` (a back end dropped without being closed). Made by
+/// [`Reactor::remover`]; cheap to clone, not `Send`.
+///
+/// The registration stops getting events at once (before the next callback
+/// runs) and is deleted then; its descriptor, held by the reactor
+/// (owned or shared), is released with it, so the number is never left
+/// registered after the descriptor closed.
+#[derive(Clone)]
+pub struct Remover {
+    queue: std::rc::Rc<std::cell::RefCell<Vec<Handle>>>,
+}
+
+impl std::fmt::Debug for Remover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remover")
+            .field("queued", &self.queue.borrow().len())
+            .finish()
+    }
+}
+
+impl Remover {
+    /// Asks for `h` to be deleted.
+    pub fn remove(&self, h: Handle) {
+        self.queue.borrow_mut().push(h);
     }
 }
 
@@ -132,7 +194,8 @@ pub struct Event {
 pub enum FdOwner {
     /// A registration.
     Registration(Handle),
-    /// The reactor itself (its event queue, its signal descriptor).
+    /// The reactor itself (its event queue, its signal descriptor, the
+    /// `polling` crate's own notifier and timer descriptors).
     Internal(&'static str),
 }
 
@@ -207,6 +270,7 @@ pub struct Reactor<D = ()> {
     on_wake: Option<HookCb<D>>,
     stopped: bool,
     dispatching: bool,
+    removals: std::rc::Rc<std::cell::RefCell<Vec<Handle>>>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -244,6 +308,7 @@ impl<D> Reactor<D> {
             on_wake: None,
             stopped: false,
             dispatching: false,
+            removals: Default::default(),
             _not_send: std::marker::PhantomData,
         })
     }
@@ -253,8 +318,8 @@ impl<D> Reactor<D> {
     /// Registers `fd` for `interest`, enabled, with the `rights` it needs.
     /// `cb` runs on the loop thread each round the descriptor is ready.
     ///
-    /// Pass `&socket` to keep ownership (delete the registration before
-    /// closing it) or an [`OwnedFd`] to hand it to the reactor.
+    /// Pass an [`OwnedFd`] to hand the descriptor to the reactor, or an
+    /// `Rc` of a socket or file to share it (see [`Source`]).
     pub fn add<F>(
         &mut self,
         fd: impl Into<Source>,
@@ -291,6 +356,7 @@ impl<D> Reactor<D> {
         enabled: bool,
         cb: FdCb<D>,
     ) -> Result<Handle> {
+        self.apply_removals();
         let fd = source.raw();
         if fd < 0 {
             return Err(Error::BadFd(fd));
@@ -441,37 +507,59 @@ impl<D> Reactor<D> {
         self.by_fd.remove(&fd);
         self.gens[h.index as usize] = h.gen.wrapping_add(1);
         self.free.push(h.index);
-        Ok(match e.source {
-            Source::Owned(fd) => Some(fd),
-            Source::Borrowed(_) => None,
+        Ok(match e.source.0 {
+            SourceKind::Owned(fd) => Some(fd),
+            SourceKind::Shared(_) | SourceKind::Raw(_) => None,
         })
     }
 
     /// Deletes the registration and closes its descriptor, which the
-    /// reactor must own (a borrowed one is refused, still registered).
+    /// reactor must own; a shared one is released (closed when its last
+    /// holder drops it); a raw borrowed one is refused, still registered.
     pub fn delete_close(&mut self, h: Handle) -> Result<()> {
-        if let Source::Borrowed(fd) = self.entry(h)?.source {
+        if let SourceKind::Raw(fd) = self.entry(h)?.source.0 {
             return Err(Error::NotOwned(fd));
         }
         drop(self.delete(h)?);
         Ok(())
     }
 
+    /// A [`Remover`]: deletes registrations of this reactor from a `Drop`.
+    pub fn remover(&self) -> Remover {
+        Remover {
+            queue: self.removals.clone(),
+        }
+    }
+
+    /// Deletes what a [`Remover`] asked for.
+    fn apply_removals(&mut self) {
+        if self.removals.borrow().is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut *self.removals.borrow_mut());
+        for h in queued {
+            let _ = self.delete(h);
+        }
+    }
+
     /// Every live descriptor with the rights it needs: registrations, then
     /// the reactor's own. This is the plan the sandbox limits.
     pub fn fds(&self) -> Vec<FdInfo> {
+        let removing = self.removals.borrow();
         let mut out: Vec<FdInfo> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                s.as_ref().map(|e| FdInfo {
+                let e = s.as_ref()?;
+                let handle = Handle {
+                    index: i as u32,
+                    gen: e.gen,
+                };
+                (!removing.contains(&handle)).then_some(FdInfo {
                     fd: e.source.raw(),
                     rights: e.rights,
-                    owner: FdOwner::Registration(Handle {
-                        index: i as u32,
-                        gen: e.gen,
-                    }),
+                    owner: FdOwner::Registration(handle),
                 })
             })
             .collect();
@@ -487,6 +575,8 @@ impl<D> Reactor<D> {
                 owner: FdOwner::Internal("signalfd"),
             });
         }
+        let known: Vec<RawFd> = out.iter().map(|i| i.fd).collect();
+        out.extend(poller_internal_fds(self.poller.as_raw_fd(), &known));
         out
     }
 
@@ -701,10 +791,12 @@ impl<D> Reactor<D> {
 
     fn round(&mut self, timeout: Option<Duration>, data: &mut D) -> Result<usize> {
         let mut ran = 0;
+        self.apply_removals();
         for i in 0..self.hooks.len() {
             let gen = self.hooks[i].gen;
             if let Some(mut cb) = self.hooks[i].cb.take() {
                 cb(self, data);
+                self.apply_removals();
                 ran += 1;
                 let slot = &mut self.hooks[i];
                 if slot.gen == gen && slot.live && slot.cb.is_none() {
@@ -811,6 +903,7 @@ impl<D> Reactor<D> {
                 e.cb = Some(cb);
             }
         }
+        self.apply_removals();
         true
     }
 
@@ -828,6 +921,7 @@ impl<D> Reactor<D> {
                 e.cb = Some(cb);
             }
         }
+        self.apply_removals();
         true
     }
 
@@ -842,6 +936,7 @@ impl<D> Reactor<D> {
         }
         cb(self, data, h);
         self.timers.finish(h, cb);
+        self.apply_removals();
     }
 }
 
@@ -879,6 +974,46 @@ fn deadline_after(after: Duration) -> Instant {
 fn far_future(now: Instant) -> Instant {
     // About 30 years: far enough to mean "never", near enough not to overflow.
     now + Duration::from_secs(86_400 * 365 * 30)
+}
+
+/// The descriptors the `polling` crate keeps registered in its own event
+/// queue (on Linux an eventfd to wake the wait and a timerfd for
+/// sub-millisecond timeouts), found in the epoll descriptor's
+/// `/proc/self/fdinfo` entry (`tfd:` lines): every registered descriptor
+/// that is not one of `known`. Empty elsewhere, and once `/proc` cannot be
+/// read (inside the sandbox): the plan is taken before entry.
+#[cfg(target_os = "linux")]
+fn poller_internal_fds(epfd: RawFd, known: &[RawFd]) -> Vec<FdInfo> {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.strip_prefix("tfd:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<RawFd>().ok())
+        .filter(|fd| !known.contains(fd))
+        .map(|fd| {
+            let what = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+            let (rights, owner) = match what.to_string_lossy().as_ref() {
+                "anon_inode:[eventfd]" => (
+                    Rights::READ | Rights::WRITE | Rights::EVENT,
+                    "polling's notifier (eventfd)",
+                ),
+                "anon_inode:[timerfd]" => (Rights::READ_ONLY, "polling's timer (timerfd)"),
+                _ => (Rights::READ_ONLY, "polling's own descriptor"),
+            };
+            FdInfo {
+                fd,
+                rights,
+                owner: FdOwner::Internal(owner),
+            }
+        })
+        .collect()
+}
+
+/// kqueue keeps no descriptors of its own beside the queue.
+#[cfg(not(target_os = "linux"))]
+fn poller_internal_fds(_epfd: RawFd, _known: &[RawFd]) -> Vec<FdInfo> {
+    Vec::new()
 }
 
 fn check_open(fd: RawFd) -> Result<()> {

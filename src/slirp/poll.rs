@@ -214,12 +214,15 @@ impl Inner {
                 let _ = r.delete(h);
             }
             let inner = Rc::clone(self);
-            let added = r.add(
-                Source::Borrowed(fd),
-                interest,
-                rights_for(fd),
-                move |r, _, ev| inner.on_ready(r, ev),
-            );
+            // SAFETY: libslirp owns the socket and says when it closes it
+            // (unregister_poll_fd, applied before the next reactor call),
+            // or closes it only inside a libslirp call after which the
+            // stack applies its closes before the reactor does anything
+            // else; the registration is deleted then.
+            let source = unsafe { Source::borrow_raw(fd) };
+            let added = r.add(source, interest, rights_for(fd), move |r, _, ev| {
+                inner.on_ready(r, ev)
+            });
             match added {
                 Ok(handle) => {
                     st.regs.insert(

@@ -395,8 +395,9 @@ impl Stack {
     }
 
     /// Adds a host forward. The host socket is bound at once (so a port in
-    /// use fails here) and registered in the reactor on its next round.
-    pub fn add_hostfwd(&self, rule: &Rule) -> Result<()> {
+    /// use fails here) and registered in `reactor` (the stack's own) at
+    /// once, so a sandbox plan taken next limits it.
+    pub fn add_hostfwd<D: 'static>(&self, reactor: &mut Reactor<D>, rule: &Rule) -> Result<()> {
         let inner = &self.inner;
         let guest = rule.guest_socket_addr(inner.config.dhcp_start);
         let host = rule.host_socket_addr();
@@ -432,6 +433,7 @@ impl Stack {
             (rc, std::io::Error::last_os_error())
         });
         inner.shared.dirty.set(true);
+        inner.sync(reactor);
         match rc {
             Some((0, _)) => Ok(()),
             Some((_, source)) => Err(Error::Hostfwd {
@@ -442,9 +444,10 @@ impl Stack {
         }
     }
 
-    /// Removes a host forward added with [`add_hostfwd`](Stack::add_hostfwd).
-    /// Connections already forwarded stay up.
-    pub fn remove_hostfwd(&self, rule: &Rule) -> Result<()> {
+    /// Removes a host forward added with [`add_hostfwd`](Stack::add_hostfwd)
+    /// and its listener's registration in `reactor`. Connections already
+    /// forwarded stay up.
+    pub fn remove_hostfwd<D: 'static>(&self, reactor: &mut Reactor<D>, rule: &Rule) -> Result<()> {
         let inner = &self.inner;
         let h = ffi::SockAddr::new(rule.host_socket_addr());
         let (hp, hl) = h.as_ptr();
@@ -455,6 +458,7 @@ impl Stack {
         // SAFETY: the address is valid for its length for the call.
         let rc = inner.call(|s| unsafe { ffi::slirp_remove_hostxfwd(s, hp, hl, flags) });
         inner.shared.dirty.set(true);
+        inner.sync(reactor);
         match rc {
             Some(0) => Ok(()),
             Some(_) => Err(Error::NoSuchHostfwd(rule.to_string())),

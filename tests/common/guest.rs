@@ -297,7 +297,7 @@ impl Net {
                 guest_addr: None,
                 guest_port,
             };
-            if self.stack.add_hostfwd(&rule).is_ok() {
+            if self.stack.add_hostfwd(&mut self.reactor, &rule).is_ok() {
                 return port;
             }
         }

@@ -62,12 +62,12 @@ pub mod ring;
 mod sys;
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::backend::{NetBackend, RxCallback};
 use super::vnet::{VnetHdrLen, VNET_HDR_LEN};
 use super::{Error, MAX_FRAME_LEN};
-use crate::reactor::{Handle, Interest, Reactor};
+use crate::reactor::{Handle, Interest, Reactor, Remover, Source};
 use crate::rights::Rights;
 
 pub use ring::{Kernel, Port, Region, RingError};
@@ -203,6 +203,7 @@ pub struct NetmapBackend<D> {
     port: Port,
     dev: Box<dyn NetmapDevice>,
     handle: Option<Handle>,
+    remover: Remover,
     cap: u64,
     hdr: VnetHdrLen,
     _loop: std::marker::PhantomData<fn(&mut D)>,
@@ -275,8 +276,12 @@ impl<D: 'static> NetmapBackend<D> {
                 0
             }
         };
+        // SAFETY: the back end keeps `dev` open while the registration
+        // lives: `close` deletes it first, and `Drop` queues its deletion
+        // with a Remover before `dev` closes.
+        let source = unsafe { Source::borrow_raw(dev.as_fd().as_raw_fd()) };
         let handle =
-            reactor.add_disabled(&*dev, Interest::READ, NETMAP_RIGHTS, move |r, d, _| {
+            reactor.add_disabled(source, Interest::READ, NETMAP_RIGHTS, move |r, d, _| {
                 cb(r, d)
             })?;
         Ok(NetmapBackend {
@@ -284,6 +289,7 @@ impl<D: 'static> NetmapBackend<D> {
             port,
             dev,
             handle: Some(handle),
+            remover: reactor.remover(),
             cap,
             hdr: VnetHdrLen::None,
             _loop: std::marker::PhantomData,
@@ -388,12 +394,11 @@ impl<D> NetBackend<D> for NetmapBackend<D> {
 }
 
 impl<D> Drop for NetmapBackend<D> {
+    /// Dropped without [`close`](NetBackend::close): the registration is
+    /// queued for deletion, which the reactor does before anything else.
     fn drop(&mut self) {
-        if self.handle.is_some() {
-            log::warn!(
-                "netmap {:?} dropped while registered on a reactor: close it first",
-                self.name
-            );
+        if let Some(h) = self.handle.take() {
+            self.remover.remove(h);
         }
     }
 }
