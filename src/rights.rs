@@ -62,6 +62,9 @@ bitflags::bitflags! {
         /// for it (the syscall allowlist still applies); FreeBSD's
         /// capability rights follow the open file and apply as usual.
         const EPHEMERAL = 1 << 20;
+        /// The netmap ioctls: `NIOCTXSYNC`, `NIOCRXSYNC` and `NIOCCTRL`
+        /// (a port's virtio-net header length).
+        const IOCTL_NETMAP = 1 << 21;
     }
 }
 

@@ -14,6 +14,8 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
+mod common;
+
 use caploop::sandbox::{self, Enforcement, Mode, Plan, Policy, SeccompMode};
 use caploop::{Interest, Reactor, Rights};
 
@@ -300,20 +302,19 @@ fn reactor_dispatches_after_entry() {
         let mut plan = Plan::from_reactor(&reactor);
         plan.add(&b, Rights::SOCKET, "peer");
 
-        // A helper started before entry (so it is not sandboxed, and it
-        // inherits the blocked SIGUSR1) pokes the loop thread afterwards.
-        // SAFETY: gettid has no memory effects.
-        let tid = unsafe { libc::gettid() };
+        // A helper started before entry (sandboxed too, since seccomp
+        // covers every thread) writes after entry; the signal comes from
+        // outside, from the test's parent, once the child says it entered.
         let helper = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             (&b).write_all(b"ping").unwrap();
-            // SAFETY: tgkill with integer arguments, to our own thread.
-            let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
-            assert_eq!(rc, 0);
             b
         });
 
         enter(plan, &Policy::restricted());
+        // SAFETY: gettid has no memory effects.
+        let tid = unsafe { libc::gettid() };
+        common::child::announce(&format!("entered {tid}"));
         let mut seen = Seen::default();
         reactor.run(&mut seen).unwrap();
         assert!(seen.fd && seen.timer && seen.signal);
@@ -325,7 +326,18 @@ fn reactor_dispatches_after_entry() {
         drop(reactor);
         child_ok();
     }
-    run_child("reactor_dispatches_after_entry", &[]);
+    let mut child = common::child::Child::spawn("reactor_dispatches_after_entry", &[]);
+    let tid: i32 = child
+        .wait_line("entered ", Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = child.pid() as i32;
+    // SAFETY: tgkill with integer arguments, to the loop thread of the
+    // test's own child (the one thread that blocks SIGUSR1).
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) };
+    assert_eq!(rc, 0);
+    child.finish();
 }
 
 #[test]
@@ -517,4 +529,100 @@ fn a_missing_landlock_is_reported_in_the_report_and_status() {
         "a_missing_landlock_is_reported_in_the_report_and_status",
         &[],
     );
+}
+
+#[test]
+fn every_thread_is_sandboxed_those_started_before_entry_too() {
+    const NAME: &str = "every_thread_is_sandboxed_those_started_before_entry_too";
+    if is_child(NAME) {
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let vcpu = std::thread::spawn(move || {
+            // Before entry: this thread is free, and says so.
+            let before = sandbox::status();
+            assert_eq!(before.seccomp, Some(SeccompMode::Disabled));
+            assert_eq!(before.entered, None);
+            go_rx.recv().unwrap();
+            let after = sandbox::status();
+            (File::open("/etc/passwd").map(drop), after)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let report = enter(Plan::new(), &Policy::restricted());
+        if report
+            .landlock
+            .as_ref()
+            .is_some_and(|l| l.abi < 8 && l.abi > 0)
+        {
+            assert!(
+                report
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains("threads started before entry")),
+                "{:?}",
+                report.warnings
+            );
+        }
+        go_tx.send(()).unwrap();
+        let (open, after) = vcpu.join().unwrap();
+        assert_refused(
+            "open in a thread started before entry",
+            open,
+            &[libc::EPERM],
+        );
+        assert_eq!(
+            after.seccomp,
+            Some(SeccompMode::Filter),
+            "status on that thread"
+        );
+        assert_eq!(after.entered, Some(Mode::Restricted));
+        // One sandbox per process: a second entry, from any thread, is
+        // refused (the process already is sandboxed).
+        assert!(matches!(
+            Plan::new().apply_and_enter(&Policy::open()),
+            Err(sandbox::Error::AlreadyEntered)
+        ));
+        // And without allow_threads no thread can even start.
+        assert!(std::thread::Builder::new().spawn(|| ()).is_err());
+        child_ok();
+    }
+    run_child(NAME, &[]);
+}
+
+#[test]
+fn threads_after_entry_only_when_allowed_and_never_processes() {
+    const NAME: &str = "threads_after_entry_only_when_allowed_and_never_processes";
+    if is_child(NAME) {
+        let allow = std::env::var("ALLOW").unwrap() == "1";
+        let policy = Policy {
+            allow_threads: allow,
+            ..Policy::restricted()
+        };
+        enter(Plan::new(), &policy);
+        let spawned = std::thread::Builder::new().name("helper".into()).spawn(|| {
+            let open = File::open("/etc/passwd").map(drop);
+            // SAFETY: fork in a test child; the child side exits at once.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: ends the forked child immediately.
+                unsafe { libc::_exit(0) };
+            }
+            (open, pid, std::io::Error::last_os_error().raw_os_error())
+        });
+        if !allow {
+            assert!(spawned.is_err(), "a thread started without allow_threads");
+            child_ok();
+        }
+        let (open, pid, errno) = spawned
+            .expect("a thread with allow_threads")
+            .join()
+            .unwrap();
+        assert_refused("open in a thread started after entry", open, &[libc::EPERM]);
+        assert_eq!(
+            (pid, errno),
+            (-1, Some(libc::EPERM)),
+            "fork from the sandbox"
+        );
+        child_ok();
+    }
+    run_child(NAME, &[("ALLOW", "0".into())]);
+    run_child(NAME, &[("ALLOW", "1".into())]);
 }

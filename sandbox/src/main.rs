@@ -20,6 +20,8 @@ mod fault;
 mod link;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(all(test, target_os = "linux"))]
+mod plan_table;
 mod privileges;
 mod qemu;
 mod record;

@@ -96,6 +96,26 @@ type Ending = Rc<Cell<Option<Result<Outcome, ServeError>>>>;
 /// Runs one session until the peer hangs up, the exit descriptor fires or
 /// a signal stops it.
 pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, ServeError> {
+    prepare(session, link, extras)?.enter_and_run()
+}
+
+/// A session set up and not yet sandboxed: the reactor with every
+/// registration, the stack with its forwards.
+pub struct Prepared {
+    name: String,
+    policy: Policy,
+    privileges: Privileges,
+    reactor: Reactor<()>,
+    stack: Rc<Stack>,
+    tx: Rc<RefCell<Box<dyn Tx>>>,
+    inbound: Rc<Cell<LinkCounters>>,
+    ending: Ending,
+    link_handle: Handle,
+    ready_fd: Option<OwnedFd>,
+}
+
+/// Sets up everything a session needs; nothing is given up or entered.
+pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared, ServeError> {
     let name = session.name.clone();
     let policy = policy(&session.config, &extras);
     let mut reactor: Reactor<()> = Reactor::new()?;
@@ -174,58 +194,107 @@ pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, Ser
     if let Some((listener, guest)) = api {
         api::register(&mut reactor, listener, Forwards::new(stack.clone(), guest))?;
     }
+    Ok(Prepared {
+        name,
+        policy,
+        privileges: session.privileges,
+        reactor,
+        stack,
+        tx,
+        inbound,
+        ending,
+        link_handle,
+        ready_fd,
+    })
+}
 
-    let given_up = privileges::give_up(&session.privileges)?;
-    log::info!("{name}: {given_up}");
-    startup::quiet_stdio()?;
-    // libslirp reads the host's resolver lazily; make it read now.
-    stack.prime_dns(&mut reactor);
-    let mut plan = Plan::from_reactor(&reactor);
+impl Prepared {
+    /// Every descriptor the session keeps, with the rights it needs: the
+    /// reactor's (the link, the extras, libslirp's, its own) plus stderr
+    /// and the ready fd.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn plan(&self) -> Plan {
+        plan_of(&self.reactor, self.ready_fd.as_ref())
+    }
+
+    /// The sandbox policy the session enters.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Gives up privileges, enters the sandbox, says "ready", and runs.
+    pub fn enter_and_run(self) -> Result<Finished, ServeError> {
+        let Prepared {
+            name,
+            policy,
+            privileges,
+            mut reactor,
+            stack,
+            tx,
+            inbound,
+            ending,
+            link_handle,
+            ready_fd,
+        } = self;
+        let given_up = privileges::give_up(&privileges)?;
+        log::info!("{name}: {given_up}");
+        startup::quiet_stdio()?;
+        // libslirp reads the host's resolver lazily; make it read now.
+        stack.prime_dns(&mut reactor);
+        let plan = plan_of(&reactor, ready_fd.as_ref());
+        #[cfg(debug_assertions)]
+        let fault = crate::fault::prepare();
+        let report = plan.apply_and_enter(&policy)?;
+        log_entry(&name, &report);
+        if let Some(fd) = ready_fd {
+            // SAFETY: write reads one byte from a static.
+            if unsafe { libc::write(fd.as_raw_fd(), b"1".as_ptr().cast(), 1) } != 1 {
+                log::warn!("ready fd: {}", std::io::Error::last_os_error());
+            }
+        }
+        #[cfg(debug_assertions)]
+        fault.strike();
+
+        reactor.run(&mut ())?;
+
+        let mut link = tx.borrow().counters();
+        let inbound = inbound.get();
+        link.frames_in = inbound.frames_in;
+        link.bytes_in = inbound.bytes_in;
+        let slirp = stack.counters();
+        log::info!(
+            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes, {} dropped; slirp {slirp:?}",
+            link.frames_in,
+            link.bytes_in,
+            link.frames_out,
+            link.bytes_out,
+            link.dropped,
+        );
+        let _ = reactor.delete(link_handle);
+        let outcome = match ending.take() {
+            Some(Ok(o)) => o,
+            Some(Err(e)) => return Err(e),
+            None => Outcome::Terminated,
+        };
+        log::info!("{name}: {outcome:?}");
+        Ok(Finished {
+            outcome,
+            link,
+            slirp,
+        })
+    }
+}
+
+/// The plan of a session: the reactor's descriptors, stderr, the ready fd.
+fn plan_of(reactor: &Reactor<()>, ready_fd: Option<&OwnedFd>) -> Plan {
+    let mut plan = Plan::from_reactor(reactor);
     plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
-    if let Some(fd) = &ready_fd {
+    if let Some(fd) = ready_fd {
         // Closed right after entry: its number will be reused.
         plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");
     }
-    #[cfg(debug_assertions)]
-    let fault = crate::fault::prepare();
-    let report = plan.apply_and_enter(&policy)?;
-    log_entry(&name, &report);
-    if let Some(fd) = ready_fd {
-        // SAFETY: write reads one byte from a static.
-        if unsafe { libc::write(fd.as_raw_fd(), b"1".as_ptr().cast(), 1) } != 1 {
-            log::warn!("ready fd: {}", std::io::Error::last_os_error());
-        }
-    }
-    #[cfg(debug_assertions)]
-    fault.strike();
-
-    reactor.run(&mut ())?;
-
-    let mut link = tx.borrow().counters();
-    let inbound = inbound.get();
-    link.frames_in = inbound.frames_in;
-    link.bytes_in = inbound.bytes_in;
-    let slirp = stack.counters();
-    log::info!(
-        "{name}: link in {} frames / {} bytes, out {} frames / {} bytes, {} dropped; slirp {slirp:?}",
-        link.frames_in,
-        link.bytes_in,
-        link.frames_out,
-        link.bytes_out,
-        link.dropped,
-    );
-    let _ = reactor.delete(link_handle);
-    let outcome = match ending.take() {
-        Some(Ok(o)) => o,
-        Some(Err(e)) => return Err(e),
-        None => Outcome::Terminated,
-    };
-    log::info!("{name}: {outcome:?}");
-    Ok(Finished {
-        outcome,
-        link,
-        slirp,
-    })
+    plan
 }
 
 fn end(r: &mut Reactor<()>, ending: &Ending, why: Result<Outcome, ServeError>) {

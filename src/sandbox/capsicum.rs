@@ -84,6 +84,9 @@ fn limit(p: &PlannedFd) -> Result<()> {
             ioctls = ioctls.allow(match i {
                 CapIoctl::Fionread => libc::FIONREAD,
                 CapIoctl::Fionbio => libc::FIONBIO,
+                CapIoctl::NiocTxsync => crate::net::netmap::abi::NIOCTXSYNC,
+                CapIoctl::NiocRxsync => crate::net::netmap::abi::NIOCRXSYNC,
+                CapIoctl::NiocCtrl => crate::net::netmap::abi::NIOCCTRL,
             });
         }
         ioctls

@@ -101,7 +101,7 @@ use std::sync::OnceLock;
 
 use landlock::{
     Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    RestrictSelfAttr, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -139,7 +139,17 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
     };
     let rules = seccomp_rules(&plan.fds, policy, facts);
     // Built before anything is applied: building allocates and can fail.
-    let program = build_filter(&rules, policy.audit, arch)?;
+    // Stacked filters: the kernel takes the strictest answer, so the
+    // ENOSYS filter goes in first and the allowlist lets its syscalls
+    // through (installing it second would need `seccomp`, which the
+    // allowlist refuses, and EPERM would win over ENOSYS).
+    let enosys = build_enosys_filter(&rules.enosys, arch)?;
+    let mut main = rules.clone();
+    for &sys in &rules.enosys {
+        main.allow.insert(sys, SysRule::Any);
+    }
+    let program = build_filter(&main, policy.audit, arch)?;
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
 
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -150,9 +160,16 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
     }
     report.no_new_privs = true;
 
-    let landlock = apply_landlock(policy)?;
+    let (landlock, all_threads) = apply_landlock(policy)?;
     if landlock.enforcement != Enforcement::Full {
         report.warnings.push(landlock.summary());
+    }
+    if threads > 1 && !all_threads && landlock.enforcement != Enforcement::None {
+        report.warnings.push(format!(
+            "Landlock covers the entering thread and the threads it starts, not the {} \
+             threads started before entry (that needs Landlock ABI 8); seccomp covers them all",
+            threads - 1
+        ));
     }
     report.landlock = Some(landlock);
 
@@ -160,7 +177,12 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
         let _ = STATUS_FD.set(fd);
     }
     let instructions = program.len();
-    seccompiler::apply_filter(&program).map_err(|e| Error::Seccomp(e.to_string()))?;
+    // Every thread of the process, those running already included (TSYNC).
+    if let Some(enosys) = &enosys {
+        seccompiler::apply_filter_all_threads(enosys)
+            .map_err(|e| Error::Seccomp(format!("installing the ENOSYS filter: {e}")))?;
+    }
+    seccompiler::apply_filter_all_threads(&program).map_err(|e| Error::Seccomp(e.to_string()))?;
     report.seccomp = Some(SeccompReport {
         syscalls: rules.allow.keys().copied().collect(),
         instructions,
@@ -185,7 +207,29 @@ fn target_arch() -> Result<seccompiler::TargetArch> {
     ))
 }
 
-fn apply_landlock(policy: &Policy) -> Result<LandlockReport> {
+/// A filter answering `syscalls` with `ENOSYS` and allowing everything
+/// else, or `None` when there are none.
+fn build_enosys_filter(
+    syscalls: &[Sys],
+    arch: seccompiler::TargetArch,
+) -> Result<Option<BpfProgram>> {
+    if syscalls.is_empty() {
+        return Ok(None);
+    }
+    let map = syscalls.iter().map(|&s| (number(s), Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        map,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| Error::Seccomp(e.to_string()))?;
+    let program = BpfProgram::try_from(filter).map_err(|e| Error::Seccomp(e.to_string()))?;
+    Ok(Some(program))
+}
+
+/// Applies Landlock; says whether it covers every thread (ABI 8).
+fn apply_landlock(policy: &Policy) -> Result<(LandlockReport, bool)> {
     let want = landlock_rules(policy);
     let err = |e: landlock::RulesetError| Error::Landlock(e.to_string());
 
@@ -218,7 +262,12 @@ fn apply_landlock(policy: &Policy) -> Result<LandlockReport> {
                 .map_err(err)?;
         }
     }
-    let st = created.no_new_privs(true).restrict_self().map_err(err)?;
+    let st = created
+        .no_new_privs(true)
+        .all_threads(true)
+        .map_err(err)?
+        .restrict_self()
+        .map_err(err)?;
     let abi = match st.landlock {
         LandlockStatus::Available { effective_abi, .. } => effective_abi as u32,
         LandlockStatus::NotEnabled | LandlockStatus::NotImplemented => 0,
@@ -232,11 +281,14 @@ fn apply_landlock(policy: &Policy) -> Result<LandlockReport> {
     } else {
         Enforcement::Partial
     };
-    Ok(LandlockReport {
-        abi,
-        enforcement,
-        rules: want,
-    })
+    Ok((
+        LandlockReport {
+            abi,
+            enforcement,
+            rules: want,
+        },
+        st.all_threads,
+    ))
 }
 
 /// The syscall number of `sys` on the target architecture.
@@ -286,6 +338,12 @@ pub(super) fn number(sys: Sys) -> i64 {
         RtSigaction => libc::SYS_rt_sigaction,
         Tgkill => libc::SYS_tgkill,
         Signalfd4 => libc::SYS_signalfd4,
+        Clone => libc::SYS_clone,
+        Clone3 => libc::SYS_clone3,
+        SetRobustList => libc::SYS_set_robust_list,
+        Rseq => libc::SYS_rseq,
+        Prctl => libc::SYS_prctl,
+        SchedGetaffinity => libc::SYS_sched_getaffinity,
         Futex => libc::SYS_futex,
         Getrandom => libc::SYS_getrandom,
         RestartSyscall => libc::SYS_restart_syscall,
@@ -407,6 +465,18 @@ mod tests {
         assert_eq!(linux_abi::FIONBIO, libc::FIONBIO as u64);
         assert_eq!(linux_abi::TUNSETOFFLOAD, libc::TUNSETOFFLOAD as u64);
         assert_eq!(linux_abi::TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ as u64);
+        assert_eq!(
+            linux_abi::NIOCTXSYNC,
+            crate::net::netmap::abi::NIOCTXSYNC as u64
+        );
+        assert_eq!(
+            linux_abi::NIOCRXSYNC,
+            crate::net::netmap::abi::NIOCRXSYNC as u64
+        );
+        assert_eq!(
+            linux_abi::NIOCCTRL,
+            crate::net::netmap::abi::NIOCCTRL as u64
+        );
         assert_eq!(linux_abi::AF_INET, libc::AF_INET as u64);
         assert_eq!(linux_abi::AF_INET6, libc::AF_INET6 as u64);
         assert_eq!(linux_abi::SOCK_STREAM, libc::SOCK_STREAM as u64);

@@ -39,10 +39,33 @@
 //!    [`Report`] of what was applied, or an [`Error`] naming the descriptor
 //!    or syscall that failed. Check [`status`] at any time.
 //!
-//! Enter **before starting other threads** (vCPU threads, a logger): on
-//! Linux the seccomp filter and Landlock domain apply to the calling thread
-//! and to threads it creates later, not to threads already running.
-//! Capability mode on FreeBSD covers the whole process.
+//! # Threads: the sandbox is the whole process
+//!
+//! Entering sandboxes the process, every thread of it, once:
+//!
+//! - Linux: the seccomp filter is installed on every thread at once,
+//!   those already running included (`SECCOMP_FILTER_FLAG_TSYNC`), and
+//!   threads started later inherit it. Landlock covers every thread from
+//!   ABI 8 (`LANDLOCK_RESTRICT_SELF_TSYNC`); below that, the entering
+//!   thread and the threads it starts, and the report warns that threads
+//!   started before entry are held by seccomp alone.
+//! - FreeBSD: capability mode is a property of the process.
+//! - A second [`enter`], from any thread, is [`Error::AlreadyEntered`].
+//! - New threads after entry need [`Policy::allow_threads`] (`clone` of a
+//!   thread only, never of a process); without it `std::thread::spawn`
+//!   fails (panics), `Builder::spawn` returns the error.
+//! - [`status`] tells any thread the truth: before entry its own state,
+//!   after entry the process's, which every thread shares.
+//!
+//! What that means for an embedding hypervisor: entering in the VMM's own
+//! process applies the device's allowlist to its vCPU threads too, which
+//! then cannot make their own syscalls (`ioctl(KVM_RUN)`, opening disks).
+//! In-process mode fits a process that is only a device back end (a
+//! vhost-user daemon, a jailed device process). For a VMM, the isolation
+//! that holds is the process boundary: run the device in its own sandboxed
+//! process (`caploop-sandbox -S` with the `slirp-helper` net back end).
+//! Within one address space no sandbox protects one thread from another:
+//! a compromised thread can rewrite the memory every other thread runs.
 //!
 //! # What is limited
 //!

@@ -40,6 +40,12 @@ pub struct Policy {
     /// made. On FreeBSD capability mode forbids `bind` to an address, so
     /// this has no effect there (add forwards before entering).
     pub allow_bind: bool,
+    /// Allow new threads after entry (`clone` of a thread, never a
+    /// process): for a back end that starts helper threads once sandboxed.
+    /// They inherit the sandbox. Default false: `std::thread::spawn` fails
+    /// with an error (and panics) after entry. Ignored on FreeBSD, where
+    /// capability mode allows threads.
+    pub allow_threads: bool,
     /// Linux: log seccomp violations through the kernel audit log instead of
     /// refusing them with `EPERM` (for finding a missing syscall; never in
     /// production). Landlock still refuses.

@@ -131,6 +131,11 @@ impl Child {
         stdout
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     /// Waits at most `timeout` for the child to exit and returns how it
     /// ended (`None`: still running, now killed), with everything it
     /// printed.

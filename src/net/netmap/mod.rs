@@ -50,11 +50,12 @@
 //! not met a real netmap kernel: no netmap module is available where it was
 //! written.
 //!
-//! **Sandbox.** The descriptor is registered with [`NETMAP_RIGHTS`]
-//! (polling only). The sync ioctls (`NIOCTXSYNC`, `NIOCRXSYNC`) and
-//! `NIOCCTRL` have no [`Rights`] flag yet, so the sandbox does not allow
-//! them: inside it, send and receive fail with the sandbox's error rather
-//! than succeed silently.
+//! **Sandbox.** The descriptor is registered with [`NETMAP_RIGHTS`]:
+//! polling and the three ioctls the back end makes after opening
+//! (`NIOCTXSYNC`, `NIOCRXSYNC`, `NIOCCTRL`), as `cap_ioctls_limit` on
+//! FreeBSD and a per-descriptor seccomp rule on Linux. The shared memory is
+//! mapped before entry. Not tried inside a sandbox against a real netmap
+//! kernel either.
 
 pub mod abi;
 pub mod ring;
@@ -75,9 +76,10 @@ pub use ring::{Kernel, Port, Region, RingError};
 /// The netmap control device.
 pub const DEVICE: &str = "/dev/netmap";
 
-/// What the loop does with the netmap descriptor: poll it. (The sync
-/// ioctls have no [`Rights`] flag yet; see the module docs.)
-pub const NETMAP_RIGHTS: Rights = Rights::EVENT;
+/// What the loop does with the netmap descriptor: poll it, sync its rings
+/// and set its virtio-net header length (`NIOCTXSYNC`, `NIOCRXSYNC`,
+/// `NIOCCTRL`; nothing else, on FreeBSD and in the Linux seccomp filter).
+pub const NETMAP_RIGHTS: Rights = Rights::EVENT.union(Rights::IOCTL_NETMAP);
 
 /// The virtio-net features offered when the port takes a header: bhyve's
 /// `NETMAP_FEATURES` (`VIRTIO_NET_F_CSUM`, `GUEST_CSUM`, `GUEST_TSO4`,

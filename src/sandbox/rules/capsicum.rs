@@ -62,6 +62,12 @@ pub enum CapIoctl {
     Fionread,
     /// `FIONBIO`: set non-blocking mode (tap devices).
     Fionbio,
+    /// netmap's `NIOCTXSYNC`.
+    NiocTxsync,
+    /// netmap's `NIOCRXSYNC`.
+    NiocRxsync,
+    /// netmap's `NIOCCTRL` (`NETMAP_REQ_PORT_HDR_SET` on a bound port).
+    NiocCtrl,
 }
 
 /// The complete Capsicum limit of one descriptor.
@@ -102,6 +108,7 @@ pub fn capsicum_limits(rights: Rights) -> CapLimits {
         (Rights::FCNTL_FLAGS, CapRight::Fcntl),
         (Rights::IOCTL_FIONREAD, CapRight::Ioctl),
         (Rights::IOCTL_TAP, CapRight::Ioctl),
+        (Rights::IOCTL_NETMAP, CapRight::Ioctl),
         (Rights::POLLER, CapRight::KqueueEvent),
         (Rights::POLLER, CapRight::KqueueChange),
     ];
@@ -116,6 +123,13 @@ pub fn capsicum_limits(rights: Rights) -> CapLimits {
     }
     if rights.contains(Rights::IOCTL_TAP) {
         out.ioctls.push(CapIoctl::Fionbio);
+    }
+    if rights.contains(Rights::IOCTL_NETMAP) {
+        out.ioctls.extend([
+            CapIoctl::NiocTxsync,
+            CapIoctl::NiocRxsync,
+            CapIoctl::NiocCtrl,
+        ]);
     }
     if rights.contains(Rights::FCNTL_FLAGS) {
         out.fcntls = vec![CapFcntl::GetFL, CapFcntl::SetFL];

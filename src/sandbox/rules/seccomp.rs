@@ -29,6 +29,12 @@ pub mod linux_abi {
     pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
     /// `TUNSETVNETHDRSZ`.
     pub const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
+    /// netmap's `NIOCTXSYNC` (`_IO('i', 148)`).
+    pub const NIOCTXSYNC: u64 = 0x6994;
+    /// netmap's `NIOCRXSYNC` (`_IO('i', 149)`).
+    pub const NIOCRXSYNC: u64 = 0x6995;
+    /// netmap's `NIOCCTRL` (`_IOWR('i', 151, struct nmreq_header)`).
+    pub const NIOCCTRL: u64 = 0xc058_6997;
     /// `AF_INET`.
     pub const AF_INET: u64 = 2;
     /// `AF_INET6`.
@@ -89,6 +95,12 @@ pub mod linux_abi {
     pub const SIGSEGV: u64 = 11;
     /// `SIGSYS`.
     pub const SIGSYS: u64 = 31;
+    /// `CLONE_THREAD`: a `clone` that makes a thread, not a process.
+    pub const CLONE_THREAD: u64 = 0x0001_0000;
+    /// `PR_SET_NAME`.
+    pub const PR_SET_NAME: u64 = 15;
+    /// `PR_GET_NAME`.
+    pub const PR_GET_NAME: u64 = 16;
 }
 
 /// A syscall the Linux filter may allow. Names are the kernel's.
@@ -138,6 +150,12 @@ pub enum Sys {
     RtSigaction,
     Tgkill,
     Signalfd4,
+    Clone,
+    Clone3,
+    SetRobustList,
+    Rseq,
+    Prctl,
+    SchedGetaffinity,
     Futex,
     Getrandom,
     RestartSyscall,
@@ -194,6 +212,12 @@ impl Sys {
             RtSigprocmask => "rt_sigprocmask",
             RtSigaction => "rt_sigaction",
             Tgkill => "tgkill",
+            Clone => "clone",
+            Clone3 => "clone3",
+            SetRobustList => "set_robust_list",
+            Rseq => "rseq",
+            Prctl => "prctl",
+            SchedGetaffinity => "sched_getaffinity",
             Signalfd4 => "signalfd4",
             Futex => "futex",
             Getrandom => "getrandom",
@@ -269,11 +293,16 @@ pub enum SysRule {
 }
 
 /// The seccomp filter as data: the allowed syscalls, each with its
-/// argument checks. Everything else fails with `EPERM`.
+/// argument checks. Everything else fails with `EPERM`, but the syscalls in
+/// `enosys`, which fail with `ENOSYS` (so a library falls back to an older
+/// call that can be checked).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SeccompRules {
     /// Allowed syscalls.
     pub allow: BTreeMap<Sys, SysRule>,
+    /// Refused as if the kernel lacked them (`clone3`, whose flags sit in
+    /// memory seccomp cannot read: glibc then uses `clone`).
+    pub enosys: Vec<Sys>,
 }
 
 impl SeccompRules {
@@ -510,6 +539,14 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
             ioctl.push(vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)]);
         }
     }
+    for p in fds
+        .iter()
+        .filter(|p| p.rights.contains(Rights::IOCTL_NETMAP))
+    {
+        for req in [NIOCTXSYNC, NIOCRXSYNC, NIOCCTRL] {
+            ioctl.push(vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)]);
+        }
+    }
     allow.insert(Sys::Ioctl, SysRule::AnyOf(ioctl));
 
     // socket: open mode makes what libslirp makes: TCP and UDP over IPv4
@@ -589,7 +626,35 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
     if let Some(fd) = process.status_fd {
         allow.insert(Sys::Pread64, SysRule::AnyOf(vec![vec![Cond::fd_eq(0, fd)]]));
     }
-    SeccompRules { allow }
+
+    // Naming a thread (std names the threads it spawns) harms no one.
+    allow.insert(
+        Sys::Prctl,
+        SysRule::AnyOf(vec![
+            vec![Cond::dword(0, Cmp::Eq, PR_SET_NAME)],
+            vec![Cond::dword(0, Cmp::Eq, PR_GET_NAME)],
+        ]),
+    );
+    // Threads after entry, if asked for: `clone` with CLONE_THREAD only
+    // (never a new process), and what a new thread does first (glibc's
+    // robust futex list and rseq, std's affinity read). `clone3` answers
+    // ENOSYS so glibc falls back to `clone`, whose flags can be checked.
+    let mut enosys = Vec::new();
+    if policy.allow_threads {
+        allow.insert(
+            Sys::Clone,
+            SysRule::AnyOf(vec![vec![Cond::dword(
+                0,
+                Cmp::MaskedEq(CLONE_THREAD),
+                CLONE_THREAD,
+            )]]),
+        );
+        for sys in [Sys::SetRobustList, Sys::Rseq, Sys::SchedGetaffinity] {
+            allow.insert(sys, SysRule::Any);
+        }
+        enosys.push(Sys::Clone3);
+    }
+    SeccompRules { allow, enosys }
 }
 #[cfg(test)]
 mod tests {
@@ -903,5 +968,32 @@ mod tests {
         }
         let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
         assert!(!r.allows(Sys::Tgkill), "no pid, no tgkill");
+    }
+
+    #[test]
+    fn threads_only_when_asked_and_never_processes() {
+        use linux_abi::*;
+        let r = seccomp_rules(&[], &Policy::restricted(), ProcessFacts::default());
+        assert!(!r.allows(Sys::Clone) && !r.allows(Sys::Clone3));
+        assert!(r.enosys.is_empty());
+        let p = Policy {
+            allow_threads: true,
+            ..Policy::restricted()
+        };
+        let r = seccomp_rules(&[], &p, ProcessFacts::default());
+        // glibc's pthread_create flags, then fork's and vfork's.
+        assert!(r.permits(Sys::Clone, [0x003d_0f00, 0, 0, 0, 0, 0]));
+        assert!(!r.permits(Sys::Clone, [0x0120_0011, 0, 0, 0, 0, 0]), "fork");
+        assert!(
+            !r.permits(Sys::Clone, [0x0000_4111, 0, 0, 0, 0, 0]),
+            "vfork"
+        );
+        assert!(!r.allows(Sys::Clone3));
+        assert_eq!(r.enosys, vec![Sys::Clone3]);
+        assert!(r.permits(Sys::Prctl, [PR_SET_NAME, 0, 0, 0, 0, 0]));
+        assert!(
+            !r.permits(Sys::Prctl, [22, 2, 0, 0, 0, 0]),
+            "PR_SET_SECCOMP"
+        );
     }
 }
