@@ -1163,7 +1163,7 @@ fn backend_with_vnet_header() {
 /// A NIC-like port (no headers): no features, and Netbe adapts a 12-byte
 /// front-end header on both paths. A frame too long for the caller stays
 /// (InvalidInput, peek tells), one longer than any caller can take is
-/// dropped as FrameTooBig, and rx_discard makes progress.
+/// dropped as FrameDropped, and recv_discard makes progress.
 #[test]
 fn backend_without_vnet_header() {
     let m = Rc::new(RefCell::new(Model::new(Geo::new(64, 2048))));
@@ -1197,9 +1197,9 @@ fn backend_without_vnet_header() {
     let mut small = vec![0u8; 3000];
     let e = nb.recv(&mut [IoSliceMut::new(&mut small)]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    assert!(e.to_string().contains("stays in the ring"), "{e}");
+    assert!(e.to_string().contains("stays pending"), "{e}");
     assert_eq!(nb.peek_recvlen().unwrap(), 12 + 5000);
-    assert_eq!(nb.rx_discard().unwrap(), Some(5000));
+    assert_eq!(nb.recv_discard().unwrap(), Some(5000));
 
     // Longer than MAX_FRAME_LEN: dropped and said so.
     let huge = frame(MAX_FRAME_LEN + 1, 5);
@@ -1208,8 +1208,8 @@ fn backend_without_vnet_header() {
     let e = nb.recv(&mut [IoSliceMut::new(&mut small)]).unwrap_err();
     assert!(e.to_string().contains("dropped"), "{e}");
     assert_eq!(nb.peek_recvlen().unwrap(), 12 + 1514, "the next frame");
-    assert_eq!(nb.rx_discard().unwrap(), Some(1514));
-    assert_eq!(nb.rx_discard().unwrap(), None);
+    assert_eq!(nb.recv_discard().unwrap(), Some(1514));
+    assert_eq!(nb.recv_discard().unwrap(), None);
     nb.close(&mut r).unwrap();
     assert!(r.is_empty());
 }

@@ -56,13 +56,43 @@ pub enum Error {
         /// The bytes the iovecs hold.
         have: usize,
     },
-    /// A received frame did not fit in the buffers given; it was dropped.
-    #[error("a {len}-byte frame does not fit in {room} bytes of buffers; it was dropped")]
+    /// A received frame does not fit in the buffers given. It stays
+    /// pending: the next `recv` with enough room gets it, or
+    /// `Netbe::recv_discard` drops it.
+    #[error(
+        "a {len}-byte frame does not fit in {room} bytes of buffers; it stays pending \
+         (receive it with more room, or discard it)"
+    )]
     FrameTooBig {
         /// The frame's length.
         len: usize,
         /// The room the buffers had.
         room: usize,
+    },
+    /// A received frame longer than any front end takes
+    /// ([`MAX_FRAME_LEN`](super::MAX_FRAME_LEN)); it was dropped.
+    #[error("a {len}-byte frame is longer than any front end takes ({max}); it was dropped")]
+    FrameDropped {
+        /// The frame's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame to send is shorter than an Ethernet header.
+    #[error("a {len}-byte frame is shorter than an Ethernet header (14 bytes): not sent")]
+    Runt {
+        /// Its length, without a virtio-net header.
+        len: usize,
+    },
+    /// An option in a back end's name that it does not take or cannot read.
+    #[error("net backend {backend:?}: option {option:?}: {reason}")]
+    BadOption {
+        /// The whole name given.
+        backend: String,
+        /// The option, as given.
+        option: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A system call failed.
     #[error("{op} failed: {source}")]
@@ -95,6 +125,9 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source.kind(),
             Error::ShortIov { .. }
             | Error::FrameTooBig { .. }
+            | Error::FrameDropped { .. }
+            | Error::Runt { .. }
+            | Error::BadOption { .. }
             | Error::BadVnetHdrLen(_)
             | Error::BadName { .. }
             | Error::UnknownBackend { .. } => io::ErrorKind::InvalidInput,

@@ -49,14 +49,20 @@
 
 pub mod backend;
 mod error;
+pub mod helper;
+pub mod netbe;
 pub mod netmap;
+pub mod open;
 pub mod slirp;
 pub mod tap;
 pub mod vnet;
 
-pub use backend::{open, BackendKind, NetBackend, Netbe, RxCallback};
+pub use backend::{NetBackend, RxCallback};
 pub use error::Error;
+pub use helper::SlirpHelperBackend;
+pub use netbe::Netbe;
 pub use netmap::NetmapBackend;
+pub use open::{open, BackendKind};
 pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;

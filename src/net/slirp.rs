@@ -27,7 +27,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::backend::{NetBackend, RxCallback};
+use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::vnet;
 use super::Error;
 use crate::reactor::{PrepareHandle, Reactor, TimerHandle};
@@ -78,7 +78,18 @@ impl SlirpOptions {
             list.push(key, Value::String(value.to_owned()));
         }
         let cfg = HelperConfig::from_nvlist(&list).map_err(|e| bad_option(s, e.to_string()))?;
-        SlirpOptions::from_helper(name, cfg).map_err(|e| bad_option(s, e.to_string()))
+        let opts =
+            SlirpOptions::from_helper(name, cfg).map_err(|e| bad_option(s, e.to_string()))?;
+        // A back end's name carries its own options only (bhyve's helper
+        // ignores the rest of the device's node; a name has no such rest).
+        if let Some(key) = opts.ignored.first() {
+            return Err(Error::BadOption {
+                backend: s.to_owned(),
+                option: key.clone(),
+                reason: "unknown (slirp takes hostfwd, open, vmname)".into(),
+            });
+        }
+        Ok(opts)
     }
 
     /// The options of a decoded bhyve configuration (the helper's first
@@ -136,8 +147,9 @@ pub struct RxStats {
     pub delivered: u64,
     /// Frames dropped because the queue was full.
     pub dropped_full: u64,
-    /// Frames dropped because the front end's buffers were too small.
-    pub dropped_too_big: u64,
+    /// Receives that did not fit the front end's buffers (the frame stayed
+    /// queued).
+    pub too_big: u64,
     /// Times the receive callback ran.
     pub callbacks: u64,
 }
@@ -358,6 +370,10 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
         let Some(stack) = self.stack.as_ref() else {
             return Err(self.closed());
         };
+        let len = vnet::iov_len(iov);
+        if len < super::netbe::MIN_FRAME_LEN {
+            return Err(Error::Runt { len }.into());
+        }
         if let [one] = iov {
             stack.input(one);
             return Ok(one.len());
@@ -371,20 +387,21 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
     }
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
-        let Some(frame) = self.rx.pop() else {
-            return Ok(None);
-        };
-        let len = frame.len();
         let room = vnet::iov_len_mut(iov);
-        let res = if len > room {
-            self.rx.stat(|s| s.dropped_too_big += 1);
-            Err(Error::FrameTooBig { len, room }.into())
-        } else {
-            self.rx.stat(|s| s.delivered += 1);
-            Ok(Some(vnet::copy_to_iov(&frame, iov)))
+        let len = match self.rx.queue.borrow().front() {
+            None => return Ok(None),
+            Some(f) => f.len(),
         };
+        if len > room {
+            // Kept at the head of the queue (bhyve's semantics).
+            self.rx.stat(|s| s.too_big += 1);
+            return Err(Error::FrameTooBig { len, room }.into());
+        }
+        let frame = self.rx.pop().expect("a frame at the head");
+        self.rx.stat(|s| s.delivered += 1);
+        let n = vnet::copy_to_iov(&frame, iov);
         self.rx.recycle(frame);
-        res
+        Ok(Some(n))
     }
 
     fn peek_recvlen(&mut self) -> io::Result<usize> {
@@ -418,16 +435,7 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
     }
 
     fn set_cap(&mut self, features: u64, vnet_hdr_len: usize) -> Result<(), Error> {
-        vnet::VnetHdrLen::new(vnet_hdr_len)?;
-        if features == 0 && vnet_hdr_len == 0 {
-            Ok(())
-        } else {
-            Err(Error::CapRefused {
-                backend: self.name.clone(),
-                features,
-                vnet_hdr_len,
-            })
-        }
+        refuse_offloads(&self.name, features, vnet_hdr_len)
     }
 
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
@@ -466,17 +474,20 @@ mod tests {
         assert!(!o.open && o.hostfwd.is_empty() && o.ignored.is_empty());
         assert!(o.config().restricted);
 
-        let o = SlirpOptions::parse(
-            "slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open,mac=52:54:00:00:00:01",
-        )
-        .unwrap();
+        let o =
+            SlirpOptions::parse("slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open").unwrap();
         assert!(o.open);
         assert!(!o.config().restricted);
         assert_eq!(o.hostfwd.len(), 2);
         assert_eq!(o.hostfwd[0].host_port, 2222);
         assert_eq!(o.hostfwd[0].guest_port, 22);
         assert_eq!(o.hostfwd[1].proto, slirp::Proto::Udp);
-        assert_eq!(o.ignored, ["mac"]);
+        assert!(o.ignored.is_empty());
+        // A front end's option in a back end's name is a mistake.
+        match SlirpOptions::parse("slirp,mac=52:54:00:00:00:01") {
+            Err(Error::BadOption { option, .. }) => assert_eq!(option, "mac"),
+            other => panic!("{other:?}"),
+        }
 
         for (s, open) in [("slirp,open=false", false), ("slirp,open=on", true)] {
             assert_eq!(SlirpOptions::parse(s).unwrap().open, open, "{s}");
@@ -517,13 +528,18 @@ mod tests {
         let mut small = [0u8; 10];
         let e = be.recv(&mut [IoSliceMut::new(&mut small)]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(be.rx_stats().too_big, 1);
+        // The frame stayed: the next receive with room gets it.
+        assert_eq!(be.peek_recvlen().unwrap(), 60);
         let mut a = [0u8; 20];
         let mut b = [0u8; 100];
         let n = be
             .recv(&mut [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)])
             .unwrap();
         assert_eq!(n, Some(60));
-        assert_eq!((a[0], b[39]), (1, 1));
+        assert_eq!((a[0], b[39]), (0, 0));
+        assert_eq!(be.recv(&mut [IoSliceMut::new(&mut b)]).unwrap(), Some(60));
+        assert_eq!(b[0], 1);
         assert_eq!(be.recv(&mut [IoSliceMut::new(&mut b)]).unwrap(), Some(60));
         assert_eq!(b[0], 2);
         assert_eq!(be.recv(&mut [IoSliceMut::new(&mut b)]).unwrap(), None);

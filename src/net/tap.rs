@@ -20,7 +20,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::backend::{NetBackend, RxCallback};
+use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::vnet;
 use super::{Error, MAX_FRAME_LEN};
 use crate::reactor::{Handle, Interest, Reactor, Remover};
@@ -280,10 +280,12 @@ impl<D> NetBackend<D> for TapBackend<D> {
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
         let room = vnet::iov_len_mut(iov);
         if self.bounce_len > 0 {
-            let len = std::mem::take(&mut self.bounce_len);
+            let len = self.bounce_len;
             if len > room {
+                // Kept for a receive with more room (bhyve's semantics).
                 return Err(Error::FrameTooBig { len, room }.into());
             }
+            self.bounce_len = 0;
             return Ok(Some(vnet::copy_to_iov(&self.bounce[..len], iov)));
         }
         // The tap truncates a frame longer than the buffers without a
@@ -298,7 +300,19 @@ impl<D> NetBackend<D> for TapBackend<D> {
         };
         match res {
             Ok(0) => Ok(None),
-            Ok(len) if len > room => Err(Error::FrameTooBig { len, room }.into()),
+            Ok(len) if len > room => {
+                // The frame is split between the caller's buffers and the
+                // spill: put it whole in the bounce buffer, for later.
+                self.bounce.copy_within(..len - room, room);
+                let mut at = 0;
+                for s in iov.iter() {
+                    let n = s.len().min(room - at);
+                    self.bounce[at..at + n].copy_from_slice(&s[..n]);
+                    at += n;
+                }
+                self.bounce_len = len;
+                Err(Error::FrameTooBig { len, room }.into())
+            }
             Ok(len) => Ok(Some(len)),
             Err(nix::errno::Errno::EAGAIN) => Ok(None),
             Err(e) => Err(e.into()),
@@ -342,16 +356,7 @@ impl<D> NetBackend<D> for TapBackend<D> {
     }
 
     fn set_cap(&mut self, features: u64, vnet_hdr_len: usize) -> Result<(), Error> {
-        vnet::VnetHdrLen::new(vnet_hdr_len)?;
-        if features == 0 && vnet_hdr_len == 0 {
-            Ok(())
-        } else {
-            Err(Error::CapRefused {
-                backend: self.dev.name.clone(),
-                features,
-                vnet_hdr_len,
-            })
-        }
+        refuse_offloads(&self.dev.name, features, vnet_hdr_len)
     }
 
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {

@@ -26,7 +26,7 @@
 //!   [`peek_recvlen`](NetBackend::peek_recvlen) tells the length first. Only
 //!   a frame longer than [`MAX_FRAME_LEN`], which no caller can take, is
 //!   dropped and reported as [`Error::FrameTooBig`], so
-//!   [`Netbe::rx_discard`](super::Netbe::rx_discard) always makes progress.
+//!   [`Netbe::recv_discard`](super::Netbe::recv_discard) always makes progress.
 //! - Virtio-net headers: [`get_cap`](NetBackend::get_cap) offers bhyve's
 //!   netmap features when the port takes a 12-byte header, found out at
 //!   open as bhyve's `netmap_has_vnet_hdr_len` does (set the length with
@@ -331,9 +331,17 @@ impl<D> NetBackend<D> for NetmapBackend<D> {
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
         match self.port.recv(&mut *self.dev, iov) {
-            Err(RingError::DoesNotFit { len, room }) if len > MAX_FRAME_LEN => {
-                // No caller can take it: drop it, as the tap back end does.
+            Err(RingError::DoesNotFit { len, .. }) if len > MAX_FRAME_LEN => {
+                // No caller can take it: drop it.
                 self.port.discard(&mut *self.dev)?;
+                Err(Error::FrameDropped {
+                    len,
+                    max: MAX_FRAME_LEN,
+                }
+                .into())
+            }
+            // Kept in the ring for a receive with more room.
+            Err(RingError::DoesNotFit { len, room }) => {
                 Err(Error::FrameTooBig { len, room }.into())
             }
             other => Ok(other?),

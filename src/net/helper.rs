@@ -1,0 +1,486 @@
+//! The `slirp-helper` back end: libslirp in a separate, sandboxed process,
+//! the hypervisor's half of bhyve's slirp helper protocol.
+//!
+//! bhyve's current slirp back end does not run libslirp in process: it
+//! spawns `/usr/libexec/bhyve-slirp-helper -S <fd>` with one end of a
+//! `SOCK_SEQPACKET` socketpair, sends the configuration as a packed nvlist
+//! (`hostfwd`, `open`, `vmname`), then exchanges one Ethernet frame per
+//! record. This back end does the same with `caploop-sandbox`, which enters
+//! its own sandbox before it reads a frame: a compromised libslirp is then
+//! locked in another process, which is the isolation that holds (within one
+//! address space nothing protects one thread from another).
+//!
+//! The name is `slirp-helper` and then comma-separated options:
+//! `helper=PATH` (the helper binary; default `caploop-sandbox` from
+//! `PATH`), and the `slirp` back end's `hostfwd=RULES`, `open` and
+//! `vmname=NAME`, which go to the helper in the configuration record.
+//! Unknown options are an error.
+//!
+//! The helper is spawned with only its socket (as fd 3), stdin and stdout
+//! on `/dev/null` and the hypervisor's stderr (it writes one line per
+//! warning or error there). Spawn it before entering the hypervisor's own
+//! sandbox (no `exec` after). When the helper dies, `send` and `recv` say
+//! so ([`io::ErrorKind::ConnectionAborted`], with its exit status when it
+//! can be had) and the registration is dropped, so the loop does not spin
+//! on a dead socket; nothing hangs.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::backend::{refuse_offloads, NetBackend, RxCallback};
+use super::open::split_options;
+use super::{vnet, Error, MAX_FRAME_LEN};
+use crate::reactor::{Handle, Interest, Reactor, Remover};
+use crate::rights::Rights;
+use crate::wire::nvlist::{Endian, NvList, Value};
+
+/// The helper binary when no `helper=` option is given: found in `PATH`.
+pub const DEFAULT_HELPER: &str = "caploop-sandbox";
+
+/// What the back end's name asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperOptions {
+    /// The helper binary.
+    pub helper: String,
+    /// Host forwarding rules, bhyve syntax (checked here, sent as given).
+    pub hostfwd: Option<String>,
+    /// The guest may reach the outside.
+    pub open: bool,
+    /// The VM's name, for the helper's logs.
+    pub vmname: Option<String>,
+}
+
+impl HelperOptions {
+    /// Reads `slirp-helper[,option]...`.
+    pub fn parse(name: &str) -> Result<HelperOptions, Error> {
+        let bad = |option: &str, reason: String| Error::BadOption {
+            backend: name.to_owned(),
+            option: option.to_owned(),
+            reason,
+        };
+        let (_, options) = split_options(name);
+        let mut out = HelperOptions {
+            helper: DEFAULT_HELPER.to_owned(),
+            hostfwd: None,
+            open: false,
+            vmname: None,
+        };
+        for (key, value) in options {
+            match key {
+                "helper" if !value.is_empty() => out.helper = value.to_owned(),
+                "hostfwd" => {
+                    crate::slirp::parse_rules(value).map_err(|e| bad(key, e.to_string()))?;
+                    out.hostfwd = Some(value.to_owned());
+                }
+                "open" => {
+                    out.open = match value {
+                        "" | "true" | "on" | "yes" | "1" => true,
+                        "false" | "off" | "no" | "0" => false,
+                        other => return Err(bad(key, format!("{other:?} is not a boolean"))),
+                    }
+                }
+                "vmname" => out.vmname = Some(value.to_owned()),
+                other => {
+                    return Err(bad(
+                        other,
+                        "unknown (slirp-helper takes helper, hostfwd, open, vmname)".into(),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The configuration record bhyve would send: every value a string.
+    pub fn config_record(&self) -> Vec<u8> {
+        let mut l = NvList::new();
+        if let Some(h) = &self.hostfwd {
+            l.push("hostfwd", Value::String(h.clone()));
+        }
+        l.push(
+            "open",
+            Value::String(if self.open { "true" } else { "false" }.into()),
+        );
+        if let Some(v) = &self.vmname {
+            l.push("vmname", Value::String(v.clone()));
+        }
+        let endian = if cfg!(target_endian = "big") {
+            Endian::Big
+        } else {
+            Endian::Little
+        };
+        l.pack(endian).expect("strings without NUL pack")
+    }
+}
+
+/// libslirp in a spawned, sandboxed `caploop-sandbox -S 3`.
+pub struct SlirpHelperBackend<D> {
+    name: String,
+    helper: String,
+    /// Our end of the socketpair, shared with the registration.
+    sock: Rc<OwnedFd>,
+    handle: Option<Handle>,
+    remover: Remover,
+    child: Option<Child>,
+    /// A frame received ahead (by `peek_recvlen`, or one that did not fit).
+    bounce: Vec<u8>,
+    bounce_len: usize,
+    /// Where a frame of several iovecs is gathered to be sent.
+    scratch: Vec<u8>,
+    /// Why the helper is gone, once it is.
+    gone: Option<String>,
+    _loop: std::marker::PhantomData<fn(&mut D)>,
+}
+
+impl<D> std::fmt::Debug for SlirpHelperBackend<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlirpHelperBackend")
+            .field("name", &self.name)
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("gone", &self.gone)
+            .finish()
+    }
+}
+
+impl<D: 'static> SlirpHelperBackend<D> {
+    /// Spawns the helper `name` asks for, sends it the configuration, and
+    /// registers the socket on `reactor`, receive disabled.
+    pub fn open(
+        name: &str,
+        reactor: &mut Reactor<D>,
+        mut cb: RxCallback<D>,
+    ) -> Result<Self, Error> {
+        let opts = HelperOptions::parse(name)?;
+        let io = |what: String| move |e: io::Error| Error::io(what, e);
+        let (ours, theirs) = socketpair().map_err(io("making the helper's socketpair".into()))?;
+        let child_end = theirs.as_raw_fd();
+        let mut cmd = Command::new(&opts.helper);
+        cmd.args(["-S", "3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: between fork and exec only dup2, which is
+        // async-signal-safe: it moves the helper's end to fd 3 (without
+        // close-on-exec); every other descriptor of ours is close-on-exec
+        // or closed by the helper at start-up.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(child_end, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("spawning the slirp helper {:?}", opts.helper)))?;
+        drop(theirs);
+        let record = opts.config_record();
+        send_record(&ours, &record).map_err(io(format!(
+            "sending the configuration to the slirp helper {:?}",
+            opts.helper
+        )))?;
+        set_nonblocking(&ours).map_err(io("making the helper's socket non-blocking".into()))?;
+        let sock = Rc::new(ours);
+        let handle = reactor.add_disabled(
+            Rc::clone(&sock),
+            Interest::READ,
+            Rights::SOCKET,
+            move |r, d, _| cb(r, d),
+        )?;
+        Ok(SlirpHelperBackend {
+            name: name.to_owned(),
+            helper: opts.helper,
+            sock,
+            handle: Some(handle),
+            remover: reactor.remover(),
+            child: Some(child),
+            bounce: Vec::new(),
+            bounce_len: 0,
+            scratch: Vec::new(),
+            gone: None,
+            _loop: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<D> SlirpHelperBackend<D> {
+    /// The helper's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The helper is gone: say why (with its exit status if it can be
+    /// had), stop watching its socket, and keep saying so.
+    fn gone(&mut self, what: &str) -> io::Error {
+        if self.gone.is_none() {
+            let status = match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(st))) => format!("exited ({st})"),
+                Some(Ok(None)) => "closed its socket".to_owned(),
+                Some(Err(_)) | None => "is gone".to_owned(),
+            };
+            self.gone = Some(format!(
+                "the slirp helper {:?} (pid {}) {status}",
+                self.helper,
+                self.pid().unwrap_or(0)
+            ));
+            if let Some(h) = self.handle.take() {
+                self.remover.remove(h);
+            }
+        }
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            format!(
+                "{what} ({}): {}",
+                self.name,
+                self.gone.as_deref().unwrap_or_default()
+            ),
+        )
+    }
+
+    fn bounce_buf(&mut self) -> &mut Vec<u8> {
+        if self.bounce.is_empty() {
+            self.bounce = vec![0; MAX_FRAME_LEN];
+        }
+        &mut self.bounce
+    }
+}
+
+impl<D> NetBackend<D> for SlirpHelperBackend<D> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.gone.is_some() {
+            return Err(self.gone("sending a frame"));
+        }
+        // One record per frame, with send (no sendmsg: a sandbox may not
+        // allow it): a frame in several pieces is gathered first.
+        let frame: &[u8] = match iov {
+            [one] => one,
+            _ => {
+                self.scratch.clear();
+                for s in iov {
+                    self.scratch.extend_from_slice(s);
+                }
+                &self.scratch
+            }
+        };
+        match send_record(&self.sock, frame) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                ) =>
+            {
+                Err(self.gone("sending a frame"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
+        let room = vnet::iov_len_mut(iov);
+        if self.bounce_len > 0 {
+            let len = self.bounce_len;
+            if len > room {
+                return Err(Error::FrameTooBig { len, room }.into());
+            }
+            self.bounce_len = 0;
+            return Ok(Some(vnet::copy_to_iov(&self.bounce[..len], iov)));
+        }
+        if self.gone.is_some() {
+            return Err(self.gone("receiving a frame"));
+        }
+        self.bounce_buf();
+        let sock = Rc::clone(&self.sock);
+        let mut parts = vnet::with_spill(iov, &mut self.bounce);
+        let res = nix::sys::socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut parts,
+            None,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|m| m.bytes);
+        drop(parts);
+        match res {
+            Ok(0) => Err(self.gone("receiving a frame")),
+            Ok(len) if len > room => {
+                // Split between the caller's buffers and the spill: keep it
+                // whole for a receive with more room.
+                self.bounce.copy_within(..len - room, room);
+                let mut at = 0;
+                for s in iov.iter() {
+                    let n = s.len().min(room - at);
+                    self.bounce[at..at + n].copy_from_slice(&s[..n]);
+                    at += n;
+                }
+                self.bounce_len = len;
+                Err(Error::FrameTooBig { len, room }.into())
+            }
+            Ok(len) => Ok(Some(len)),
+            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(nix::errno::Errno::ECONNRESET) => Err(self.gone("receiving a frame")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn peek_recvlen(&mut self) -> io::Result<usize> {
+        if self.bounce_len > 0 {
+            return Ok(self.bounce_len);
+        }
+        if self.gone.is_some() {
+            return Err(self.gone("receiving a frame"));
+        }
+        let sock = Rc::clone(&self.sock);
+        let buf = self.bounce_buf();
+        match nix::sys::socket::recv(
+            sock.as_raw_fd(),
+            buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => Err(self.gone("receiving a frame")),
+            Ok(len) => {
+                self.bounce_len = len;
+                Ok(len)
+            }
+            Err(nix::errno::Errno::EAGAIN) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        match self.handle {
+            Some(h) => Ok(reactor.enable(h)?),
+            None => Err(Error::io(
+                format!("enabling receive on {:?}", self.name),
+                self.gone("enabling receive"),
+            )),
+        }
+    }
+
+    fn recv_disable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        match self.handle {
+            Some(h) => Ok(reactor.disable(h)?),
+            None => Ok(()),
+        }
+    }
+
+    fn get_cap(&self) -> u64 {
+        0
+    }
+
+    fn set_cap(&mut self, features: u64, vnet_hdr_len: usize) -> Result<(), Error> {
+        refuse_offloads(&self.name, features, vnet_hdr_len)
+    }
+
+    /// Hangs up on the helper (it exits 0 on the hangup) and waits a
+    /// moment for it; a helper that does not go is killed.
+    fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        if let Some(h) = self.handle.take() {
+            reactor.delete(h)?;
+        }
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<D> Drop for SlirpHelperBackend<D> {
+    /// Dropped without [`close`](NetBackend::close): the registration goes
+    /// before the reactor does anything else, the socket closes with it,
+    /// and the helper, seeing the hangup, exits on its own (it is not
+    /// waited for).
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.remover.remove(h);
+        }
+    }
+}
+
+fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Sends one record, never raising SIGPIPE.
+fn send_record(sock: &OwnedFd, record: &[u8]) -> io::Result<usize> {
+    use nix::sys::socket::{send, MsgFlags};
+    Ok(send(
+        sock.as_raw_fd(),
+        record,
+        MsgFlags::MSG_EOR | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = HelperOptions::parse("slirp-helper").unwrap();
+        assert_eq!(o.helper, DEFAULT_HELPER);
+        assert!(!o.open && o.hostfwd.is_none());
+        let o = HelperOptions::parse(
+            "slirp-helper,helper=/usr/libexec/x,hostfwd=tcp::2222-:22,open,vmname=vm0",
+        )
+        .unwrap();
+        assert_eq!(o.helper, "/usr/libexec/x");
+        assert_eq!(o.hostfwd.as_deref(), Some("tcp::2222-:22"));
+        assert!(o.open);
+        assert_eq!(o.vmname.as_deref(), Some("vm0"));
+        for (name, option) in [
+            ("slirp-helper,mtu=9000", "mtu"),
+            ("slirp-helper,open=maybe", "open"),
+            ("slirp-helper,hostfwd=tcp::70000-:22", "hostfwd"),
+        ] {
+            match HelperOptions::parse(name) {
+                Err(Error::BadOption { option: o, .. }) => assert_eq!(o, option, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_record_is_what_the_helper_reads() {
+        let o = HelperOptions::parse("slirp-helper,hostfwd=tcp::2222-:22,vmname=vm0").unwrap();
+        let cfg = crate::wire::nvlist::HelperConfig::from_packed(&o.config_record()).unwrap();
+        assert_eq!(cfg.hostfwd.as_deref(), Some("tcp::2222-:22"));
+        assert!(!cfg.open);
+        assert_eq!(cfg.vmname.as_deref(), Some("vm0"));
+        assert!(cfg.ignored.is_empty());
+    }
+}
