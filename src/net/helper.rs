@@ -23,6 +23,9 @@
 //! so ([`io::ErrorKind::ConnectionAborted`], with its exit status when it
 //! can be had) and the registration is dropped, so the loop does not spin
 //! on a dead socket; nothing hangs.
+//!
+//! Linux and FreeBSD (where `caploop-sandbox` runs); elsewhere
+//! [`open`](super::open) refuses the name as unsupported.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

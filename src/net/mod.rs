@@ -49,6 +49,7 @@
 
 pub mod backend;
 mod error;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub mod helper;
 pub mod netbe;
 pub mod netmap;
@@ -59,6 +60,7 @@ pub mod vnet;
 
 pub use backend::{NetBackend, RxCallback};
 pub use error::Error;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub use helper::SlirpHelperBackend;
 pub use netbe::Netbe;
 pub use netmap::NetmapBackend;

@@ -4,6 +4,7 @@
 //! takes no options refuses any.
 
 use super::backend::{NetBackend, RxCallback};
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
 use super::helper::SlirpHelperBackend;
 use super::slirp::SlirpBackend;
 use super::tap::TapBackend;
@@ -90,7 +91,13 @@ pub fn open<D: 'static>(
             name: name.to_owned(),
             reason: "vmnet devices exist only on FreeBSD",
         }),
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         BackendKind::SlirpHelper => Ok(Box::new(SlirpHelperBackend::open(name, reactor, cb)?)),
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        BackendKind::SlirpHelper => Err(Error::Unsupported {
+            name: name.to_owned(),
+            reason: "the slirp helper runs on Linux and FreeBSD only",
+        }),
         BackendKind::Slirp => Ok(Box::new(SlirpBackend::open(name, reactor, cb)?)),
         BackendKind::Netmap | BackendKind::Vale => {
             no_options(name, "the netmap back end takes none")?;
