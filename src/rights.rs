@@ -96,36 +96,14 @@ impl Rights {
         .union(Rights::SETSOCKOPT)
         .union(Rights::FCNTL_FLAGS)
         .union(Rights::IOCTL_FIONREAD);
-
-    /// The rights implied by polling for `interest`: `READ` for readable,
-    /// `WRITE` for writable, and always `EVENT`.
-    pub fn for_interest(interest: crate::reactor::Interest) -> Rights {
-        let mut r = Rights::EVENT;
-        if interest.contains(crate::reactor::Interest::READ) {
-            r |= Rights::READ;
-        }
-        if interest.contains(crate::reactor::Interest::WRITE) {
-            r |= Rights::WRITE;
-        }
-        r
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reactor::Interest;
 
     #[test]
-    fn interest_maps_to_rights() {
-        assert_eq!(
-            Rights::for_interest(Interest::READ),
-            Rights::READ | Rights::EVENT
-        );
-        assert_eq!(
-            Rights::for_interest(Interest::BOTH),
-            Rights::READ | Rights::WRITE | Rights::EVENT
-        );
+    fn compound_rights() {
         assert!(Rights::LISTENER.contains(Rights::ACCEPT | Rights::SETSOCKOPT));
         assert!(!Rights::READ_ONLY.contains(Rights::WRITE));
     }

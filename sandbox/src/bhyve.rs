@@ -72,10 +72,12 @@ pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
 /// Takes the inherited socket `fd`, checking it is a SOCK_SEQPACKET socket.
 fn take_socket(fd: RawFd) -> Result<OwnedFd, ServeError> {
     let sock = startup::inherited_fd(fd, "-S")?;
-    let bad = |why: String| ServeError::Descriptor {
-        flag: "-S",
-        fd,
-        why,
+    let bad = |why: String| {
+        ServeError::from(startup::StartupError::Descriptor {
+            flag: "-S",
+            fd,
+            why,
+        })
     };
     match serve::socket_type(&sock) {
         Ok(libc::SOCK_SEQPACKET) => Ok(sock),

@@ -2,8 +2,6 @@
 //! path, descriptor or value at fault.
 
 use std::io;
-use std::os::fd::RawFd;
-use std::path::PathBuf;
 
 use caploop::wire::stream::StreamError;
 
@@ -28,26 +26,6 @@ pub enum ServeError {
     /// Start-up (privileges, descriptors) failed.
     #[error(transparent)]
     Startup(#[from] StartupError),
-    /// An inherited descriptor (`-S`, `--exit-fd`, `--ready-fd`) is not
-    /// what it must be.
-    #[error("{flag} {fd}: {why}")]
-    Descriptor {
-        /// The flag that named it.
-        flag: &'static str,
-        /// The descriptor.
-        fd: RawFd,
-        /// What is wrong.
-        why: String,
-    },
-    /// A socket path (`--qemu-stream`, `--qemu-dgram`, `--api-socket`)
-    /// names something that is not a socket.
-    #[error("{flag} {}: exists and is not a socket", path.display())]
-    NotASocket {
-        /// The flag that named it.
-        flag: &'static str,
-        /// The path.
-        path: PathBuf,
-    },
     /// The link to the hypervisor or namespace failed.
     #[error("{what}: {source}")]
     Link {

@@ -7,11 +7,9 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::ServeError;
-
-/// Why start-up failed.
+/// Why start-up failed, naming the flag, path or descriptor at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// A system call failed.
@@ -21,6 +19,34 @@ pub enum StartupError {
         what: String,
         /// The kernel's answer.
         source: nix::Error,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// An inherited descriptor (`-S`, `--exit-fd`, `--ready-fd`) is not
+    /// what it must be.
+    #[error("{flag} {fd}: {why}")]
+    Descriptor {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The descriptor.
+        fd: RawFd,
+        /// What is wrong.
+        why: String,
+    },
+    /// A socket path (`--qemu-stream`, `--qemu-dgram`, `--api-socket`)
+    /// names something that is not a socket.
+    #[error("{flag} {}: exists and is not a socket", path.display())]
+    NotASocket {
+        /// The flag that named it.
+        flag: &'static str,
+        /// The path.
+        path: PathBuf,
     },
 }
 
@@ -63,8 +89,8 @@ fn is_open(fd: RawFd) -> bool {
 /// Takes ownership of a descriptor the helper was handed on its command
 /// line (`flag FD`): it must be open and not standard input, output or
 /// error (those are pointed at /dev/null or used for messages).
-pub fn inherited_fd(fd: RawFd, flag: &'static str) -> Result<OwnedFd, ServeError> {
-    let bad = |why: &str| ServeError::Descriptor {
+pub fn inherited_fd(fd: RawFd, flag: &'static str) -> Result<OwnedFd, StartupError> {
+    let bad = |why: &str| StartupError::Descriptor {
         flag,
         fd,
         why: why.to_owned(),
@@ -84,15 +110,15 @@ pub fn inherited_fd(fd: RawFd, flag: &'static str) -> Result<OwnedFd, ServeError
 
 /// Makes way for a socket file at `path` (named by `flag`): a stale socket
 /// a killed instance left behind is removed; anything else is refused.
-pub fn clear_socket_path(path: &Path, flag: &'static str) -> Result<(), ServeError> {
+pub fn clear_socket_path(path: &Path, flag: &'static str) -> Result<(), StartupError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| ServeError::Link {
+            std::fs::remove_file(path).map_err(|e| StartupError::Io {
                 what: format!("removing the stale socket {}", path.display()),
                 source: e,
             })
         }
-        Ok(_) => Err(ServeError::NotASocket {
+        Ok(_) => Err(StartupError::NotASocket {
             flag,
             path: path.to_owned(),
         }),

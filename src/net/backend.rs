@@ -1,6 +1,6 @@
 //! The net back-end API: bhyve's `net_backends.h` as a trait. Back ends
 //! implement it; front ends use it through [`Netbe`](super::Netbe), and
-//! [`open`](super::open) picks one by name.
+//! [`open`](super::open()) picks one by name.
 
 use std::io::{self, IoSlice, IoSliceMut};
 

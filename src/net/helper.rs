@@ -25,7 +25,7 @@
 //! on a dead socket; nothing hangs.
 //!
 //! Linux and FreeBSD (where `caploop-sandbox` runs); elsewhere
-//! [`open`](super::open) refuses the name as unsupported.
+//! [`open`](super::open()) refuses the name as unsupported.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -35,7 +35,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
-use super::open::split_options;
+use super::options::split_options;
 use super::{vnet, Error, MAX_FRAME_LEN};
 use crate::reactor::{Handle, Interest, Reactor, Remover};
 use crate::rights::Rights;

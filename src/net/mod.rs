@@ -53,7 +53,8 @@ mod error;
 pub mod helper;
 pub mod netbe;
 pub mod netmap;
-pub mod open;
+mod options;
+pub mod registry;
 pub mod slirp;
 pub mod tap;
 pub mod vnet;
@@ -64,7 +65,7 @@ pub use error::Error;
 pub use helper::SlirpHelperBackend;
 pub use netbe::Netbe;
 pub use netmap::NetmapBackend;
-pub use open::{open, BackendKind};
+pub use registry::{open, BackendKind};
 pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;
@@ -72,3 +73,6 @@ pub use vnet::VnetHdrLen;
 /// The longest frame a back end hands over, virtio-net header included
 /// (bhyve's discard buffer: a 64 KiB segment and room for headers).
 pub const MAX_FRAME_LEN: usize = 65536 + 64;
+
+/// The shortest frame a back end takes: an Ethernet header.
+pub const MIN_FRAME_LEN: usize = 14;

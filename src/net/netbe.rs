@@ -6,9 +6,9 @@
 use std::io::{self, IoSlice, IoSliceMut};
 
 use super::backend::NetBackend;
-use super::open::open;
+use super::registry::open;
 use super::vnet::{self, VnetHdrLen};
-use super::{Error, MAX_FRAME_LEN};
+use super::{Error, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::reactor::Reactor;
 
 /// The virtio-net features that are the back end's business: checksum and
@@ -17,9 +17,6 @@ use crate::reactor::Reactor;
 /// 1 and 7 to 14). The rest (`MAC`, `STATUS`, `MRG_RXBUF`, queues) is the
 /// front end's.
 pub const BACKEND_FEATURES: u64 = 0b11 | (0xff << 7);
-
-/// The shortest frame a back end takes: an Ethernet header.
-pub const MIN_FRAME_LEN: usize = 14;
 
 /// A back end with the front end's view of it (bhyve's `netbe_*`
 /// functions): it holds the front end's and the back end's virtio-net

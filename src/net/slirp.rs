@@ -371,7 +371,7 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
             return Err(self.closed());
         };
         let len = vnet::iov_len(iov);
-        if len < super::netbe::MIN_FRAME_LEN {
+        if len < super::MIN_FRAME_LEN {
             return Err(Error::Runt { len }.into());
         }
         if let [one] = iov {

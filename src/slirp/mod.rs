@@ -32,6 +32,7 @@ mod callbacks;
 pub mod config;
 pub mod ffi;
 pub mod hostfwd;
+mod inner;
 mod poll;
 pub mod reass;
 mod stack;

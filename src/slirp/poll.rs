@@ -10,25 +10,15 @@
 //! `slirp_pollfds_poll` from the record. The same timer, armed for the
 //! timeout the fill returns, drives libslirp's TCP timers.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::os::raw::{c_int, c_void};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::ffi;
-use super::stack::{Inner, Reg};
+use super::inner::{Inner, PollCtx, Reg};
 use crate::reactor::{Event, Interest, Reactor, Source};
 use crate::rights::Rights;
-
-/// The poll set of one fill and the readiness recorded since.
-#[derive(Default)]
-pub(crate) struct PollCtx {
-    /// What the last fill reported; the index is what libslirp asks about.
-    pub entries: Vec<(RawFd, c_int)>,
-    /// SLIRP_POLL_* bits seen per descriptor since the last poll.
-    pub revents: HashMap<RawFd, c_int>,
-}
 
 unsafe extern "C" fn add_poll(fd: c_int, events: c_int, opaque: *mut c_void) -> c_int {
     // SAFETY: `opaque` is the `&mut PollCtx` our sync passed to

@@ -10,16 +10,8 @@ use std::rc::Rc;
 
 use super::callbacks::{Op, TimerKind};
 use super::ffi;
-use super::stack::{Inner, State};
-use crate::reactor::{Reactor, TimerHandle};
-
-/// One libslirp timer.
-pub(crate) struct SlirpTimer {
-    pub kind: TimerKind,
-    pub handle: TimerHandle,
-    /// When it is due on our clock (ms), if armed.
-    pub expire_ms: Option<i64>,
-}
+use super::inner::{Inner, SlirpTimer, State};
+use crate::reactor::Reactor;
 
 impl Inner {
     /// Applies one timer operation (called by `apply`, state borrowed).

@@ -393,9 +393,15 @@ fn path_target_makes_tap_without_configure() {
     let fd = open_tap(&Target::Path(ns.path()), None, "tap7", None).expect("open_tap");
     assert_eq!(tap_name(fd.as_fd()), "tap7");
     ns.ip(&["link", "show", "tap7"]);
-    // Made by the open, not persistent: it goes with the descriptor.
+    // Made by the open, not persistent: it goes with the descriptor (once
+    // any copy a concurrently forked test child holds is gone too).
     drop(fd);
-    let links = ns.ip(&["-j", "link"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut links = ns.ip(&["-j", "link"]);
+    while links.contains("tap7") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        links = ns.ip(&["-j", "link"]);
+    }
     assert!(!links.contains("tap7"), "{links}");
 }
 

@@ -58,6 +58,7 @@
 //! kernel either.
 
 pub mod abi;
+mod region;
 pub mod ring;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 mod sys;

@@ -5,11 +5,12 @@
 
 mod capsicum;
 mod landlock;
+pub mod linux_abi;
 mod seccomp;
 
 pub use capsicum::{capsicum_limits, CapFcntl, CapIoctl, CapLimits, CapRight};
 pub use landlock::{landlock_missing, landlock_rules, LandlockRules};
 pub use seccomp::{
-    linux_abi, seccomp_rules, Cmp, Cond, ProcessFacts, SeccompRules, Sys, SysRule, BASE_SYSCALLS,
+    seccomp_rules, Cmp, Cond, ProcessFacts, SeccompRules, Sys, SysRule, BASE_SYSCALLS,
     FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,
 };

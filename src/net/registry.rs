@@ -6,6 +6,7 @@
 use super::backend::{NetBackend, RxCallback};
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 use super::helper::SlirpHelperBackend;
+use super::options::split_options;
 use super::slirp::SlirpBackend;
 use super::tap::TapBackend;
 use super::Error;
@@ -106,18 +107,6 @@ pub fn open<D: 'static>(
     }
 }
 
-/// Splits a back end's name at its first comma: the device (or kind) and
-/// its options, each `key` or `key=value`.
-pub fn split_options(name: &str) -> (&str, Vec<(&str, &str)>) {
-    let mut fields = name.split(',');
-    let device = fields.next().unwrap_or_default();
-    let options = fields
-        .filter(|f| !f.is_empty())
-        .map(|f| f.split_once('=').unwrap_or((f, "")))
-        .collect();
-    (device, options)
-}
-
 /// Refuses the first option of `name`, if it has any.
 fn no_options(name: &str, reason: &str) -> Result<(), Error> {
     match split_options(name).1.first() {
@@ -209,21 +198,5 @@ mod tests {
             .unwrap();
         assert!(matches!(e, Error::BadName { .. }), "{e}");
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn options_split_at_commas() {
-        assert_eq!(split_options("tap0"), ("tap0", vec![]));
-        assert_eq!(
-            split_options("slirp,hostfwd=tcp::1-:2;udp::3-:4,open,,vmname=a=b"),
-            (
-                "slirp",
-                vec![
-                    ("hostfwd", "tcp::1-:2;udp::3-:4"),
-                    ("open", ""),
-                    ("vmname", "a=b")
-                ]
-            )
-        );
     }
 }
