@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 
+#[cfg(feature = "slirp")]
 use super::slirp::SlirpBackend;
 use super::tap::TapBackend;
 use super::vnet::{self, VnetHdrLen};
@@ -75,7 +76,8 @@ pub enum BackendKind {
     Tap,
     /// A FreeBSD vmnet device (`/dev/vmnetN`), a tap that stays up.
     Vmnet,
-    /// User-mode networking with libslirp, on the reactor.
+    /// User-mode networking with libslirp, on the reactor (feature
+    /// `slirp`; without it [`open`] refuses the name as unsupported).
     Slirp,
     /// A NIC in netmap mode, `netmap:IFNAME`.
     Netmap,
@@ -139,7 +141,13 @@ pub fn open<D: 'static>(
             name: name.to_owned(),
             reason: "vmnet devices exist only on FreeBSD",
         }),
+        #[cfg(feature = "slirp")]
         BackendKind::Slirp => Ok(Box::new(SlirpBackend::open(name, reactor, cb)?)),
+        #[cfg(not(feature = "slirp"))]
+        BackendKind::Slirp => Err(Error::Unsupported {
+            name: name.to_owned(),
+            reason: "caploop was built without the `slirp` feature",
+        }),
         BackendKind::Netmap | BackendKind::Vale => super::netmap::open_boxed(name, reactor, cb),
     }
 }
@@ -425,11 +433,19 @@ mod tests {
         let mut r: Reactor<()> = Reactor::new().unwrap();
         let e = open("foo0", &mut r, |_, _| {}).err().unwrap();
         assert!(matches!(e, Error::UnknownBackend { .. }), "{e}");
-        let be = open("slirp", &mut r, |_, _| {}).unwrap();
-        assert_eq!(be.name(), "slirp");
-        be.close(&mut r).unwrap();
+        #[cfg(feature = "slirp")]
+        {
+            let be = open("slirp", &mut r, |_, _| {}).unwrap();
+            assert_eq!(be.name(), "slirp");
+            be.close(&mut r).unwrap();
+        }
         let e = open("slirp,open=maybe", &mut r, |_, _| {}).err().unwrap();
         assert!(e.to_string().contains("slirp"), "{e}");
+        #[cfg(not(feature = "slirp"))]
+        {
+            let e = open("slirp", &mut r, |_, _| {}).err().unwrap();
+            assert!(e.to_string().contains("`slirp` feature"), "{e}");
+        }
         #[cfg(not(target_os = "freebsd"))]
         {
             let e = open("vmnet0", &mut r, |_, _| {}).err().unwrap();

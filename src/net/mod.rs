@@ -12,7 +12,7 @@
 //! |---------|-------------------------------------------------------|
 //! | `tap`   | [`TapBackend`]: `/dev/net/tun` (Linux), `/dev/tapN` (FreeBSD) |
 //! | `vmnet` | [`TapBackend`] on `/dev/vmnetN` (FreeBSD only)         |
-//! | `slirp` | [`SlirpBackend`]: libslirp on the reactor, bhyve's options |
+//! | `slirp` | `SlirpBackend`: libslirp on the reactor, bhyve's options (feature `slirp`) |
 //! | `netmap` | [`NetmapBackend`]: `netmap:IFNAME` through `/dev/netmap` |
 //! | `vale`  | [`NetmapBackend`]: VALE switch port `valeX:Y`          |
 //!
@@ -50,6 +50,8 @@
 pub mod backend;
 mod error;
 pub mod netmap;
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub mod slirp;
 pub mod tap;
 pub mod vnet;
@@ -57,6 +59,8 @@ pub mod vnet;
 pub use backend::{open, BackendKind, NetBackend, Netbe, RxCallback};
 pub use error::Error;
 pub use netmap::NetmapBackend;
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;
