@@ -1,10 +1,25 @@
-//! Links the C libslirp (4.7 or newer) through pkg-config, and reads the
-//! highest configuration version its header declares
-//! (`SLIRP_CONFIG_VERSION_MAX`, shown by `caploop-sandbox --version` as
-//! slirp4netns shows it).
+//! With the `slirp` feature (the default): links the C libslirp (4.7 or
+//! newer) through pkg-config, and reads the highest configuration version
+//! its header declares (`SLIRP_CONFIG_VERSION_MAX`, shown by
+//! `caploop-sandbox --version` as slirp4netns shows it). Without it, nothing
+//! is probed or linked.
+//!
+//! On docs.rs (`DOCS_RS` set) libslirp is neither probed nor linked, so the
+//! documentation builds without the C library; the version reads as 0.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "slirp")]
+    slirp();
+}
+
+#[cfg(feature = "slirp")]
+fn slirp() {
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
+    if std::env::var_os("DOCS_RS").is_some() {
+        println!("cargo:rustc-env=CAPLOOP_SLIRP_CONFIG_VERSION_MAX=0");
+        return;
+    }
     let lib = match pkg_config::Config::new()
         .atleast_version("4.7.0")
         .probe("slirp")
@@ -13,7 +28,8 @@ fn main() {
         Err(e) => {
             println!(
                 "cargo:warning=libslirp >= 4.7 not found through pkg-config ({e}); \
-                 install libslirp-dev (Debian) or net/libslirp (FreeBSD)"
+                 install libslirp-dev (Debian) or net/libslirp (FreeBSD), \
+                 or build without the `slirp` feature (--no-default-features)"
             );
             std::process::exit(1);
         }

@@ -16,6 +16,17 @@
 //!   libslirp user-mode networking on the reactor, bhyve's net back-end API,
 //!   and the pure codecs of the helper protocols.
 //!
+//! # Features
+//!
+//! - `slirp` (default): the `slirp` module and the libslirp net back end
+//!   (`net::slirp`). Links the C libslirp (4.7 or newer), found through
+//!   pkg-config at build time.
+//! - `api`: `wire::api`, the slirp4netns JSON API codec (serde, serde_json).
+//!
+//! With `--no-default-features` caploop depends on no C library beyond libc
+//! and on no serialization crate: the reactor, the rights, the sandbox, the
+//! tap and netmap back ends and the nvlist and stream codecs are all there.
+//!
 //! # Example
 //!
 //! A socketpair echo: one registration reads what the peer wrote and
@@ -89,11 +100,14 @@
 //! the mask.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod net;
 pub mod reactor;
 pub mod rights;
 pub mod sandbox;
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub mod slirp;
 pub mod wire;
 

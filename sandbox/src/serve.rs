@@ -146,11 +146,16 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
         if ev.writable {
             if let Err(e) = cb_tx.borrow_mut().flush() {
-                let e = ServeError::Link {
-                    what: "writing to the link".into(),
-                    source: e,
+                // A peer that closed while frames were on their way hung up.
+                let why = if peer_gone(&e) {
+                    Ok(Outcome::PeerHungUp)
+                } else {
+                    Err(ServeError::Link {
+                        what: "writing to the link".into(),
+                        source: e,
+                    })
                 };
-                end(r, &cb_end, Err(e));
+                end(r, &cb_end, why);
                 return;
             }
         }
@@ -295,6 +300,14 @@ fn plan_of(reactor: &Reactor<()>, ready_fd: Option<&OwnedFd>) -> Plan {
         plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");
     }
     plan
+}
+
+/// Whether a write failed because the peer is gone.
+fn peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN)
+    )
 }
 
 fn end(r: &mut Reactor<()>, ending: &Ending, why: Result<Outcome, ServeError>) {

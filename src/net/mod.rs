@@ -12,7 +12,7 @@
 //! |---------|-------------------------------------------------------|
 //! | `tap`   | [`TapBackend`]: `/dev/net/tun` (Linux), `/dev/tapN` (FreeBSD) |
 //! | `vmnet` | [`TapBackend`] on `/dev/vmnetN` (FreeBSD only)         |
-//! | `slirp` | [`SlirpBackend`]: libslirp on the reactor, bhyve's options |
+//! | `slirp` | `SlirpBackend`: libslirp on the reactor, bhyve's options (feature `slirp`) |
 //! | `netmap` | [`NetmapBackend`]: `netmap:IFNAME` through `/dev/netmap` |
 //! | `vale`  | [`NetmapBackend`]: VALE switch port `valeX:Y`          |
 //!
@@ -55,6 +55,8 @@ pub mod netbe;
 pub mod netmap;
 mod options;
 pub mod registry;
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub mod slirp;
 pub mod tap;
 pub mod vnet;
@@ -66,6 +68,8 @@ pub use helper::SlirpHelperBackend;
 pub use netbe::Netbe;
 pub use netmap::NetmapBackend;
 pub use registry::{open, BackendKind};
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub use slirp::{SlirpBackend, SlirpOptions};
 pub use tap::{TapBackend, TapDevice};
 pub use vnet::VnetHdrLen;

@@ -7,6 +7,7 @@ use super::backend::{NetBackend, RxCallback};
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 use super::helper::SlirpHelperBackend;
 use super::options::split_options;
+#[cfg(feature = "slirp")]
 use super::slirp::SlirpBackend;
 use super::tap::TapBackend;
 use super::Error;
@@ -22,7 +23,9 @@ pub enum BackendKind {
     /// User-mode networking with libslirp in a sandboxed helper process
     /// (`caploop-sandbox -S`), the hypervisor's half of bhyve's helper.
     SlirpHelper,
-    /// User-mode networking with libslirp, on the reactor, in process.
+    /// User-mode networking with libslirp, on the reactor, in process
+    /// (feature `slirp`; without it [`open`] refuses the name as
+    /// unsupported).
     Slirp,
     /// A NIC in netmap mode, `netmap:IFNAME`.
     Netmap,
@@ -99,7 +102,13 @@ pub fn open<D: 'static>(
             name: name.to_owned(),
             reason: "the slirp helper runs on Linux and FreeBSD only",
         }),
+        #[cfg(feature = "slirp")]
         BackendKind::Slirp => Ok(Box::new(SlirpBackend::open(name, reactor, cb)?)),
+        #[cfg(not(feature = "slirp"))]
+        BackendKind::Slirp => Err(Error::Unsupported {
+            name: name.to_owned(),
+            reason: "caploop was built without the `slirp` feature",
+        }),
         BackendKind::Netmap | BackendKind::Vale => {
             no_options(name, "the netmap back end takes none")?;
             super::netmap::open_boxed(name, reactor, cb)
@@ -168,9 +177,17 @@ mod tests {
         let mut r: Reactor<()> = Reactor::new().unwrap();
         let e = open("foo0", &mut r, |_, _| {}).err().unwrap();
         assert!(matches!(e, Error::UnknownBackend { .. }), "{e}");
-        let be = open("slirp", &mut r, |_, _| {}).unwrap();
-        assert_eq!(be.name(), "slirp");
-        be.close(&mut r).unwrap();
+        #[cfg(feature = "slirp")]
+        {
+            let be = open("slirp", &mut r, |_, _| {}).unwrap();
+            assert_eq!(be.name(), "slirp");
+            be.close(&mut r).unwrap();
+        }
+        #[cfg(not(feature = "slirp"))]
+        {
+            let e = open("slirp", &mut r, |_, _| {}).err().unwrap();
+            assert!(e.to_string().contains("`slirp` feature"), "{e}");
+        }
         let e = open("slirp,open=maybe", &mut r, |_, _| {}).err().unwrap();
         assert!(e.to_string().contains("slirp"), "{e}");
         #[cfg(not(target_os = "freebsd"))]
@@ -182,6 +199,7 @@ mod tests {
         for (name, option) in [
             ("tap0,mtu=9000", "mtu=9000"),
             ("netmap:em0,x", "x"),
+            #[cfg(feature = "slirp")]
             ("slirp,mtu=9000", "mtu"),
         ] {
             let e = open(name, &mut r, |_, _| {}).err().unwrap();

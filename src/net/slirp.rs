@@ -1,5 +1,7 @@
 //! The `slirp` back end: libslirp in process, on the reactor
-//! ([`crate::slirp::Stack`]), with bhyve's option syntax.
+//! ([`crate::slirp::Stack`]), with bhyve's option syntax. Needs the `slirp`
+//! feature (on by default); without it [`open`](super::open) refuses
+//! `slirp` names as unsupported.
 //!
 //! bhyve's in-process back end runs libslirp on a second thread behind a
 //! mutex and hands frames for the guest to the event loop through a

@@ -303,8 +303,9 @@ pub fn in6(a: std::net::Ipv6Addr) -> in6_addr {
 }
 
 /// `SLIRP_CONFIG_VERSION_MAX` of the libslirp header caploop was built
-/// against (0 if the header could not be read): the newest `SlirpConfig`
-/// layout that libslirp knows. caploop uses version 4.
+/// against (0 if the header could not be read, and on docs.rs, where the
+/// build script reads no header): the newest `SlirpConfig` layout that
+/// libslirp knows. caploop uses version 4.
 pub const CONFIG_VERSION_MAX: u32 = parse_u32(env!("CAPLOOP_SLIRP_CONFIG_VERSION_MAX"));
 
 const fn parse_u32(s: &str) -> u32 {

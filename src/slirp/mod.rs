@@ -27,6 +27,9 @@
 //! Configuration ([`Config`]) has bhyve's defaults; host forwarding rules
 //! ([`Rule`]) use bhyve's syntax, `tcp:127.0.0.1:2222-:22;udp::5353-:53`,
 //! with IPv6 addresses in brackets.
+//!
+//! Needs the `slirp` feature (on by default), which links the C libslirp
+//! (4.7 or newer) found through pkg-config.
 
 mod callbacks;
 pub mod config;

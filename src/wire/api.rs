@@ -5,6 +5,9 @@
 //! [`Request`] or an [`ApiError`] whose [`desc`](ApiError::desc) is the
 //! exact string slirp4netns replies with. [`Reply`] encodes the answers
 //! byte for byte as slirp4netns writes them: compact JSON, no newline.
+//!
+//! Needs the `api` feature (off by default), which brings in serde and
+//! serde_json.
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -8,14 +8,18 @@
 //! - [`stream`]: QEMU's `-netdev stream` framing (a 4-byte big-endian
 //!   length before each frame): an incremental decoder for arbitrary reads
 //!   and a backlog that keeps partial writes in order.
-//! - [`api`]: the slirp4netns JSON API (`add_hostfwd`, `list_hostfwd`,
+//! - `api` (feature `api`): the slirp4netns JSON API (`add_hostfwd`, `list_hostfwd`,
 //!   `remove_hostfwd`) with slirp4netns's exact replies and error strings,
 //!   so rootlesskit and Podman see no difference.
 
+#[cfg(feature = "api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "api")))]
 pub mod api;
 pub mod nvlist;
 pub mod stream;
 
+#[cfg(feature = "api")]
+#[cfg_attr(docsrs, doc(cfg(feature = "api")))]
 pub use api::{parse_request, request_complete, ApiError, Proto, Reply, Request};
 pub use nvlist::{ConfigError, HelperConfig, NvError, NvList};
 pub use stream::{Backlog, BacklogError, Decoder, StreamError};

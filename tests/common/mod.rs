@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod fragments;
+#[cfg(feature = "slirp")]
 pub mod guest;
 #[cfg(target_os = "linux")]
 pub mod netns;
