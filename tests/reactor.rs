@@ -930,6 +930,56 @@ fn a_shared_descriptor_stays_open_while_registered() {
 }
 
 #[test]
+fn an_owned_registration_goes_with_its_owner() {
+    // Deleted at once with the reactor at hand; dropped, deleted before
+    // the next round could deliver an event to it.
+    let mut r: Reactor<u32> = Reactor::new().unwrap();
+    let (a, _b) = pair();
+    let h = r
+        .add(
+            OwnedFd::from(a),
+            Interest::READ,
+            Rights::SOCKET,
+            |_, n, _| *n += 1,
+        )
+        .unwrap();
+    let mut reg = caploop::reactor::Registration::new(&r, h);
+    assert_eq!(reg.handle(), Some(h));
+    reg.delete(&mut r).unwrap();
+    assert_eq!(reg.handle(), None);
+    reg.delete(&mut r).unwrap();
+    assert!(r.is_empty());
+    assert!(r.delete(h).is_err(), "deleted once");
+
+    let (c, _d) = pair();
+    let h = r
+        .add(
+            OwnedFd::from(c),
+            Interest::READ,
+            Rights::SOCKET,
+            |_, n, _| *n += 1,
+        )
+        .unwrap();
+    let (e, mut f) = pair();
+    let h2 = r
+        .add(
+            OwnedFd::from(e),
+            Interest::READ,
+            Rights::SOCKET,
+            |_, n, _| *n += 10,
+        )
+        .unwrap();
+    f.write_all(b"y").unwrap();
+    drop(caploop::reactor::Registration::new(&r, h2));
+    let mut n = 0;
+    r.run_once(SHORT, &mut n).unwrap();
+    assert_eq!(n, 0, "a dropped registration saw an event");
+    assert!(r.delete(h2).is_err(), "deleted by the drop");
+    r.delete(h).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
 fn a_remover_deletes_before_the_number_can_be_reused() {
     // A back end dropped without `close` queues its registration's
     // deletion; its descriptor closes; a new descriptor gets the same

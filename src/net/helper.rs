@@ -34,10 +34,13 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::MsgFlags;
+
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::options::split_options;
-use super::{vnet, Error, MAX_FRAME_LEN};
-use crate::reactor::{Handle, Interest, Reactor, Remover};
+use super::pending::Pending;
+use super::{vnet, Error};
+use crate::reactor::{Interest, Reactor, Registration};
 use crate::rights::Rights;
 use crate::wire::nvlist::{Endian, NvList, Value};
 
@@ -129,12 +132,10 @@ pub struct SlirpHelperBackend<D> {
     helper: String,
     /// Our end of the socketpair, shared with the registration.
     sock: Rc<OwnedFd>,
-    handle: Option<Handle>,
-    remover: Remover,
+    reg: Registration,
     child: Option<Child>,
     /// A frame received ahead (by `peek_recvlen`, or one that did not fit).
-    bounce: Vec<u8>,
-    bounce_len: usize,
+    pending: Pending,
     /// Where a frame of several iovecs is gathered to be sent.
     scratch: Vec<u8>,
     /// Why the helper is gone, once it is.
@@ -202,11 +203,9 @@ impl<D: 'static> SlirpHelperBackend<D> {
             name: name.to_owned(),
             helper: opts.helper,
             sock,
-            handle: Some(handle),
-            remover: reactor.remover(),
+            reg: Registration::new(reactor, handle),
             child: Some(child),
-            bounce: Vec::new(),
-            bounce_len: 0,
+            pending: Pending::default(),
             scratch: Vec::new(),
             gone: None,
             _loop: std::marker::PhantomData,
@@ -234,9 +233,7 @@ impl<D> SlirpHelperBackend<D> {
                 self.helper,
                 self.pid().unwrap_or(0)
             ));
-            if let Some(h) = self.handle.take() {
-                self.remover.remove(h);
-            }
+            self.reg.release();
         }
         io::Error::new(
             io::ErrorKind::ConnectionAborted,
@@ -246,13 +243,6 @@ impl<D> SlirpHelperBackend<D> {
                 self.gone.as_deref().unwrap_or_default()
             ),
         )
-    }
-
-    fn bounce_buf(&mut self) -> &mut Vec<u8> {
-        if self.bounce.is_empty() {
-            self.bounce = vec![0; MAX_FRAME_LEN];
-        }
-        &mut self.bounce
     }
 }
 
@@ -293,45 +283,27 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
     }
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
-        let room = vnet::iov_len_mut(iov);
-        if self.bounce_len > 0 {
-            let len = self.bounce_len;
-            if len > room {
-                return Err(Error::FrameTooBig { len, room }.into());
-            }
-            self.bounce_len = 0;
-            return Ok(Some(vnet::copy_to_iov(&self.bounce[..len], iov)));
+        if let Some(held) = self.pending.take(iov) {
+            return held.map(Some);
         }
         if self.gone.is_some() {
             return Err(self.gone("receiving a frame"));
         }
-        self.bounce_buf();
+        let room = vnet::iov_len_mut(iov);
         let sock = Rc::clone(&self.sock);
-        let mut parts = vnet::with_spill(iov, &mut self.bounce);
+        let mut parts = vnet::with_spill(iov, self.pending.buf());
         let res = nix::sys::socket::recvmsg::<()>(
             sock.as_raw_fd(),
             &mut parts,
             None,
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            MsgFlags::MSG_DONTWAIT,
         )
-        .map(|m| m.bytes);
+        .map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)));
         drop(parts);
         match res {
-            Ok(0) => Err(self.gone("receiving a frame")),
-            Ok(len) if len > room => {
-                // Split between the caller's buffers and the spill: keep it
-                // whole for a receive with more room.
-                self.bounce.copy_within(..len - room, room);
-                let mut at = 0;
-                for s in iov.iter() {
-                    let n = s.len().min(room - at);
-                    self.bounce[at..at + n].copy_from_slice(&s[..n]);
-                    at += n;
-                }
-                self.bounce_len = len;
-                Err(Error::FrameTooBig { len, room }.into())
-            }
-            Ok(len) => Ok(Some(len)),
+            Ok((0, _)) => Err(self.gone("receiving a frame")),
+            Ok((len, cut)) if len > room || cut => Err(self.pending.keep_split(iov, len, cut)),
+            Ok((len, _)) => Ok(Some(len)),
             Err(nix::errno::Errno::EAGAIN) => Ok(None),
             Err(nix::errno::Errno::ECONNRESET) => Err(self.gone("receiving a frame")),
             Err(e) => Err(e.into()),
@@ -339,31 +311,31 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
     }
 
     fn peek_recvlen(&mut self) -> io::Result<usize> {
-        if self.bounce_len > 0 {
-            return Ok(self.bounce_len);
+        if self.pending.len() > 0 {
+            return Ok(self.pending.len());
         }
         if self.gone.is_some() {
             return Err(self.gone("receiving a frame"));
         }
         let sock = Rc::clone(&self.sock);
-        let buf = self.bounce_buf();
-        match nix::sys::socket::recv(
+        let res = nix::sys::socket::recvmsg::<()>(
             sock.as_raw_fd(),
-            buf,
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(0) => Err(self.gone("receiving a frame")),
-            Ok(len) => {
-                self.bounce_len = len;
-                Ok(len)
-            }
+            &mut [IoSliceMut::new(self.pending.buf())],
+            None,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)));
+        match res {
+            Ok((0, _)) => Err(self.gone("receiving a frame")),
+            Ok((len, cut)) => self.pending.hold(len, cut),
             Err(nix::errno::Errno::EAGAIN) => Ok(0),
+            Err(nix::errno::Errno::ECONNRESET) => Err(self.gone("receiving a frame")),
             Err(e) => Err(e.into()),
         }
     }
 
     fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        match self.handle {
+        match self.reg.handle() {
             Some(h) => Ok(reactor.enable(h)?),
             None => Err(Error::io(
                 format!("enabling receive on {:?}", self.name),
@@ -373,7 +345,7 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
     }
 
     fn recv_disable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        match self.handle {
+        match self.reg.handle() {
             Some(h) => Ok(reactor.disable(h)?),
             None => Ok(()),
         }
@@ -390,9 +362,7 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
     /// Hangs up on the helper (it exits 0 on the hangup) and waits a
     /// moment for it; a helper that does not go is killed.
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        if let Some(h) = self.handle.take() {
-            reactor.delete(h)?;
-        }
+        self.reg.delete(reactor)?;
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if let Some(mut child) = self.child.take() {
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -409,18 +379,6 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
             }
         }
         Ok(())
-    }
-}
-
-impl<D> Drop for SlirpHelperBackend<D> {
-    /// Dropped without [`close`](NetBackend::close): the registration goes
-    /// before the reactor does anything else, the socket closes with it,
-    /// and the helper, seeing the hangup, exits on its own (it is not
-    /// waited for).
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.remover.remove(h);
-        }
     }
 }
 
@@ -443,7 +401,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 
 /// Sends one record, never raising SIGPIPE.
 fn send_record(sock: &OwnedFd, record: &[u8]) -> io::Result<usize> {
-    use nix::sys::socket::{send, MsgFlags};
+    use nix::sys::socket::send;
     Ok(send(
         sock.as_raw_fd(),
         record,

@@ -54,6 +54,7 @@ pub mod helper;
 pub mod netbe;
 pub mod netmap;
 mod options;
+mod pending;
 pub mod registry;
 #[cfg(feature = "slirp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]

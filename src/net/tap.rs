@@ -21,9 +21,10 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
+use super::pending::Pending;
 use super::vnet;
 use super::{Error, MAX_FRAME_LEN};
-use crate::reactor::{Handle, Interest, Reactor, Remover};
+use crate::reactor::{Handle, Interest, Reactor, Registration};
 use crate::rights::Rights;
 
 /// What the loop does with a tap descriptor once it is set up.
@@ -196,12 +197,10 @@ mod sys {
 pub struct TapBackend<D> {
     /// Shared with the reactor's registration, which keeps it open.
     dev: std::rc::Rc<TapDevice>,
-    handle: Option<Handle>,
-    remover: Remover,
+    reg: Registration,
     /// A frame read by `peek_recvlen`, handed out by the next `recv`; also
     /// where `recv` spills a frame too long for the caller's buffers.
-    bounce: Vec<u8>,
-    bounce_len: usize,
+    pending: Pending,
     _loop: std::marker::PhantomData<fn(&mut D)>,
 }
 
@@ -209,8 +208,8 @@ impl<D> std::fmt::Debug for TapBackend<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TapBackend")
             .field("dev", &self.dev)
-            .field("handle", &self.handle)
-            .field("peeked", &self.bounce_len)
+            .field("handle", &self.reg.handle())
+            .field("pending", &self.pending.len())
             .finish()
     }
 }
@@ -238,10 +237,8 @@ impl<D: 'static> TapBackend<D> {
         )?;
         Ok(TapBackend {
             dev,
-            handle: Some(handle),
-            remover: reactor.remover(),
-            bounce: Vec::new(),
-            bounce_len: 0,
+            reg: Registration::new(reactor, handle),
+            pending: Pending::default(),
             _loop: std::marker::PhantomData,
         })
     }
@@ -255,11 +252,11 @@ impl<D> TapBackend<D> {
 
     /// The reactor registration, until [`close`](NetBackend::close).
     pub fn handle(&self) -> Option<Handle> {
-        self.handle
+        self.reg.handle()
     }
 
     fn handle_or_closed(&self) -> Result<Handle, Error> {
-        self.handle.ok_or_else(|| {
+        self.reg.handle().ok_or_else(|| {
             Error::io(
                 format!("using tap {:?}", self.dev.name),
                 io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
@@ -278,41 +275,20 @@ impl<D> NetBackend<D> for TapBackend<D> {
     }
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
-        let room = vnet::iov_len_mut(iov);
-        if self.bounce_len > 0 {
-            let len = self.bounce_len;
-            if len > room {
-                // Kept for a receive with more room (bhyve's semantics).
-                return Err(Error::FrameTooBig { len, room }.into());
-            }
-            self.bounce_len = 0;
-            return Ok(Some(vnet::copy_to_iov(&self.bounce[..len], iov)));
+        if let Some(held) = self.pending.take(iov) {
+            return held.map(Some);
         }
-        // The tap truncates a frame longer than the buffers without a
-        // word; a spill buffer behind them shows when that would happen.
+        // The tap cuts a frame longer than the buffers without a word; a
+        // spill buffer behind them shows when that would happen.
+        let room = vnet::iov_len_mut(iov);
         let res = if room < MAX_FRAME_LEN {
-            if self.bounce.is_empty() {
-                self.bounce = vec![0; MAX_FRAME_LEN];
-            }
-            nix::sys::uio::readv(&self.dev.fd, &mut vnet::with_spill(iov, &mut self.bounce))
+            nix::sys::uio::readv(&self.dev.fd, &mut vnet::with_spill(iov, self.pending.buf()))
         } else {
             nix::sys::uio::readv(&self.dev.fd, iov)
         };
         match res {
             Ok(0) => Ok(None),
-            Ok(len) if len > room => {
-                // The frame is split between the caller's buffers and the
-                // spill: put it whole in the bounce buffer, for later.
-                self.bounce.copy_within(..len - room, room);
-                let mut at = 0;
-                for s in iov.iter() {
-                    let n = s.len().min(room - at);
-                    self.bounce[at..at + n].copy_from_slice(&s[..n]);
-                    at += n;
-                }
-                self.bounce_len = len;
-                Err(Error::FrameTooBig { len, room }.into())
-            }
+            Ok(len) if len > room => Err(self.pending.keep_split(iov, len, false)),
             Ok(len) => Ok(Some(len)),
             Err(nix::errno::Errno::EAGAIN) => Ok(None),
             Err(e) => Err(e.into()),
@@ -320,22 +296,11 @@ impl<D> NetBackend<D> for TapBackend<D> {
     }
 
     fn peek_recvlen(&mut self) -> io::Result<usize> {
-        if self.bounce_len > 0 {
-            return Ok(self.bounce_len);
+        if self.pending.len() > 0 {
+            return Ok(self.pending.len());
         }
-        if self.bounce.is_empty() {
-            self.bounce = vec![0; MAX_FRAME_LEN];
-        }
-        match nix::unistd::read(&self.dev.fd, &mut self.bounce) {
-            Ok(len) if len > self.bounce.len() => Err(Error::FrameTooBig {
-                len,
-                room: self.bounce.len(),
-            }
-            .into()),
-            Ok(len) => {
-                self.bounce_len = len;
-                Ok(len)
-            }
+        match nix::unistd::read(&self.dev.fd, self.pending.buf()) {
+            Ok(len) => self.pending.hold(len, false),
             Err(nix::errno::Errno::EAGAIN) => Ok(0),
             Err(e) => Err(e.into()),
         }
@@ -360,20 +325,7 @@ impl<D> NetBackend<D> for TapBackend<D> {
     }
 
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        if let Some(h) = self.handle.take() {
-            reactor.delete(h)?;
-        }
+        self.reg.delete(reactor)?;
         Ok(())
-    }
-}
-
-impl<D> Drop for TapBackend<D> {
-    /// Dropped without [`close`](NetBackend::close): the registration is
-    /// deleted by the reactor before it does anything else, and the
-    /// device closes then (the registration holds it until that moment).
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.remover.remove(h);
-        }
     }
 }

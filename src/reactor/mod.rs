@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use polling::Poller;
 
 pub use error::{Error, Result};
-pub use source::{Remover, Source};
+pub use source::{Registration, Remover, Source};
 pub use timer::TimerHandle;
 pub use waker::Waker;
 

@@ -103,3 +103,50 @@ impl Remover {
         self.queue.borrow_mut().push(h);
     }
 }
+
+/// A registration owned by a value (a back end, a device): deleted by
+/// [`delete`](Self::delete) when the reactor is at hand, or, if the owner
+/// is dropped first, queued through a [`Remover`] so the reactor deletes it
+/// before anything else.
+#[derive(Debug)]
+pub struct Registration {
+    handle: Option<Handle>,
+    remover: Remover,
+}
+
+impl Registration {
+    /// Takes ownership of `handle`, a registration of `reactor`.
+    pub fn new<D>(reactor: &super::Reactor<D>, handle: Handle) -> Registration {
+        Registration {
+            handle: Some(handle),
+            remover: reactor.remover(),
+        }
+    }
+
+    /// The registration's handle, until it is deleted or released.
+    pub fn handle(&self) -> Option<Handle> {
+        self.handle
+    }
+
+    /// Deletes the registration now (a no-op once it is gone).
+    pub fn delete<D>(&mut self, reactor: &mut super::Reactor<D>) -> super::Result<()> {
+        match self.handle.take() {
+            Some(h) => reactor.delete(h).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the registration for deletion, for an owner that learns
+    /// inside a callback, without the reactor, that its descriptor is done.
+    pub fn release(&mut self) {
+        if let Some(h) = self.handle.take() {
+            self.remover.remove(h);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

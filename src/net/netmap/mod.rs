@@ -69,7 +69,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use super::backend::{NetBackend, RxCallback};
 use super::vnet::{VnetHdrLen, VNET_HDR_LEN};
 use super::{Error, MAX_FRAME_LEN};
-use crate::reactor::{Handle, Interest, Reactor, Remover, Source};
+use crate::reactor::{Handle, Interest, Reactor, Registration, Source};
 use crate::rights::Rights;
 
 pub use ring::{Kernel, Port, Region, RingError};
@@ -202,11 +202,12 @@ pub unsafe trait NetmapDevice: Kernel + AsFd {
 
 /// The netmap back end: a bound port registered on a reactor.
 pub struct NetmapBackend<D> {
+    /// First, so that it is dropped (its deletion queued) before `dev`
+    /// closes.
+    reg: Registration,
     name: String,
     port: Port,
     dev: Box<dyn NetmapDevice>,
-    handle: Option<Handle>,
-    remover: Remover,
     cap: u64,
     hdr: VnetHdrLen,
     _loop: std::marker::PhantomData<fn(&mut D)>,
@@ -217,7 +218,7 @@ impl<D> std::fmt::Debug for NetmapBackend<D> {
         f.debug_struct("NetmapBackend")
             .field("name", &self.name)
             .field("rx_rings", &self.port.rx_rings())
-            .field("handle", &self.handle)
+            .field("handle", &self.reg.handle())
             .field("cap", &self.cap)
             .field("vnet_hdr_len", &self.hdr.len())
             .finish()
@@ -280,19 +281,18 @@ impl<D: 'static> NetmapBackend<D> {
             }
         };
         // SAFETY: the back end keeps `dev` open while the registration
-        // lives: `close` deletes it first, and `Drop` queues its deletion
-        // with a Remover before `dev` closes.
+        // lives: `close` deletes it first, and a drop queues its deletion
+        // (the `reg` field, dropped first) before `dev` closes.
         let source = unsafe { Source::borrow_raw(dev.as_fd().as_raw_fd()) };
         let handle =
             reactor.add_disabled(source, Interest::READ, NETMAP_RIGHTS, move |r, d, _| {
                 cb(r, d)
             })?;
         Ok(NetmapBackend {
+            reg: Registration::new(reactor, handle),
             name: name.to_owned(),
             port,
             dev,
-            handle: Some(handle),
-            remover: reactor.remover(),
             cap,
             hdr: VnetHdrLen::None,
             _loop: std::marker::PhantomData,
@@ -303,7 +303,7 @@ impl<D: 'static> NetmapBackend<D> {
 impl<D> NetmapBackend<D> {
     /// The reactor registration, until [`close`](NetBackend::close).
     pub fn handle(&self) -> Option<Handle> {
-        self.handle
+        self.reg.handle()
     }
 
     /// The virtio-net header length frames carry now.
@@ -312,7 +312,7 @@ impl<D> NetmapBackend<D> {
     }
 
     fn handle_or_closed(&self) -> Result<Handle, Error> {
-        self.handle.ok_or_else(|| {
+        self.reg.handle().ok_or_else(|| {
             Error::io(
                 format!("using netmap {:?}", self.name),
                 io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
@@ -397,20 +397,8 @@ impl<D> NetBackend<D> for NetmapBackend<D> {
     }
 
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        if let Some(h) = self.handle.take() {
-            reactor.delete(h)?;
-        }
+        self.reg.delete(reactor)?;
         Ok(())
-    }
-}
-
-impl<D> Drop for NetmapBackend<D> {
-    /// Dropped without [`close`](NetBackend::close): the registration is
-    /// queued for deletion, which the reactor does before anything else.
-    fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            self.remover.remove(h);
-        }
     }
 }
 

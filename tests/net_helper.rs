@@ -1,0 +1,146 @@
+//! The `slirp-helper` back end against a hostile helper: a shell script in
+//! the helper's place writes what a compromised libslirp could make the
+//! real helper write (a record longer than any frame, a runt, a frame that
+//! fits) and the hypervisor's side must come through each with an error
+//! naming it, keep the frames that are frames, and never panic.
+//!
+//! The real helper is met in `sandbox/tests/helper_backend.rs`.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{IoSliceMut, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use caploop::net::{Error, Netbe, MAX_FRAME_LEN};
+use caploop::Reactor;
+
+/// The loop's data: nothing, these tests receive by hand.
+struct Vm;
+
+/// Writes `script` as an executable helper in a fresh directory.
+fn fake_helper(name: &str, script: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("caploop-fake-helper-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("helper");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(script.as_bytes()).unwrap();
+    drop(f);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Receives into a `room`-byte buffer until something other than "nothing
+/// yet" comes, or a few seconds pass.
+fn recv_one(net: &mut Netbe<Vm>, room: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = vec![0u8; room];
+    loop {
+        match net.recv(&mut [IoSliceMut::new(&mut buf)]) {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => return Ok(None),
+            Ok(Some(n)) => return Ok(Some(buf[..n].to_vec())),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn frame_error(e: &std::io::Error) -> Option<&Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<Error>())
+}
+
+#[test]
+fn an_oversize_record_from_the_helper_is_dropped_not_a_panic() {
+    // One write each (dd), so one record each: 70,000 bytes of zeros (more
+    // than MAX_FRAME_LEN), then a 100-byte frame of 0x5a.
+    let helper = fake_helper(
+        "oversize",
+        "#!/bin/sh\n\
+         dd if=/dev/zero bs=70000 count=1 status=none >&3\n\
+         head -c 100 /dev/zero | tr '\\0' Z | dd bs=100 count=1 status=none >&3\n\
+         cat <&3 >/dev/null\n",
+    );
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    // A front end's usual buffer, smaller than the record: the rest of it
+    // would once have been kept "whole" in a buffer it does not fit.
+    let e = recv_one(&mut net, 2048).unwrap_err();
+    match frame_error(&e) {
+        Some(Error::FrameDropped { len, max }) => {
+            assert!(*len > MAX_FRAME_LEN, "{e}");
+            assert_eq!(*max, MAX_FRAME_LEN);
+        }
+        other => panic!("not FrameDropped: {other:?} ({e})"),
+    }
+    // The frame after it is delivered, byte-exact.
+    let f = recv_one(&mut net, 2048)
+        .unwrap()
+        .expect("the frame after it");
+    assert_eq!(f, vec![b'Z'; 100]);
+    // The same record into buffers big enough for any frame.
+    let helper = fake_helper(
+        "oversize-big",
+        "#!/bin/sh\ndd if=/dev/zero bs=70000 count=1 status=none >&3\ncat <&3 >/dev/null\n",
+    );
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net2 = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    let e = recv_one(&mut net2, MAX_FRAME_LEN).unwrap_err();
+    assert!(
+        matches!(frame_error(&e), Some(Error::FrameDropped { .. })),
+        "{e}"
+    );
+    // And when it is looked at first (peek_recvlen): dropped, not cut to a
+    // frame of the buffer's length.
+    let helper = fake_helper(
+        "oversize-peek",
+        "#!/bin/sh\ndd if=/dev/zero bs=70000 count=1 status=none >&3\ncat <&3 >/dev/null\n",
+    );
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net3 = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let e = loop {
+        match net3.peek_recvlen() {
+            Ok(0) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(n) => panic!("peek_recvlen said {n}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(frame_error(&e), Some(Error::FrameDropped { .. })),
+        "{e}"
+    );
+    net3.close(&mut r).unwrap();
+    net.close(&mut r).unwrap();
+    net2.close(&mut r).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
+fn a_frame_too_long_for_the_buffers_is_kept_whole_for_bigger_ones() {
+    let helper = fake_helper(
+        "toolong",
+        "#!/bin/sh\n\
+         head -c 3000 /dev/zero | tr '\\0' Q | dd bs=3000 count=1 status=none >&3\n\
+         cat <&3 >/dev/null\n",
+    );
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    let e = recv_one(&mut net, 1000).unwrap_err();
+    assert!(
+        matches!(
+            frame_error(&e),
+            Some(Error::FrameTooBig {
+                len: 3000,
+                room: 1000
+            })
+        ),
+        "{e}"
+    );
+    assert_eq!(net.peek_recvlen().unwrap(), 3000);
+    let f = recv_one(&mut net, 4096).unwrap().unwrap();
+    assert_eq!(f, vec![b'Q'; 3000]);
+    net.close(&mut r).unwrap();
+}
