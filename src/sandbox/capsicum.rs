@@ -1,9 +1,9 @@
 //! FreeBSD: limit each planned descriptor with Capsicum, then `cap_enter`.
 //!
 //! Thin on purpose: the limits come from [`super::rules::capsicum_limits`]
-//! (unit-tested on every host); this file cannot be compiled on the Linux
-//! development machines, so each call was checked against the `capsicum`
-//! 0.4.5 crate's source:
+//! (unit-tested on every host). CI type-checks and lints this file for
+//! FreeBSD (`.ci/cross`) but cannot run it, so each call was also checked
+//! against the `capsicum` 0.4.5 crate's source:
 //!
 //! - `FileRights::new() -> Self` (src/right.rs:260), `FileRights::allow(&mut self,
 //!   Right) -> &mut Self` (src/right.rs:316); `Right::{Read, Write, Seek, Event,
