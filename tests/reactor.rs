@@ -613,9 +613,53 @@ fn a_waker_interrupts_the_wait_from_another_thread() {
     assert!(start.elapsed() >= Duration::from_millis(40));
 
     // A wake before the wait makes the next wait return at once.
+    // (The wake callback would also run after a timeout: that the wait
+    // ended well before its 10 s is what shows the wake was seen.)
+    let start = Instant::now();
     r.waker().wake().unwrap();
-    r.run_once(None, &mut woken).unwrap();
+    r.run_once(Some(Duration::from_secs(10)), &mut woken)
+        .unwrap();
     assert_eq!(woken, 2);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the wake was lost"
+    );
+
+    // Round after round, with a descriptor ready at the same time: each
+    // wake is seen (the notifier is re-armed every time) and the ready
+    // descriptor is not lost to the wake.
+    let (a, mut b) = pair();
+    let a = Rc::new(a);
+    r.add(Rc::clone(&a), Interest::READ, Rights::SOCKET, |_, n, _| {
+        *n += 100
+    })
+    .unwrap();
+    for round in 1..=3 {
+        let waker = r.waker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake().unwrap();
+        });
+        let (mut n, start) = (0, Instant::now());
+        r.run_once(Some(Duration::from_secs(10)), &mut n).unwrap();
+        t.join().unwrap();
+        assert_eq!(n, 1, "round {round}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "round {round}: the wake was lost"
+        );
+        b.write_all(b"x").unwrap();
+        r.waker().wake().unwrap();
+        let (mut n, start) = (0, Instant::now());
+        r.run_once(Some(Duration::from_secs(10)), &mut n).unwrap();
+        assert_eq!(n, 101, "round {round}: the data was lost");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "round {round}: the wake was lost"
+        );
+        let mut buf = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut &*a, &mut buf).unwrap(), 1);
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod round;
 mod signal;
 mod source;
 mod timer;
+mod wait;
 mod waker;
 
 use std::collections::HashMap;
@@ -160,7 +161,7 @@ struct Pending {
 /// The reactor is deliberately `!Send`: it lives and runs on one thread.
 pub struct Reactor<D = ()> {
     poller: Arc<Poller>,
-    events: polling::Events,
+    waiter: wait::Waiter,
     slots: Vec<Option<FdEntry<D>>>,
     gens: Vec<u32>,
     free: Vec<u32>,
@@ -196,9 +197,7 @@ impl<D> Reactor<D> {
         let poller = Poller::new().map_err(|e| Error::io("creating the event queue", e))?;
         Ok(Reactor {
             poller: Arc::new(poller),
-            events: polling::Events::with_capacity(
-                std::num::NonZeroUsize::new(256).expect("non-zero"),
-            ),
+            waiter: wait::Waiter::new(),
             slots: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),

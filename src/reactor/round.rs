@@ -59,29 +59,25 @@ impl<D> Reactor<D> {
         if self.stopped {
             deadline = Some(now);
         }
-        self.events.clear();
-        let waited = match deadline {
-            Some(d) if d <= now => self.poller.wait(&mut self.events, Some(Duration::ZERO)),
-            Some(d) => self.poller.wait_deadline(&mut self.events, d),
-            None => self.poller.wait(&mut self.events, None),
-        };
-        waited.map_err(|e| Error::io("waiting for events", e))?;
+        self.waiter
+            .wait(&self.poller, deadline)
+            .map_err(|e| Error::io("waiting for events", e))?;
 
         self.pending.clear();
-        for ev in self.events.iter() {
-            let key = ev.key;
-            if SignalSource::owns_key(key) {
-                self.signals.drain(key, &mut self.signals_pending);
+        for i in 0..self.waiter.ready.len() {
+            let ev = self.waiter.ready[i];
+            if SignalSource::owns_key(ev.key) {
+                self.signals.drain(ev.key, &mut self.signals_pending);
                 continue;
             }
-            if let Some(Some(e)) = self.slots.get(key) {
+            if let Some(Some(e)) = self.slots.get(ev.key) {
                 self.pending.push(Pending {
-                    index: key as u32,
+                    index: ev.key as u32,
                     gen: e.gen,
                     readable: ev.readable,
                     writable: ev.writable,
-                    hangup: ev.is_interrupt(),
-                    error: ev.is_err().unwrap_or(false),
+                    hangup: ev.hangup,
+                    error: ev.error,
                 });
             }
         }
