@@ -24,7 +24,8 @@
 # Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
 #                MTUS ("1500 65520"), PEERS ("caploop slirp4netns pasta"),
 #                PORT (15301), NO_BUILD=1 to use the existing release binary,
-#                KEEP=DIR to keep the raw results and logs in DIR.
+#                KEEP=DIR to keep the raw results and logs in DIR,
+#                CAPLOOP_ARGS (more flags for caploop-sandbox, e.g. --no-offload).
 # Needs: ip (iproute2), iperf3, python3, ss, slirp4netns, pasta (passt).
 set -euo pipefail
 
@@ -133,7 +134,8 @@ run_one() {
 
     case $peer in
     caploop)
-        "$SANDBOX" --configure --mtu="$mtu" --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        # shellcheck disable=SC2086 # CAPLOOP_ARGS is a list of flags
+        "$SANDBOX" --configure --mtu="$mtu" ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
     slirp4netns)
         slirp4netns --configure --mtu="$mtu" --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &

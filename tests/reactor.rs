@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -191,9 +191,10 @@ fn bad_fds_and_double_registration_are_clear_errors() {
         Err(Error::BadFd(-1))
     ));
 
-    let (a, _b) = pair();
-    let closed = a.as_raw_fd();
-    drop(a);
+    // A number no descriptor can have (above the kernel's nr_open
+    // default): a number just closed could be reused at once by a test
+    // running on another thread.
+    let closed: RawFd = (1 << 20) + 7;
     let err = r
         .add(
             borrow_raw(closed),

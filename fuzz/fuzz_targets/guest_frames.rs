@@ -9,7 +9,10 @@
 //! plus some) and a kind byte: kind 0 takes the bytes as a whole Ethernet
 //! frame; kinds 1 to 3 prepend an Ethernet header (to the gateway's MAC,
 //! from the guest's) for ARP, IPv4 or IPv6, so the fuzzer spends its time
-//! in the protocols. The stack is restricted (nothing leaves the machine)
+//! in the protocols. Bit 2 of the kind byte hands the frame over as a TCP
+//! super-segment (`Stack::input_segment`, up to 64 KiB, as from a tap with
+//! segmentation offload), an IPv4 one with its lengths and checksums made
+//! right. The stack is restricted (nothing leaves the machine)
 //! and made afresh for each input, so a crash reproduces from its input;
 //! the reactor is kept (the stack removes all it added when closed).
 #![no_main]
@@ -53,7 +56,11 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
     let mut frame = Vec::with_capacity(mtu + 64);
     let mut frames = 0;
     while rest.len() >= 3 && frames < 64 {
-        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])) % (mtu + 64);
+        // Bit 2 of the kind byte: a TCP super-segment from an offloading
+        // tap (`Stack::input_segment`), up to 64 KiB whatever the MTU.
+        let segment = rest[2] & 4 != 0;
+        let limit = if segment { 65_600 } else { mtu + 64 };
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])) % limit;
         let kind = rest[2] & 3;
         rest = &rest[3..];
         let len = len.min(rest.len());
@@ -70,7 +77,14 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
             });
         }
         frame.extend_from_slice(body);
-        stack.input(&frame);
+        if segment {
+            if kind == 2 {
+                as_tcp4_segment(&mut frame);
+            }
+            stack.input_segment(&frame);
+        } else {
+            stack.input(&frame);
+        }
         reactor
             .run_once(Some(Duration::ZERO), &mut ())
             .expect("reactor round");
@@ -80,4 +94,47 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
     if let Some(len) = bad.get() {
         panic!("libslirp sent a {len}-byte frame on a link with MTU {mtu}");
     }
+}
+
+/// Makes an IPv4 frame look like what an offloading tap hands over: TCP,
+/// not a fragment, the total length the frame's, the header checksum
+/// right, so that the fuzzer spends its time past libslirp's IP checks.
+fn as_tcp4_segment(frame: &mut [u8]) {
+    let Some(ip) = frame.get_mut(14..) else { return };
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip.len() < 40 || ihl < 20 || ip.len() > 65_535 || ihl > ip.len() {
+        return;
+    }
+    ip[0] = 0x40 | (ip[0] & 0x0f);
+    let total = ip.len() as u16;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6] &= 0x40;
+    ip[7] = 0;
+    ip[9] = 6;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&ip[..ihl], 0);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    // And the TCP checksum, over the pseudo-header and the segment.
+    if ip.len() >= ihl + 20 {
+        ip[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
+        let pseudo = checksum_sum(&ip[12..20]) + 6 + (ip.len() - ihl) as u64;
+        let c = checksum(&ip[ihl..], pseudo);
+        ip[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// The one's complement sum of `data` as big-endian 16-bit words.
+fn checksum_sum(data: &[u8]) -> u64 {
+    data.chunks(2)
+        .map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+/// The Internet checksum of `data`, starting from `acc`.
+fn checksum(data: &[u8], acc: u64) -> u16 {
+    let mut sum = acc + checksum_sum(data);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }

@@ -142,6 +142,12 @@ pub struct Cli {
     )]
     pub userns_path: Option<PathBuf>,
 
+    /// Do not ask the tap for checksum and TCP segmentation offload (by
+    /// default the tap hands over partial checksums and TCP/IPv4
+    /// super-segments of up to 64 KiB, finished here).
+    #[arg(long = "no-offload", help_heading = "slirp4netns")]
+    pub no_offload: bool,
+
     /// Accepted for compatibility: the sandbox is always on.
     #[arg(long = "enable-sandbox", help_heading = "slirp4netns")]
     pub enable_sandbox: bool,

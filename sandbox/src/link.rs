@@ -29,11 +29,35 @@ pub struct LinkCounters {
     pub dropped: u64,
 }
 
+/// One thing a link read for the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival<'a> {
+    /// An Ethernet frame.
+    Frame(&'a [u8]),
+    /// A TCP/IPv4 super-segment of up to 64 KiB from a tap with
+    /// segmentation offload (`Stack::input_segment`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
+    Segment(&'a [u8]),
+}
+
+impl<'a> Arrival<'a> {
+    /// Its bytes, from the Ethernet header on.
+    pub fn bytes(&self) -> &'a [u8] {
+        match *self {
+            Arrival::Frame(b) | Arrival::Segment(b) => b,
+        }
+    }
+}
+
 /// The receiving half of a link.
 pub trait Rx {
     /// Reads what the link has now (a bounded amount), handing each whole
     /// frame to `deliver`. `Ok(false)` once the peer has hung up.
-    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError>;
+    fn pull(
+        &mut self,
+        hangup: bool,
+        deliver: &mut dyn FnMut(Arrival<'_>),
+    ) -> Result<bool, ServeError>;
 }
 
 /// The sending half of a link.

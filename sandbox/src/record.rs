@@ -1,15 +1,19 @@
 //! Links that carry one Ethernet frame per record: bhyve's SOCK_SEQPACKET
 //! socket, QEMU's `-netdev dgram` (a connected unix datagram socket) and a
-//! tap device (one frame per `read`/`write`).
+//! tap device (one frame per `read`/`write`), with or without a virtio-net
+//! header in front of each (a tap with offloads: checksums finished and
+//! TCP super-segments told apart on the way in, an empty header on the way
+//! out).
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
+use caploop::net::offload::{self, Offloaded, VnetHdr, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
 use crate::error::ServeError;
-use crate::link::{LinkCounters, Rx, Tx};
+use crate::link::{Arrival, LinkCounters, Rx, Tx};
 
 /// Frames queued toward the peer before the oldest are dropped (it reads
 /// from its own event loop; a stalled guest must not make the helper grow
@@ -33,6 +37,10 @@ pub enum Medium {
     /// A tap device: `read`/`write`, one frame each.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // slirp4netns only
     Tap,
+    /// A tap opened with `IFF_VNET_HDR`: a 10-byte virtio-net header before
+    /// every frame, each way.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // slirp4netns only
+    TapVnet,
 }
 
 /// Reads one frame per record.
@@ -67,7 +75,7 @@ impl RecordRx {
                 )
             },
             // SAFETY: read writes at most buf.len() bytes into buf.
-            Medium::Tap => unsafe {
+            Medium::Tap | Medium::TapVnet => unsafe {
                 libc::read(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len())
             },
         }
@@ -75,7 +83,11 @@ impl RecordRx {
 }
 
 impl Rx for RecordRx {
-    fn pull(&mut self, hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
+    fn pull(
+        &mut self,
+        hangup: bool,
+        deliver: &mut dyn FnMut(Arrival<'_>),
+    ) -> Result<bool, ServeError> {
         for _ in 0..BATCH {
             let n = self.read();
             if n < 0 {
@@ -115,10 +127,27 @@ impl Rx for RecordRx {
                 );
                 continue;
             }
-            deliver(&self.buf[..n]);
+            if self.medium != Medium::TapVnet {
+                deliver(Arrival::Frame(&self.buf[..n]));
+                continue;
+            }
+            match unwrap_vnet(&mut self.buf[..n]) {
+                Ok((Offloaded::Frame, frame)) => deliver(Arrival::Frame(frame)),
+                Ok((Offloaded::TcpSegment, frame)) => deliver(Arrival::Segment(frame)),
+                Err(e) => log::debug!("dropping a {n}-byte frame from {}: {e}", self.peer),
+            }
         }
         Ok(true)
     }
+}
+
+/// Takes the virtio-net header off a record from an offloading tap and
+/// finishes what it asks for.
+fn unwrap_vnet(record: &mut [u8]) -> Result<(Offloaded, &[u8]), caploop::net::Error> {
+    let hdr = VnetHdr::parse(record)?;
+    let frame = &mut record[VNET_HDR_SIZE..];
+    let kind = offload::finish(&hdr, frame)?;
+    Ok((kind, frame))
 }
 
 /// Sends one frame per record, queueing what the link cannot take.
@@ -160,6 +189,28 @@ impl RecordTx {
             },
             // SAFETY: write reads frame.len() bytes from frame.
             Medium::Tap => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
+            Medium::TapVnet => {
+                // No offload asked of the kernel: checksums are complete.
+                let hdr = [0u8; VNET_HDR_SIZE];
+                let iov = [
+                    libc::iovec {
+                        iov_base: hdr.as_ptr() as *mut libc::c_void,
+                        iov_len: hdr.len(),
+                    },
+                    libc::iovec {
+                        iov_base: frame.as_ptr() as *mut libc::c_void,
+                        iov_len: frame.len(),
+                    },
+                ];
+                // SAFETY: writev reads the two buffers, which outlive the
+                // call, through iovecs that describe them exactly.
+                let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
+                if n > 0 {
+                    n - VNET_HDR_SIZE as isize
+                } else {
+                    n
+                }
+            }
         }
     }
 

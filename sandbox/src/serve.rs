@@ -24,7 +24,7 @@ use caploop::Rights;
 
 use crate::api::{self, Forwards};
 use crate::error::ServeError;
-use crate::link::{Link, LinkCounters, LinkKind, Tx};
+use crate::link::{Arrival, Link, LinkCounters, LinkKind, Tx};
 use crate::privileges::{self, Privileges};
 use crate::startup;
 
@@ -163,10 +163,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             return;
         }
         let mut counts = cb_in.get();
-        let res = rx.borrow_mut().pull(ev.hangup, &mut |frame| {
+        let res = rx.borrow_mut().pull(ev.hangup, &mut |arrival| {
             counts.frames_in += 1;
-            counts.bytes_in += frame.len() as u64;
-            cb_stack.input(frame);
+            counts.bytes_in += arrival.bytes().len() as u64;
+            match arrival {
+                Arrival::Frame(frame) => cb_stack.input(frame),
+                Arrival::Segment(segment) => cb_stack.input_segment(segment),
+            }
         });
         cb_in.set(counts);
         // A frame can end a connection: release its descriptor now, before

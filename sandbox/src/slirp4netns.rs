@@ -12,7 +12,7 @@
 //! API socket), the sandbox entered, then "1" written to the ready fd.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use caploop::slirp::Config;
@@ -182,17 +182,22 @@ pub fn open(
         mtu: mtu as u32,
         mac,
     });
-    let tap = netns::open_tap(
+    let tap = netns::open_tap_with(
         &target,
         cli.userns_path.as_deref(),
         tapname,
         configure.as_ref(),
+        !cli.no_offload,
     )?;
+    let vnet = caploop::net::tap::has_vnet_hdr(tap.as_fd()).unwrap_or(false);
     startup::set_nonblocking(&tap).map_err(|e| ServeError::Link {
         what: "making the tap non-blocking".into(),
         source: e,
     })?;
-    log::info!("tap {tapname} opened in {target}");
+    log::info!(
+        "tap {tapname} opened in {target}{}",
+        if vnet { ", with offloads" } else { "" }
+    );
 
     let api = match &cli.api_socket {
         Some(path) => {
@@ -216,11 +221,12 @@ pub fn open(
         },
     };
     let raw = tap.as_raw_fd();
+    let medium = if vnet { Medium::TapVnet } else { Medium::Tap };
     let link = Link {
         fd: tap,
         kind: LinkKind::Tap,
-        rx: Box::new(RecordRx::new(raw, Medium::Tap, "the tap")),
-        tx: Box::new(RecordTx::new(raw, Medium::Tap, mtu + 14, "the tap")),
+        rx: Box::new(RecordRx::new(raw, medium, "the tap")),
+        tx: Box::new(RecordTx::new(raw, medium, mtu + 14, "the tap")),
     };
     let extras = Extras {
         exit_fd,

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use caploop::wire::stream::{Backlog, Decoder};
 
 use crate::error::ServeError;
-use crate::link::{LinkCounters, Rx, Tx};
+use crate::link::{Arrival, LinkCounters, Rx, Tx};
 
 /// Bytes queued toward QEMU before frames are refused (QEMU reads its
 /// socket from its own loop; a stalled guest must not grow the helper
@@ -34,7 +34,11 @@ impl StreamRx {
 }
 
 impl Rx for StreamRx {
-    fn pull(&mut self, _hangup: bool, deliver: &mut dyn FnMut(&[u8])) -> Result<bool, ServeError> {
+    fn pull(
+        &mut self,
+        _hangup: bool,
+        deliver: &mut dyn FnMut(Arrival<'_>),
+    ) -> Result<bool, ServeError> {
         for _ in 0..16 {
             let room = self.decoder.read_buf();
             // SAFETY: read writes at most room.len() bytes into room.
@@ -56,7 +60,7 @@ impl Rx for StreamRx {
             }
             self.decoder.filled(n as usize);
             while let Some(frame) = self.decoder.next_frame().map_err(ServeError::Stream)? {
-                deliver(frame);
+                deliver(Arrival::Frame(frame));
             }
         }
         Ok(true)

@@ -84,6 +84,11 @@ pub enum Error {
         /// Its length, without a virtio-net header.
         len: usize,
     },
+    /// A frame's virtio-net header asks for what was not offered or cannot
+    /// be done (a checksum beyond the frame, a GSO type not negotiated, a
+    /// super-segment that is not one TCP/IPv4 datagram).
+    #[error("virtio-net header: {0}")]
+    BadOffload(String),
     /// An option in a back end's name that it does not take or cannot read.
     #[error("net backend {backend:?}: option {option:?}: {reason}")]
     BadOption {
@@ -127,6 +132,7 @@ impl From<Error> for io::Error {
             | Error::FrameTooBig { .. }
             | Error::FrameDropped { .. }
             | Error::Runt { .. }
+            | Error::BadOffload(_)
             | Error::BadOption { .. }
             | Error::BadVnetHdrLen(_)
             | Error::BadName { .. }

@@ -53,6 +53,7 @@ mod error;
 pub mod helper;
 pub mod netbe;
 pub mod netmap;
+pub mod offload;
 mod options;
 mod pending;
 pub mod registry;

@@ -51,6 +51,44 @@ impl TapDevice {
         sys::open(name)
     }
 
+    /// Linux: opens the tap `name` like [`open`](Self::open), but with
+    /// `IFF_VNET_HDR`: every read and write on it carries a 10-byte
+    /// virtio-net header ([`offload::VnetHdr`](super::offload::VnetHdr)).
+    /// Offloads are then asked for with [`set_offload`](Self::set_offload).
+    #[cfg(target_os = "linux")]
+    pub fn open_vnet(name: &str) -> Result<TapDevice, Error> {
+        check_name(name)?;
+        sys::open_flags(name, libc::IFF_VNET_HDR)
+    }
+
+    /// Linux: which offloads the kernel may hand this tap's reader
+    /// (`TUNSETOFFLOAD`, `TUN_F_*` flags; 0 for none). Only for a tap opened
+    /// with [`open_vnet`](Self::open_vnet): with `TUN_F_CSUM` frames may
+    /// come with a partial checksum, with `TUN_F_TSO4` as TCP/IPv4
+    /// super-segments ([`offload::finish`](super::offload::finish)).
+    #[cfg(target_os = "linux")]
+    pub fn set_offload(&self, flags: u32) -> Result<(), Error> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: TUNSETOFFLOAD takes its flags by value; `fd` is open.
+        let rc = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                flags as libc::c_ulong,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::io(
+                format!(
+                    "setting offloads {flags:#x} on tap {:?} (TUNSETOFFLOAD)",
+                    self.name
+                ),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The interface name (on Linux, as the kernel reports it).
     pub fn name(&self) -> &str {
         &self.name
@@ -60,6 +98,27 @@ impl TapDevice {
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
+}
+
+/// Linux: whether the tap behind `fd` carries a virtio-net header on every
+/// frame (`IFF_VNET_HDR`, asked with `TUNGETIFF`).
+#[cfg(target_os = "linux")]
+pub fn has_vnet_hdr(fd: BorrowedFd<'_>) -> Result<bool, Error> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `ifreq` is plain old data, for which all zeroes is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF writes one `ifreq`, which `req` is and which
+    // outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) };
+    if rc < 0 {
+        return Err(Error::io(
+            "asking a tap for its flags (TUNGETIFF)",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: TUNGETIFF filled in the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(flags & libc::IFF_VNET_HDR as libc::c_short != 0)
 }
 
 impl AsFd for TapDevice {
@@ -104,6 +163,11 @@ mod sys {
     use std::os::fd::AsRawFd;
 
     pub(super) fn open(name: &str) -> Result<TapDevice, Error> {
+        open_flags(name, 0)
+    }
+
+    /// Opens with `IFF_TAP | IFF_NO_PI | extra`.
+    pub(super) fn open_flags(name: &str, extra: libc::c_int) -> Result<TapDevice, Error> {
         let fd = nix_open(
             "/dev/net/tun",
             OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
@@ -117,7 +181,7 @@ mod sys {
         for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
             *dst = src as libc::c_char;
         }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | extra) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one `ifreq`, which `req` is and
         // which outlives the call; `fd` is open.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };

@@ -30,9 +30,13 @@ pub struct Counters {
     pub frames_out: u64,
     /// Their bytes.
     pub bytes_out: u64,
+    /// TCP/IPv4 super-segments (TSO) handed to libslirp whole
+    /// ([`Stack::input_segment`](super::Stack::input_segment)).
+    pub segments_in: u64,
     /// Frames from the guest shorter than an Ethernet header, dropped.
     pub dropped_runt: u64,
-    /// Frames from the guest longer than MRU + 14, dropped.
+    /// Frames from the guest longer than MRU + 14 (and not a TCP/IPv4
+    /// super-segment given as one), dropped.
     pub dropped_oversize: u64,
     /// ARP, IPv4 or IPv6 frames too short for their own header, dropped.
     pub dropped_malformed: u64,

@@ -135,6 +135,26 @@ impl Stack {
     }
 
     /// Hands one checked frame (or a reassembled datagram) to libslirp.
+    /// Hands libslirp a TCP/IPv4 super-segment from a peer that offloads
+    /// segmentation (TSO): one whole, unfragmented TCP/IPv4 datagram of up
+    /// to 64 KiB, more than the MRU, which the peer would have cut into
+    /// segments. libslirp takes it as one segment (one host `send`, one
+    /// ACK). A frame within the MRU goes to [`input`](Self::input); one
+    /// that is not such a datagram is counted and dropped
+    /// (`dropped_oversize`).
+    pub fn input_segment(&self, frame: &[u8]) {
+        let inner = &self.inner;
+        if frame.len() <= inner.config.mru + ETH_HLEN {
+            return self.input(frame);
+        }
+        if !whole_tcp4(frame) {
+            inner.count(|c| c.dropped_oversize += 1);
+            return;
+        }
+        inner.count(|c| c.segments_in += 1);
+        self.deliver(frame);
+    }
+
     fn deliver(&self, frame: &[u8]) {
         let inner = &self.inner;
         let len = frame.len() as c_int;
@@ -373,4 +393,63 @@ fn dns_query_frame(src: [u8; 4], dns: [u8; 4], port: u16) -> Vec<u8> {
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&dnsq);
     f
+}
+
+/// Whether `frame` is one unfragmented TCP/IPv4 datagram of at most 64 KiB
+/// whose IPv4 total length is the rest of the frame.
+fn whole_tcp4(frame: &[u8]) -> bool {
+    let Some(ip) = frame.get(ETH_HLEN..) else {
+        return false;
+    };
+    if frame[12..14] != [0x08, 0x00] || ip.len() < 40 || ip.len() > usize::from(u16::MAX) {
+        return false;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    ip[0] >> 4 == 4
+        && ihl >= 20
+        && ip[9] == 6
+        && frag == 0
+        && total == ip.len()
+        && total >= ihl + 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_tcp4;
+
+    /// An Ethernet frame with a TCP/IPv4 datagram of `len` bytes in all.
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + len];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(len as u16).to_be_bytes());
+        f[14 + 6] = 0x40; // DF
+        f[14 + 9] = 6;
+        f
+    }
+
+    #[test]
+    fn only_one_whole_tcp4_datagram_passes_as_a_segment() {
+        assert!(whole_tcp4(&frame(60_000)));
+        assert!(whole_tcp4(&frame(65_535)));
+        assert!(!whole_tcp4(&frame(39)), "shorter than two headers");
+        let mut f = frame(60_000);
+        f.pop();
+        assert!(!whole_tcp4(&f), "total length is not the frame's");
+        let mut f = frame(60_000);
+        f[14 + 6] = 0x20;
+        assert!(!whole_tcp4(&f), "a fragment");
+        let mut f = frame(60_000);
+        f[14 + 9] = 17;
+        assert!(!whole_tcp4(&f), "UDP");
+        let mut f = frame(60_000);
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert!(!whole_tcp4(&f), "IPv6");
+        let mut f = frame(60_000);
+        f[14] = 0x44;
+        assert!(!whole_tcp4(&f), "IHL below 5");
+        assert!(!whole_tcp4(&[0u8; 10]));
+    }
 }

@@ -145,9 +145,10 @@ pub(super) fn child_main(
     ns: &NsFds,
     tapname: &str,
     cfg: Option<&Configure>,
+    offload: bool,
     sock: BorrowedFd<'_>,
 ) -> i32 {
-    match child_work(ns, tapname, cfg) {
+    match child_work(ns, tapname, cfg, offload) {
         Ok(tap) => {
             let fds = [tap.as_raw_fd()];
             let iov = [IoSlice::new(&[0u8])];
@@ -178,14 +179,27 @@ fn send_text(sock: BorrowedFd<'_>, text: &str) -> nix::Result<usize> {
 }
 
 /// Joins the namespaces, opens and configures the tap.
-fn child_work(ns: &NsFds, tapname: &str, cfg: Option<&Configure>) -> Result<OwnedFd, String> {
+fn child_work(
+    ns: &NsFds,
+    tapname: &str,
+    cfg: Option<&Configure>,
+    offload: bool,
+) -> Result<OwnedFd, String> {
     if let Some(user) = &ns.user {
         setns(user, CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace (setns CLONE_NEWUSER): {e}"))?;
     }
     setns(&ns.net, CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("joining the network namespace (setns CLONE_NEWNET): {e}"))?;
-    let tap = TapDevice::open(tapname).map_err(|e| e.to_string())?;
+    let tap = match offload.then(|| TapDevice::open_vnet(tapname)) {
+        Some(Ok(tap)) => {
+            // Refused (an old kernel): frames keep their header, whole.
+            let _ = tap.set_offload(super::OFFLOADS);
+            tap
+        }
+        // No virtio-net header to be had: the plain tap.
+        Some(Err(_)) | None => TapDevice::open(tapname).map_err(|e| e.to_string())?,
+    };
     if let Some(cfg) = cfg {
         configure(tapname, cfg)?;
     }

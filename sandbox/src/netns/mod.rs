@@ -49,6 +49,10 @@ use nix::unistd::{fork, ForkResult};
 pub use ifconfig::{parse_mac, Configure};
 pub use target::Target;
 
+/// The offloads asked of a tap opened with `offload`: partial checksums
+/// and TCP/IPv4 super-segments.
+pub const OFFLOADS: u32 = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+
 /// What went wrong getting the tap out of the target namespace. Each names
 /// the target, path, device or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -147,11 +151,26 @@ pub enum NetnsError {
 /// moment of the fork (glibc's `malloc` guards itself across `fork`; log
 /// and stdio locks do not, and the child uses neither). SIGCHLD must not
 /// be ignored, so the child can be reaped.
+#[cfg(test)]
 pub fn open_tap(
     target: &Target,
     userns_path: Option<&Path>,
     tapname: &str,
     configure: Option<&Configure>,
+) -> Result<OwnedFd, NetnsError> {
+    open_tap_with(target, userns_path, tapname, configure, false)
+}
+
+/// [`open_tap`], and with `offload` the tap is opened with a virtio-net
+/// header on every frame and asked for checksum and TCP/IPv4 segmentation
+/// offload ([`OFFLOADS`]); where the kernel refuses either, the tap comes
+/// without (ask [`caploop::net::tap::has_vnet_hdr`] which it is).
+pub fn open_tap_with(
+    target: &Target,
+    userns_path: Option<&Path>,
+    tapname: &str,
+    configure: Option<&Configure>,
+    offload: bool,
 ) -> Result<OwnedFd, NetnsError> {
     if let Some(cfg) = configure {
         cfg.check()?;
@@ -182,7 +201,7 @@ pub fn open_tap(
         ForkResult::Child => {
             drop(parent_sock);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                join::child_main(&ns, tapname, configure, child_sock.as_fd())
+                join::child_main(&ns, tapname, configure, offload, child_sock.as_fd())
             }))
             .unwrap_or(2);
             // SAFETY: `_exit` ends the child at once, without running the

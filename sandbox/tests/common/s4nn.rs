@@ -286,8 +286,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// 1 MiB that repeats at no short period.
 pub fn pattern(seed: u64) -> Vec<u8> {
+    pattern_of(seed, 1 << 20)
+}
+
+/// `len` bytes that repeat at no short period.
+pub fn pattern_of(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed;
-    (0..1 << 20)
+    (0..len)
         .map(|_| {
             x = x
                 .wrapping_mul(6364136223846793005)
@@ -334,12 +339,18 @@ pub fn host_sink(listener: TcpListener, back: Vec<u8>) -> JoinHandle<Option<Vec<
 /// 1 MiB from the namespace to `listener` (on host loopback) through
 /// `via`, then 1 MiB back, each compared by SHA-256.
 pub fn stream_mib(ns: &Netns, via: &str, listener: TcpListener) {
+    stream_each_way(ns, via, listener, 1 << 20);
+}
+
+/// `len` bytes from the namespace to `listener` (on host loopback) through
+/// `via`, then `len` bytes back, each compared by SHA-256.
+pub fn stream_each_way(ns: &Netns, via: &str, listener: TcpListener, len: usize) {
     let port = listener.local_addr().unwrap().port();
-    let back = pattern(u64::from(port));
+    let back = pattern_of(u64::from(port), len);
     let host = host_sink(listener, back.clone());
     let script = format!(
         "import socket,hashlib,os\n\
-         d=os.urandom(1<<20)\n\
+         d=os.urandom({len})\n\
          s=socket.create_connection(('{via}',{port}),timeout=10)\n\
          s.sendall(d)\n\
          s.shutdown(socket.SHUT_WR)\n\
@@ -357,9 +368,9 @@ pub fn stream_mib(ns: &Netns, via: &str, listener: TcpListener) {
         .expect("the host listener got the whole stream");
     let fields: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "{out}");
-    assert_eq!(got.len(), 1 << 20, "namespace -> host length");
+    assert_eq!(got.len(), len, "namespace -> host length");
     assert_eq!(sha256_hex(&got), fields[0], "namespace -> host bytes");
-    assert_eq!(fields[1], (1 << 20).to_string(), "host -> namespace length");
+    assert_eq!(fields[1], len.to_string(), "host -> namespace length");
     assert_eq!(fields[2], sha256_hex(&back), "host -> namespace bytes");
 }
 
