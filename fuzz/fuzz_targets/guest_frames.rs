@@ -101,8 +101,11 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
 /// right, so that the fuzzer spends its time past libslirp's IP checks.
 fn as_tcp4_segment(frame: &mut [u8]) {
     let Some(ip) = frame.get_mut(14..) else { return };
+    if ip.len() < 40 || ip.len() > 65_535 {
+        return;
+    }
     let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip.len() < 40 || ihl < 20 || ip.len() > 65_535 || ihl > ip.len() {
+    if ihl < 20 || ihl + 20 > ip.len() {
         return;
     }
     ip[0] = 0x40 | (ip[0] & 0x0f);
@@ -115,12 +118,10 @@ fn as_tcp4_segment(frame: &mut [u8]) {
     let c = checksum(&ip[..ihl], 0);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     // And the TCP checksum, over the pseudo-header and the segment.
-    if ip.len() >= ihl + 20 {
-        ip[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
-        let pseudo = checksum_sum(&ip[12..20]) + 6 + (ip.len() - ihl) as u64;
-        let c = checksum(&ip[ihl..], pseudo);
-        ip[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
-    }
+    ip[ihl + 16..ihl + 18].copy_from_slice(&[0, 0]);
+    let pseudo = checksum_sum(&ip[12..20]) + 6 + (ip.len() - ihl) as u64;
+    let c = checksum(&ip[ihl..], pseudo);
+    ip[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The one's complement sum of `data` as big-endian 16-bit words.

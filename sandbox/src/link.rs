@@ -27,6 +27,9 @@ pub struct LinkCounters {
     /// Frames not delivered: the link's queue was full or the frame could
     /// not be represented.
     pub dropped: u64,
+    /// Frames written that carried several TCP segments merged (a tap with
+    /// offloads).
+    pub merged: u64,
 }
 
 /// One thing a link read for the stack.

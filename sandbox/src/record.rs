@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-use caploop::net::offload::{self, Offloaded, VnetHdr, VNET_HDR_SIZE};
+use caploop::net::offload::{self, Coalescer, Offloaded, VnetHdr, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
 use crate::error::ServeError;
@@ -157,6 +157,8 @@ pub struct RecordTx {
     max_record: usize,
     peer: &'static str,
     queue: VecDeque<Vec<u8>>,
+    /// For `TapVnet`: merges a round's TCP segments into GSO frames.
+    gso: Coalescer,
     counters: LinkCounters,
     gone: bool,
 }
@@ -171,6 +173,7 @@ impl RecordTx {
             max_record,
             peer,
             queue: VecDeque::new(),
+            gso: Coalescer::default(),
             counters: LinkCounters::default(),
             gone: false,
         }
@@ -189,36 +192,21 @@ impl RecordTx {
             },
             // SAFETY: write reads frame.len() bytes from frame.
             Medium::Tap => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
-            Medium::TapVnet => {
-                // No offload asked of the kernel: checksums are complete.
-                let hdr = [0u8; VNET_HDR_SIZE];
-                let iov = [
-                    libc::iovec {
-                        iov_base: hdr.as_ptr() as *mut libc::c_void,
-                        iov_len: hdr.len(),
-                    },
-                    libc::iovec {
-                        iov_base: frame.as_ptr() as *mut libc::c_void,
-                        iov_len: frame.len(),
-                    },
-                ];
-                // SAFETY: writev reads the two buffers, which outlive the
-                // call, through iovecs that describe them exactly.
-                let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
-                if n > 0 {
-                    n - VNET_HDR_SIZE as isize
-                } else {
-                    n
-                }
-            }
+            // SAFETY: write reads frame.len() bytes from frame (a record:
+            // the virtio-net header, then the frame).
+            Medium::TapVnet => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
         }
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
         loop {
             if self.write(frame) >= 0 {
+                let header = match self.medium {
+                    Medium::TapVnet => VNET_HDR_SIZE,
+                    _ => 0,
+                };
                 self.counters.frames_out += 1;
-                self.counters.bytes_out += frame.len() as u64;
+                self.counters.bytes_out += (frame.len() - header) as u64;
                 return Ok(true);
             }
             let e = io::Error::last_os_error();
@@ -240,10 +228,29 @@ impl RecordTx {
     }
 }
 
+impl RecordTx {
+    /// Drops the oldest queued records beyond [`MAX_QUEUED`].
+    fn trim(&mut self) {
+        while self.queue.len() > MAX_QUEUED {
+            self.queue.pop_front();
+            self.counters.dropped += 1;
+        }
+    }
+}
+
 impl Tx for RecordTx {
     fn push(&mut self, frame: &[u8]) {
         if frame.len() > self.max_record {
             self.counters.dropped += 1;
+            return;
+        }
+        if self.medium == Medium::TapVnet {
+            // Held for the flush at the end of the round, which writes the
+            // round's segments merged.
+            let queue = &mut self.queue;
+            self.gso
+                .push(frame, &mut |rec| queue.push_back(rec.to_vec()));
+            self.trim();
             return;
         }
         if self.queue.is_empty() {
@@ -257,14 +264,17 @@ impl Tx for RecordTx {
                 }
             }
         }
-        if self.queue.len() >= MAX_QUEUED {
-            self.queue.pop_front();
-            self.counters.dropped += 1;
-        }
         self.queue.push_back(frame.to_vec());
+        self.trim();
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.medium == Medium::TapVnet {
+            let queue = &mut self.queue;
+            self.gso.finish(&mut |rec| queue.push_back(rec.to_vec()));
+            self.counters.merged = self.gso.merged();
+            self.trim();
+        }
         while let Some(frame) = self.queue.pop_front() {
             if !self.send(&frame)? {
                 self.queue.push_front(frame);

@@ -272,11 +272,12 @@ impl Prepared {
         link.bytes_in = inbound.bytes_in;
         let slirp = stack.counters();
         log::info!(
-            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes, {} dropped; slirp {slirp:?}",
+            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes ({} merged), {} dropped; slirp {slirp:?}",
             link.frames_in,
             link.bytes_in,
             link.frames_out,
             link.bytes_out,
+            link.merged,
             link.dropped,
         );
         let _ = reactor.delete(link_handle);

@@ -2,14 +2,16 @@
 //! opened with a virtio-net header, the namespace's kernel hands over
 //! partial checksums and TCP/IPv4 super-segments of up to 64 KiB, and the
 //! helper finishes the checksums and gives libslirp each super-segment
-//! whole. Each test carries 4 MiB each way byte-exact (SHA-256) and reads
+//! whole; toward the namespace, a round's TCP/IPv4 segments of one flow go
+//! out merged as one GSO frame. Each test carries 4 MiB each way byte-exact (SHA-256) and reads
 //! the helper's counters on exit to see which path the bytes took:
 //!
-//! - IPv4 with TCP packets dropped in the namespace (nftables): 1% of
-//!   what it sends (super-segments, so the segments after each loss arrive
-//!   out of order and wait in libslirp's reassembly queue) and 0.5% of
-//!   what it receives (libslirp recovers slowly from loss: more would only
-//!   make the test long); segments counted;
+//! - IPv4 with data packets dropped in the namespace (nftables): every
+//!   20th super-segment it sends (so the ones after each loss arrive out
+//!   of order and wait in libslirp's reassembly queue) and one merged
+//!   frame it receives (libslirp, a Reno sender without SACK, recovers
+//!   a lost run of segments one timeout at a time: more would only make
+//!   the test long); super-segments in and merged frames out counted;
 //! - IPv6 (no TSO6 is asked for: partial checksums only);
 //! - offloads turned off inside the namespace (`ethtool -K tap0 tx off
 //!   tso off`): the header stays, whole frames only;
@@ -77,6 +79,14 @@ fn segments_in(log: &str) -> u64 {
         .unwrap()
 }
 
+/// How many frames toward the namespace carried merged segments.
+fn merged(log: &str) -> u64 {
+    let at = log
+        .find(" merged)")
+        .unwrap_or_else(|| panic!("no link counters in the log: {log}"));
+    log[..at].rsplit('(').next().unwrap().parse().unwrap()
+}
+
 fn nft(ns: &Netns, ruleset: &str) {
     let out = ns.exec(&["nft", ruleset]);
     assert!(
@@ -98,8 +108,8 @@ fn offloads_carry_4_mib_each_way_over_ipv4_with_packets_lost() {
         "add table inet loss; \
          add chain inet loss out { type filter hook output priority 0; }; \
          add chain inet loss in { type filter hook input priority 0; }; \
-         add rule inet loss out oif tap0 meta l4proto tcp numgen random mod 1000 < 10 counter drop; \
-         add rule inet loss in iif tap0 meta l4proto tcp numgen random mod 1000 < 5 counter drop",
+         add rule inet loss out oif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 20 == 7 counter drop; \
+         add rule inet loss in iif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 100000 == 5 counter drop",
     );
     stream_each_way(
         &ns,
@@ -113,6 +123,10 @@ fn offloads_carry_4_mib_each_way_over_ipv4_with_packets_lost() {
     assert!(
         segments_in(&log) > 0,
         "no super-segment reached libslirp: {log}"
+    );
+    assert!(
+        merged(&log) > 0,
+        "no segments were merged toward the namespace: {log}"
     );
     // Both rules dropped something: a loss test that lost nothing proves
     // little.
