@@ -27,9 +27,8 @@ mod common;
 use std::io::Read;
 use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
 
-use common::helper::{wait_until, BIN};
+use common::helper::BIN;
 use common::s4nn::*;
 
 const LEN: usize = 4 << 20;
@@ -64,6 +63,17 @@ fn finish(mut s: Started) -> String {
         .unwrap();
     assert!(status.success(), "helper {status:?}: {log}");
     log
+}
+
+/// 4 MiB each way through 10.0.2.2, then the helper's log.
+fn stream_v4_and_finish(ns: &Netns, h: Started) -> String {
+    stream_each_way(
+        ns,
+        "10.0.2.2",
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        LEN,
+    );
+    finish(h)
 }
 
 /// The `segments_in` counter from the helper's exit line.
@@ -111,14 +121,8 @@ fn offloads_carry_4_mib_each_way_over_ipv4_with_packets_lost() {
          add rule inet loss out oif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 20 == 7 counter drop; \
          add rule inet loss in iif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 100000 == 5 counter drop",
     );
-    stream_each_way(
-        &ns,
-        "10.0.2.2",
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        LEN,
-    );
+    let log = stream_v4_and_finish(&ns, h);
     let rules = String::from_utf8(ns.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
-    let log = finish(h);
     assert!(log.contains("with offloads"), "{log}");
     assert!(
         segments_in(&log) > 0,
@@ -145,20 +149,9 @@ fn offloads_carry_4_mib_each_way_over_ipv6() {
         return;
     }
     let ns = Netns::new();
-    let out = ns.exec(&[
-        "sysctl",
-        "-w",
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ]);
-    assert!(out.status.success(), "sysctl");
+    no_dad(&ns);
     let h = helper_logging(&ns, &["-c", "-6"]);
-    let mut last = String::new();
-    let slaac = wait_until(Duration::from_secs(10), || {
-        last = ns.ip(&["-6", "-o", "addr", "show", "dev", "tap0", "scope", "global"]);
-        last.contains("inet6 fd00::")
-    });
-    assert!(slaac, "no fd00:: address by SLAAC within 10 s: {last}");
+    wait_slaac(&ns);
     stream_each_way(&ns, "fd00::2", TcpListener::bind("[::1]:0").unwrap(), LEN);
     let log = finish(h);
     assert!(log.contains("with offloads"), "{log}");
@@ -178,13 +171,7 @@ fn offloads_turned_off_in_the_namespace_fall_back_to_whole_frames() {
         "ethtool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stream_each_way(
-        &ns,
-        "10.0.2.2",
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        LEN,
-    );
-    let log = finish(h);
+    let log = stream_v4_and_finish(&ns, h);
     assert!(log.contains("with offloads"), "{log}");
     assert_eq!(segments_in(&log), 0, "{log}");
 }
@@ -196,13 +183,7 @@ fn no_offload_is_a_plain_tap() {
     }
     let ns = Netns::new();
     let h = helper_logging(&ns, &["-c", "--no-offload"]);
-    stream_each_way(
-        &ns,
-        "10.0.2.2",
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        LEN,
-    );
-    let log = finish(h);
+    let log = stream_v4_and_finish(&ns, h);
     assert!(!log.contains("with offloads"), "{log}");
     assert_eq!(segments_in(&log), 0, "{log}");
 }

@@ -195,20 +195,9 @@ fn ipv6_slaac_and_tcp_to_host_loopback_via_fd00_2() {
         return;
     }
     let ns = Netns::new();
-    let out = ns.exec(&[
-        "sysctl",
-        "-w",
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-    ]);
-    assert!(out.status.success(), "sysctl");
+    no_dad(&ns);
     let _h = helper(&ns, &["-c", "-6"]);
-    let mut last = String::new();
-    let slaac = wait_until(Duration::from_secs(10), || {
-        last = ns.ip(&["-6", "-o", "addr", "show", "dev", "tap0", "scope", "global"]);
-        last.contains("inet6 fd00::")
-    });
-    assert!(slaac, "no fd00:: address by SLAAC within 10 s: {last}");
+    wait_slaac(&ns);
     let l = TcpListener::bind("[::1]:0").unwrap();
     let port = l.local_addr().unwrap().port();
     host_echo(l);

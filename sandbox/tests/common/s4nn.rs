@@ -464,3 +464,25 @@ pub const LIST: &str = r#"{"execute":"list_hostfwd"}"#;
 pub fn api_sock(scratch: &Scratch) -> PathBuf {
     scratch.0.join("api.sock")
 }
+
+/// Turns off duplicate address detection in `ns`, so that an address
+/// made by SLAAC is usable at once (call before the helper starts).
+pub fn no_dad(ns: &Netns) {
+    let out = ns.exec(&[
+        "sysctl",
+        "-w",
+        "net.ipv6.conf.all.accept_dad=0",
+        "net.ipv6.conf.default.accept_dad=0",
+    ]);
+    assert!(out.status.success(), "sysctl");
+}
+
+/// Waits up to 10 s for tap0 in `ns` to get an fd00:: address by SLAAC.
+pub fn wait_slaac(ns: &Netns) {
+    let mut last = String::new();
+    let slaac = super::helper::wait_until(Duration::from_secs(10), || {
+        last = ns.ip(&["-6", "-o", "addr", "show", "dev", "tap0", "scope", "global"]);
+        last.contains("inet6 fd00::")
+    });
+    assert!(slaac, "no fd00:: address by SLAAC within 10 s: {last}");
+}
