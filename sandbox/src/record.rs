@@ -152,13 +152,18 @@ fn unwrap_vnet(record: &mut [u8]) -> Result<(Offloaded, &[u8]), caploop::net::Er
 
 /// Sends one frame per record, queueing what the link cannot take.
 pub struct RecordTx {
-    fd: RawFd,
-    medium: Medium,
     max_record: usize,
-    peer: &'static str,
-    queue: VecDeque<Vec<u8>>,
+    out: Out,
     /// For `TapVnet`: merges a round's TCP segments into GSO frames.
     gso: Coalescer,
+}
+
+/// The writing end: records go out at once while nothing is queued.
+struct Out {
+    fd: RawFd,
+    medium: Medium,
+    peer: &'static str,
+    queue: VecDeque<Vec<u8>>,
     counters: LinkCounters,
     gone: bool,
 }
@@ -168,45 +173,50 @@ impl RecordTx {
     /// records of at most `max_record` bytes.
     pub fn new(fd: RawFd, medium: Medium, max_record: usize, peer: &'static str) -> RecordTx {
         RecordTx {
-            fd,
-            medium,
             max_record,
-            peer,
-            queue: VecDeque::new(),
+            out: Out {
+                fd,
+                medium,
+                peer,
+                queue: VecDeque::new(),
+                counters: LinkCounters::default(),
+                gone: false,
+            },
             gso: Coalescer::default(),
-            counters: LinkCounters::default(),
-            gone: false,
         }
     }
+}
 
-    fn write(&self, frame: &[u8]) -> isize {
+impl Out {
+    fn write(&self, rec: &[u8]) -> isize {
         match self.medium {
-            // SAFETY: send reads frame.len() bytes from frame.
+            // SAFETY: send reads rec.len() bytes from rec.
             Medium::Seqpacket | Medium::Datagram => unsafe {
                 libc::send(
                     self.fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
+                    rec.as_ptr().cast(),
+                    rec.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR,
                 )
             },
-            // SAFETY: write reads frame.len() bytes from frame.
-            Medium::Tap => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
-            // SAFETY: write reads frame.len() bytes from frame (a record:
+            // SAFETY: write reads rec.len() bytes from rec (for TapVnet,
             // the virtio-net header, then the frame).
-            Medium::TapVnet => unsafe { libc::write(self.fd, frame.as_ptr().cast(), frame.len()) },
+            Medium::Tap | Medium::TapVnet => unsafe {
+                libc::write(self.fd, rec.as_ptr().cast(), rec.len())
+            },
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+    /// Writes one record: `Ok(false)` if the link cannot take it now.
+    fn send(&mut self, rec: &[u8]) -> io::Result<bool> {
         loop {
-            if self.write(frame) >= 0 {
+            if self.write(rec) >= 0 {
                 let header = match self.medium {
                     Medium::TapVnet => VNET_HDR_SIZE,
                     _ => 0,
                 };
                 self.counters.frames_out += 1;
-                self.counters.bytes_out += (frame.len() - header) as u64;
+                self.counters.bytes_out += (rec.len() - header) as u64;
                 return Ok(true);
             }
             let e = io::Error::last_os_error();
@@ -226,35 +236,12 @@ impl RecordTx {
             }
         }
     }
-}
 
-impl RecordTx {
-    /// Drops the oldest queued records beyond [`MAX_QUEUED`].
-    fn trim(&mut self) {
-        while self.queue.len() > MAX_QUEUED {
-            self.queue.pop_front();
-            self.counters.dropped += 1;
-        }
-    }
-}
-
-impl Tx for RecordTx {
-    fn push(&mut self, frame: &[u8]) {
-        if frame.len() > self.max_record {
-            self.counters.dropped += 1;
-            return;
-        }
-        if self.medium == Medium::TapVnet {
-            // Held for the flush at the end of the round, which writes the
-            // round's segments merged.
-            let queue = &mut self.queue;
-            self.gso
-                .push(frame, &mut |rec| queue.push_back(rec.to_vec()));
-            self.trim();
-            return;
-        }
+    /// Sends `rec` at once if nothing is queued before it, else queues it
+    /// (dropping the oldest beyond [`MAX_QUEUED`]).
+    fn offer(&mut self, rec: &[u8]) {
         if self.queue.is_empty() {
-            match self.send(frame) {
+            match self.send(rec) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
@@ -264,35 +251,59 @@ impl Tx for RecordTx {
                 }
             }
         }
-        self.queue.push_back(frame.to_vec());
-        self.trim();
+        self.queue.push_back(rec.to_vec());
+        while self.queue.len() > MAX_QUEUED {
+            self.queue.pop_front();
+            self.counters.dropped += 1;
+        }
     }
 
+    /// Writes queued records until the link is full.
     fn flush(&mut self) -> io::Result<()> {
-        if self.medium == Medium::TapVnet {
-            let queue = &mut self.queue;
-            self.gso.finish(&mut |rec| queue.push_back(rec.to_vec()));
-            self.counters.merged = self.gso.merged();
-            self.trim();
-        }
-        while let Some(frame) = self.queue.pop_front() {
-            if !self.send(&frame)? {
-                self.queue.push_front(frame);
+        while let Some(rec) = self.queue.pop_front() {
+            if !self.send(&rec)? {
+                self.queue.push_front(rec);
                 break;
             }
         }
         Ok(())
     }
+}
+
+impl Tx for RecordTx {
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() > self.max_record {
+            self.out.counters.dropped += 1;
+            return;
+        }
+        if self.out.medium == Medium::TapVnet {
+            // A TCP segment may wait in the coalescer for the next one, or
+            // for the flush at the end of the round; the rest goes out now.
+            let out = &mut self.out;
+            self.gso.push(frame, &mut |rec| out.offer(rec));
+            return;
+        }
+        self.out.offer(frame);
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.out.medium == Medium::TapVnet {
+            let out = &mut self.out;
+            self.gso.finish(&mut |rec| out.offer(rec));
+            self.out.counters.merged = self.gso.merged();
+        }
+        self.out.flush()
+    }
 
     fn pending(&self) -> bool {
-        !self.queue.is_empty()
+        !self.out.queue.is_empty()
     }
 
     fn gone(&self) -> bool {
-        self.gone
+        self.out.gone
     }
 
     fn counters(&self) -> LinkCounters {
-        self.counters
+        self.out.counters
     }
 }
