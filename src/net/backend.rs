@@ -6,7 +6,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 
 use super::vnet::VnetHdrLen;
 use super::Error;
-use crate::reactor::Reactor;
+use crate::reactor::{Handle, Reactor, Registration};
 
 /// The callback a back end runs on the loop thread when received frames
 /// are ready (bhyve's `net_be_rxeof_t` with its `param`). The front end
@@ -82,4 +82,18 @@ pub fn refuse_offloads(backend: &str, features: u64, vnet_hdr_len: usize) -> Res
             vnet_hdr_len,
         })
     }
+}
+
+/// The registration of a back end that is still open; once it is closed,
+/// an error saying so, about `what` ("tap \"tap0\"").
+pub(crate) fn live_handle(
+    reg: &Registration,
+    what: impl FnOnce() -> String,
+) -> Result<Handle, Error> {
+    reg.handle().ok_or_else(|| {
+        Error::io(
+            format!("using {}", what()),
+            io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
+        )
+    })
 }

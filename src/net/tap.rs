@@ -20,7 +20,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::backend::{refuse_offloads, NetBackend, RxCallback};
+use super::backend::{live_handle, refuse_offloads, NetBackend, RxCallback};
 use super::pending::Pending;
 use super::vnet;
 use super::{Error, MAX_FRAME_LEN};
@@ -255,9 +255,9 @@ mod sys {
 
 /// The tap back end: a [`TapDevice`] registered on a reactor.
 ///
-/// The back end owns the descriptor and lends it to the reactor; call
-/// [`close`](NetBackend::close) to delete the registration before the
-/// descriptor is closed.
+/// The back end shares the descriptor with its reactor registration:
+/// [`close`](NetBackend::close) deletes the registration at once, a drop
+/// queues its deletion, and the descriptor closes with the registration.
 pub struct TapBackend<D> {
     /// Shared with the reactor's registration, which keeps it open.
     dev: std::rc::Rc<TapDevice>,
@@ -318,15 +318,6 @@ impl<D> TapBackend<D> {
     pub fn handle(&self) -> Option<Handle> {
         self.reg.handle()
     }
-
-    fn handle_or_closed(&self) -> Result<Handle, Error> {
-        self.reg.handle().ok_or_else(|| {
-            Error::io(
-                format!("using tap {:?}", self.dev.name),
-                io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
-            )
-        })
-    }
 }
 
 impl<D> NetBackend<D> for TapBackend<D> {
@@ -371,12 +362,12 @@ impl<D> NetBackend<D> for TapBackend<D> {
     }
 
     fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        let h = self.handle_or_closed()?;
+        let h = live_handle(&self.reg, || format!("tap {:?}", self.dev.name))?;
         Ok(reactor.enable(h)?)
     }
 
     fn recv_disable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        let h = self.handle_or_closed()?;
+        let h = live_handle(&self.reg, || format!("tap {:?}", self.dev.name))?;
         Ok(reactor.disable(h)?)
     }
 

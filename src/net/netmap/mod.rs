@@ -66,7 +66,7 @@ mod sys;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd};
 
-use super::backend::{NetBackend, RxCallback};
+use super::backend::{live_handle, NetBackend, RxCallback};
 use super::vnet::{VnetHdrLen, VNET_HDR_LEN};
 use super::{Error, MAX_FRAME_LEN};
 use crate::reactor::{Handle, Interest, Reactor, Registration, Source};
@@ -310,15 +310,6 @@ impl<D> NetmapBackend<D> {
     pub fn vnet_hdr_len(&self) -> usize {
         self.hdr.len()
     }
-
-    fn handle_or_closed(&self) -> Result<Handle, Error> {
-        self.reg.handle().ok_or_else(|| {
-            Error::io(
-                format!("using netmap {:?}", self.name),
-                io::Error::new(io::ErrorKind::NotConnected, "the back end is closed"),
-            )
-        })
-    }
 }
 
 impl<D> NetBackend<D> for NetmapBackend<D> {
@@ -354,12 +345,12 @@ impl<D> NetBackend<D> for NetmapBackend<D> {
     }
 
     fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        let h = self.handle_or_closed()?;
+        let h = live_handle(&self.reg, || format!("netmap {:?}", self.name))?;
         Ok(reactor.enable(h)?)
     }
 
     fn recv_disable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {
-        let h = self.handle_or_closed()?;
+        let h = live_handle(&self.reg, || format!("netmap {:?}", self.name))?;
         Ok(reactor.disable(h)?)
     }
 
