@@ -272,6 +272,51 @@ pub(crate) fn with_spill<'a>(iov: &'a mut [IoSliceMut<'_>], spill: &'a mut [u8])
     IovsMut(Small::collect(count, items, || IoSliceMut::new(&mut [])))
 }
 
+/// `front` followed by the list: what a back end writes when it owes the
+/// kernel a header the caller did not give.
+pub(crate) fn with_front<'a>(front: &'a [u8], iov: &'a [IoSlice<'_>]) -> Iovs<'a> {
+    let iov: &'a [IoSlice<'a>] = iov;
+    let items = std::iter::once(IoSlice::new(front)).chain(iov.iter().copied());
+    Iovs(IovsRepr::Owned(Small::collect(
+        iov.len() + 1,
+        items,
+        || IoSlice::new(&[]),
+    )))
+}
+
+/// `front`, then the list, then `spill` if given: a receive whose first
+/// bytes are a header the caller did not ask for (and a spill, as
+/// [`with_spill`], for a frame longer than the list).
+pub(crate) fn with_front_mut<'a>(
+    front: &'a mut [u8],
+    iov: &'a mut [IoSliceMut<'_>],
+    spill: Option<&'a mut [u8]>,
+) -> IovsMut<'a> {
+    let count = iov.len() + 1 + usize::from(spill.is_some());
+    let items = std::iter::once(IoSliceMut::new(front))
+        .chain(iov.iter_mut().map(|s| IoSliceMut::new(&mut s[..])))
+        .chain(spill.map(IoSliceMut::new));
+    IovsMut(Small::collect(count, items, || IoSliceMut::new(&mut [])))
+}
+
+/// Copies `bytes` into the list at byte `at`, across iovec boundaries, as
+/// far as the list reaches.
+pub(crate) fn put_at(iov: &mut [IoSliceMut<'_>], mut at: usize, mut bytes: &[u8]) {
+    for s in iov.iter_mut() {
+        if bytes.is_empty() {
+            return;
+        }
+        if at >= s.len() {
+            at -= s.len();
+            continue;
+        }
+        let k = (s.len() - at).min(bytes.len());
+        s[at..at + k].copy_from_slice(&bytes[..k]);
+        bytes = &bytes[k..];
+        at = 0;
+    }
+}
+
 /// What a back end without a header is handed on send: the front end's
 /// frame without its `hdr`-byte header (bhyve's `netbe_send`).
 pub fn strip_tx_header<'a>(iov: &'a [IoSlice<'_>], hdr: VnetHdrLen) -> Result<Iovs<'a>, Error> {
@@ -332,6 +377,19 @@ mod tests {
         }
         out.push(&buf[at..]);
         out
+    }
+
+    #[test]
+    fn put_at_crosses_iovecs_and_stops_at_the_end() {
+        let (mut a, mut b, mut c) = ([0u8; 3], [0u8; 0], [0u8; 4]);
+        let mut iov = [
+            IoSliceMut::new(&mut a),
+            IoSliceMut::new(&mut b),
+            IoSliceMut::new(&mut c),
+        ];
+        put_at(&mut iov, 2, &[1, 2, 3]);
+        put_at(&mut iov, 6, &[9, 9, 9]);
+        assert_eq!((a, c), ([0, 0, 1], [2, 3, 0, 9]));
     }
 
     #[test]
