@@ -11,6 +11,8 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
+use caploop::net::acks::AckThinner;
+
 use crate::error::ServeError;
 
 /// Link traffic counts, logged on exit.
@@ -30,6 +32,9 @@ pub struct LinkCounters {
     /// Frames written that carried several TCP segments merged (a tap with
     /// offloads).
     pub merged: u64,
+    /// Pure TCP ACKs not sent because a later one of the round superseded
+    /// them ([`Thinned`]).
+    pub acks_thinned: u64,
 }
 
 /// One thing a link read for the stack.
@@ -78,6 +83,52 @@ pub trait Tx {
     }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
+}
+
+/// A sending half that sends only the last of each flow's pure TCP ACKs
+/// in a round (`caploop::net::acks`): every front end's, so each guest
+/// processes, and each record link writes, fewer frames.
+pub struct Thinned {
+    inner: Box<dyn Tx>,
+    acks: AckThinner,
+}
+
+impl Thinned {
+    /// Thins what goes to `inner`.
+    pub fn new(inner: Box<dyn Tx>) -> Thinned {
+        Thinned {
+            inner,
+            acks: AckThinner::default(),
+        }
+    }
+}
+
+impl Tx for Thinned {
+    fn push(&mut self, frame: &[u8]) {
+        let inner = &mut self.inner;
+        self.acks.push(frame, &mut |f| inner.push(f));
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let inner = &mut self.inner;
+        self.acks.finish(&mut |f| inner.push(f));
+        self.inner.flush()
+    }
+
+    fn pending(&self) -> bool {
+        self.acks.holding() || self.inner.pending()
+    }
+
+    fn gone(&self) -> bool {
+        self.inner.gone()
+    }
+
+    fn counters(&self) -> LinkCounters {
+        LinkCounters {
+            acks_thinned: self.acks.thinned(),
+            ..self.inner.counters()
+        }
+    }
 }
 
 /// What a front end hands the serve loop: the link's descriptor (polled,

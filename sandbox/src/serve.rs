@@ -24,7 +24,7 @@ use caploop::Rights;
 
 use crate::api::{self, Forwards};
 use crate::error::ServeError;
-use crate::link::{Arrival, Link, LinkCounters, LinkKind, Tx};
+use crate::link::{Arrival, Link, LinkCounters, LinkKind, Thinned, Tx};
 use crate::privileges::{self, Privileges};
 use crate::startup;
 
@@ -120,7 +120,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     let policy = policy(&session.config, &extras);
     let mut reactor: Reactor<()> = Reactor::new()?;
     let Link { fd, kind, rx, tx } = link;
-    let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(tx));
+    let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(Box::new(Thinned::new(tx))));
     let rx = Rc::new(RefCell::new(rx));
 
     let sink = tx.clone();
@@ -272,12 +272,13 @@ impl Prepared {
         link.bytes_in = inbound.bytes_in;
         let slirp = stack.counters();
         log::info!(
-            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes ({} merged), {} dropped; slirp {slirp:?}",
+            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
             link.frames_in,
             link.bytes_in,
             link.frames_out,
             link.bytes_out,
             link.merged,
+            link.acks_thinned,
             link.dropped,
         );
         let _ = reactor.delete(link_handle);

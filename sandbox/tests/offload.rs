@@ -92,7 +92,7 @@ fn segments_in(log: &str) -> u64 {
 /// How many frames toward the namespace carried merged segments.
 fn merged(log: &str) -> u64 {
     let at = log
-        .find(" merged)")
+        .find(" merged,")
         .unwrap_or_else(|| panic!("no link counters in the log: {log}"));
     log[..at].rsplit('(').next().unwrap().parse().unwrap()
 }

@@ -47,6 +47,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod acks;
 pub mod backend;
 mod error;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
