@@ -12,7 +12,8 @@
 //! in the protocols. Bit 2 of the kind byte hands the frame over as a TCP
 //! super-segment (`Stack::input_segment`, up to 64 KiB, as from a tap with
 //! segmentation offload), an IPv4 one with its lengths and checksums made
-//! right. The stack is restricted (nothing leaves the machine)
+//! right. Every input frame also goes through an ACK thinner
+//! (`caploop::net::acks`), which must hand on or count each once. The stack is restricted (nothing leaves the machine)
 //! and made afresh for each input, so a crash reproduces from its input;
 //! the reactor is kept (the stack removes all it added when closed).
 #![no_main]
@@ -21,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use caploop::net::acks::AckThinner;
 use caploop::slirp::{Config, Stack};
 use caploop::Reactor;
 use libfuzzer_sys::fuzz_target;
@@ -55,6 +57,8 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
     .expect("stack");
     let mut frame = Vec::with_capacity(mtu + 64);
     let mut frames = 0;
+    let mut thin = AckThinner::default();
+    let (mut pushed, mut emitted) = (0u64, 0u64);
     while rest.len() >= 3 && frames < 64 {
         // Bit 2 of the kind byte: a TCP super-segment from an offloading
         // tap (`Stack::input_segment`), up to 64 KiB whatever the MTU.
@@ -77,6 +81,11 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
             });
         }
         frame.extend_from_slice(body);
+        // The ACK thinner parses what it is handed: hostile bytes too.
+        let mut out = 0u64;
+        thin.push(&frame, &mut |_| out += 1);
+        pushed += 1;
+        emitted += out;
         if segment {
             if kind == 2 {
                 as_tcp4_segment(&mut frame);
@@ -91,6 +100,13 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
         frames += 1;
     }
     stack.close(reactor);
+    thin.finish(&mut |_| emitted += 1);
+    // Every frame goes out or is counted as superseded, once.
+    assert_eq!(
+        emitted + thin.thinned(),
+        pushed,
+        "the ACK thinner lost or doubled a frame"
+    );
     if let Some(len) = bad.get() {
         panic!("libslirp sent a {len}-byte frame on a link with MTU {mtu}");
     }
@@ -100,7 +116,9 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
 /// not a fragment, the total length the frame's, the header checksum
 /// right, so that the fuzzer spends its time past libslirp's IP checks.
 fn as_tcp4_segment(frame: &mut [u8]) {
-    let Some(ip) = frame.get_mut(14..) else { return };
+    let Some(ip) = frame.get_mut(14..) else {
+        return;
+    };
     if ip.len() < 40 || ip.len() > 65_535 {
         return;
     }
