@@ -13,7 +13,10 @@
 //! super-segment (`Stack::input_segment`, up to 64 KiB, as from a tap with
 //! segmentation offload), an IPv4 one with its lengths and checksums made
 //! right. Every input frame also goes through an ACK thinner
-//! (`caploop::net::acks`), which must hand on or count each once. The stack is restricted (nothing leaves the machine)
+//! (`caploop::net::acks`), which must hand on or count each once, and
+//! into the stack through receive coalescing (`caploop::net::gro`), as the
+//! helper does; bit 3 of the kind byte puts a frame in one batch with the
+//! next (an IPv4 one made a valid TCP segment), so runs can merge. The stack is restricted (nothing leaves the machine)
 //! and made afresh for each input, so a crash reproduces from its input;
 //! the reactor is kept (the stack removes all it added when closed).
 #![no_main]
@@ -23,6 +26,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use caploop::net::acks::AckThinner;
+use caploop::net::gro::Gro;
+use caploop::net::offload::Offloaded;
 use caploop::slirp::{Config, Stack};
 use caploop::Reactor;
 use libfuzzer_sys::fuzz_target;
@@ -58,6 +63,7 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
     let mut frame = Vec::with_capacity(mtu + 64);
     let mut frames = 0;
     let mut thin = AckThinner::default();
+    let mut gro = Gro::default();
     let (mut pushed, mut emitted) = (0u64, 0u64);
     while rest.len() >= 3 && frames < 64 {
         // Bit 2 of the kind byte: a TCP super-segment from an offloading
@@ -66,6 +72,7 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
         let limit = if segment { 65_600 } else { mtu + 64 };
         let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])) % limit;
         let kind = rest[2] & 3;
+        let rest_kind = rest[2];
         rest = &rest[3..];
         let len = len.min(rest.len());
         let (body, tail) = rest.split_at(len);
@@ -86,19 +93,38 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
         thin.push(&frame, &mut |_| out += 1);
         pushed += 1;
         emitted += out;
+        // Bit 3: the frame is in one batch with the next (no round
+        // between), so runs of segments can merge.
+        let batched = rest_kind & 8 != 0;
+        let mut input = |kind: Offloaded, bytes: &[u8]| match kind {
+            Offloaded::Frame => stack.input(bytes),
+            Offloaded::TcpSegment => stack.input_segment(bytes),
+        };
         if segment {
             if kind == 2 {
                 as_tcp4_segment(&mut frame);
             }
+            gro.finish(&mut input);
             stack.input_segment(&frame);
         } else {
-            stack.input(&frame);
+            if kind == 2 && batched {
+                as_tcp4_segment(&mut frame);
+            }
+            // As the serve core does: through receive coalescing.
+            gro.push(&frame, &mut input);
         }
-        reactor
-            .run_once(Some(Duration::ZERO), &mut ())
-            .expect("reactor round");
+        if !batched {
+            gro.finish(&mut input);
+            reactor
+                .run_once(Some(Duration::ZERO), &mut ())
+                .expect("reactor round");
+        }
         frames += 1;
     }
+    gro.finish(&mut |kind, bytes| match kind {
+        Offloaded::Frame => stack.input(bytes),
+        Offloaded::TcpSegment => stack.input_segment(bytes),
+    });
     stack.close(reactor);
     thin.finish(&mut |_| emitted += 1);
     // Every frame goes out or is counted as superseded, once.

@@ -32,6 +32,11 @@ pub struct LinkCounters {
     /// Frames written that carried several TCP segments merged (a tap with
     /// offloads).
     pub merged: u64,
+    /// TCP super-segments the link itself delivered (a tap with TSO).
+    pub offloaded_in: u64,
+    /// Super-segments libslirp got from several of the guest's TCP
+    /// segments merged (`caploop::net::gro`).
+    pub merged_in: u64,
     /// Pure TCP ACKs not sent because a later one of the round superseded
     /// them ([`Thinned`]).
     pub acks_thinned: u64,

@@ -17,6 +17,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
+use caploop::net::gro::Gro;
+use caploop::net::offload::Offloaded;
 use caploop::reactor::{Handle, Interest, Reactor};
 use caploop::sandbox::{Mode, Plan, Policy, Report};
 use caploop::slirp::{self, Config, Rule, Stack};
@@ -156,6 +158,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         LinkKind::Socket => Rights::SOCKET,
         LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
     };
+    let mut gro = Gro::default();
     // The reactor owns the link's descriptor while the session runs.
     let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
         if ev.writable {
@@ -177,14 +180,26 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             return;
         }
         let mut counts = cb_in.get();
+        // What one read brought: a flow's run of TCP segments goes into
+        // libslirp as one (`caploop::net::gro`).
+        let mut input = |kind: Offloaded, bytes: &[u8]| match kind {
+            Offloaded::Frame => cb_stack.input(bytes),
+            Offloaded::TcpSegment => cb_stack.input_segment(bytes),
+        };
         let res = rx.borrow_mut().pull(ev.hangup, &mut |arrival| {
             counts.frames_in += 1;
             counts.bytes_in += arrival.bytes().len() as u64;
             match arrival {
-                Arrival::Frame(frame) => cb_stack.input(frame),
-                Arrival::Segment(segment) => cb_stack.input_segment(segment),
+                Arrival::Frame(frame) => gro.push(frame, &mut input),
+                Arrival::Segment(segment) => {
+                    counts.offloaded_in += 1;
+                    gro.finish(&mut input);
+                    cb_stack.input_segment(segment);
+                }
             }
         });
+        gro.finish(&mut input);
+        counts.merged_in = gro.merged();
         cb_in.set(counts);
         // A frame can end a connection: release its descriptor now, before
         // another callback this round (the API accepting) gets its number.
@@ -284,11 +299,15 @@ impl Prepared {
         let inbound = inbound.get();
         link.frames_in = inbound.frames_in;
         link.bytes_in = inbound.bytes_in;
+        link.merged_in = inbound.merged_in;
+        link.offloaded_in = inbound.offloaded_in;
         let slirp = stack.counters();
         log::info!(
-            "{name}: link in {} frames / {} bytes, out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
+            "{name}: link in {} frames / {} bytes ({} offloaded, {} merged), out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
             link.frames_in,
             link.bytes_in,
+            link.offloaded_in,
+            link.merged_in,
             link.frames_out,
             link.bytes_out,
             link.merged,

@@ -50,6 +50,7 @@
 pub mod acks;
 pub mod backend;
 mod error;
+pub mod gro;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub mod helper;
 pub mod netbe;

@@ -303,6 +303,13 @@ impl Coalescer {
     }
 }
 
+/// Whether the TCP checksum of a frame [`tcp4_payload`] accepted adds up.
+pub(crate) fn tcp4_checksum_ok(frame: &[u8]) -> bool {
+    let tcp = &frame[TCP..];
+    let pseudo = sum_be(&frame[ETH + 12..TCP], 0) + 6 + tcp.len() as u64;
+    fold(sum_be(tcp, pseudo)) == 0xffff
+}
+
 /// The TCP header length of a frame [`tcp4_payload`] accepted.
 fn tcp_hdr_len(frame: &[u8]) -> usize {
     usize::from(frame[TCP + 12] >> 4) * 4
@@ -319,7 +326,7 @@ fn seq(frame: &[u8]) -> u32 {
 
 /// The TCP payload length of a frame that is one TCP/IPv4 segment without
 /// IPv4 options, unfragmented, with no padding after it; `None` otherwise.
-fn tcp4_payload(frame: &[u8]) -> Option<usize> {
+pub(crate) fn tcp4_payload(frame: &[u8]) -> Option<usize> {
     if frame.len() < TCP + 20 || frame[12..14] != [0x08, 0x00] {
         return None;
     }
