@@ -37,6 +37,9 @@ pub struct LinkCounters {
     /// Super-segments libslirp got from several of the guest's TCP
     /// segments merged (`caploop::net::gro`).
     pub merged_in: u64,
+    /// The guest's pure ACKs libslirp did not get because a later one of
+    /// the same read superseded them.
+    pub acks_thinned_in: u64,
     /// Pure TCP ACKs not sent because a later one of the round superseded
     /// them ([`Thinned`]).
     pub acks_thinned: u64,

@@ -17,6 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
+use caploop::net::acks::AckThinner;
 use caploop::net::gro::Gro;
 use caploop::net::offload::Offloaded;
 use caploop::reactor::{Handle, Interest, Reactor};
@@ -159,6 +160,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
     };
     let mut gro = Gro::default();
+    let mut acks_in = AckThinner::default();
     // The reactor owns the link's descriptor while the session runs.
     let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
         if ev.writable {
@@ -186,20 +188,25 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             Offloaded::Frame => cb_stack.input(bytes),
             Offloaded::TcpSegment => cb_stack.input_segment(bytes),
         };
+        // And of a flow's pure ACKs only the last (`caploop::net::acks`):
+        // libslirp answers each with a pass of its sender.
         let res = rx.borrow_mut().pull(ev.hangup, &mut |arrival| {
             counts.frames_in += 1;
             counts.bytes_in += arrival.bytes().len() as u64;
             match arrival {
-                Arrival::Frame(frame) => gro.push(frame, &mut input),
+                Arrival::Frame(frame) => acks_in.push(frame, &mut |f| gro.push(f, &mut input)),
                 Arrival::Segment(segment) => {
                     counts.offloaded_in += 1;
+                    acks_in.finish(&mut |f| gro.push(f, &mut input));
                     gro.finish(&mut input);
                     cb_stack.input_segment(segment);
                 }
             }
         });
+        acks_in.finish(&mut |f| gro.push(f, &mut input));
         gro.finish(&mut input);
         counts.merged_in = gro.merged();
+        counts.acks_thinned_in = acks_in.thinned();
         cb_in.set(counts);
         // A frame can end a connection: release its descriptor now, before
         // another callback this round (the API accepting) gets its number.
@@ -301,13 +308,15 @@ impl Prepared {
         link.bytes_in = inbound.bytes_in;
         link.merged_in = inbound.merged_in;
         link.offloaded_in = inbound.offloaded_in;
+        link.acks_thinned_in = inbound.acks_thinned_in;
         let slirp = stack.counters();
         log::info!(
-            "{name}: link in {} frames / {} bytes ({} offloaded, {} merged), out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
+            "{name}: link in {} frames / {} bytes ({} offloaded, {} merged, {} ACKs thinned), out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
             link.frames_in,
             link.bytes_in,
             link.offloaded_in,
             link.merged_in,
+            link.acks_thinned_in,
             link.frames_out,
             link.bytes_out,
             link.merged,

@@ -111,10 +111,12 @@ fn segments_in(log: &str) -> u64 {
 
 /// How many frames toward the namespace carried merged segments.
 fn merged(log: &str) -> u64 {
-    let at = log
-        .find(" merged,")
+    let out = log
+        .split("), out ")
+        .nth(1)
         .unwrap_or_else(|| panic!("no link counters in the log: {log}"));
-    log[..at].rsplit('(').next().unwrap().parse().unwrap()
+    let at = out.find(" merged").unwrap();
+    out[..at].rsplit('(').next().unwrap().parse().unwrap()
 }
 
 fn nft(ns: &Netns, ruleset: &str) {
