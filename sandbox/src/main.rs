@@ -17,6 +17,7 @@ mod cli;
 mod error;
 #[cfg(debug_assertions)]
 mod fault;
+mod inbound;
 mod link;
 #[cfg(target_os = "linux")]
 mod netns;

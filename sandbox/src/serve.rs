@@ -17,9 +17,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
-use caploop::net::acks::AckThinner;
-use caploop::net::gro::Gro;
-use caploop::net::offload::Offloaded;
 use caploop::reactor::{Handle, Interest, Reactor};
 use caploop::sandbox::{Mode, Plan, Policy, Report};
 use caploop::slirp::{self, Config, Rule, Stack};
@@ -27,7 +24,8 @@ use caploop::Rights;
 
 use crate::api::{self, Forwards};
 use crate::error::ServeError;
-use crate::link::{Arrival, Link, LinkCounters, LinkKind, Thinned, Tx};
+use crate::inbound::Inbound;
+use crate::link::{Link, LinkCounters, LinkKind, Thinned, Tx};
 use crate::privileges::{self, Privileges};
 use crate::startup;
 
@@ -116,7 +114,7 @@ pub struct Prepared {
     reactor: Reactor<()>,
     stack: Rc<Stack>,
     tx: Rc<RefCell<Box<dyn Tx>>>,
-    inbound: Rc<Cell<LinkCounters>>,
+    inbound: Rc<RefCell<Inbound>>,
     ending: Ending,
     link_handle: Handle,
     ready_fd: Option<OwnedFd>,
@@ -152,15 +150,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     }
 
     let ending: Ending = Rc::new(Cell::new(None));
-    let inbound = Rc::new(Cell::new(LinkCounters::default()));
+    let inbound = Rc::new(RefCell::new(Inbound::new(stack.clone())));
     let (cb_stack, cb_tx, cb_end, cb_in) =
         (stack.clone(), tx.clone(), ending.clone(), inbound.clone());
     let rights = match kind {
         LinkKind::Socket => Rights::SOCKET,
         LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
     };
-    let mut gro = Gro::default();
-    let mut acks_in = AckThinner::default();
     // The reactor owns the link's descriptor while the session runs.
     let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
         if ev.writable {
@@ -181,33 +177,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         if !(ev.readable || ev.hangup || ev.error) {
             return;
         }
-        let mut counts = cb_in.get();
-        // What one read brought: a flow's run of TCP segments goes into
-        // libslirp as one (`caploop::net::gro`).
-        let mut input = |kind: Offloaded, bytes: &[u8]| match kind {
-            Offloaded::Frame => cb_stack.input(bytes),
-            Offloaded::TcpSegment => cb_stack.input_segment(bytes),
-        };
-        // And of a flow's pure ACKs only the last (`caploop::net::acks`):
-        // libslirp answers each with a pass of its sender.
-        let res = rx.borrow_mut().pull(ev.hangup, &mut |arrival| {
-            counts.frames_in += 1;
-            counts.bytes_in += arrival.bytes().len() as u64;
-            match arrival {
-                Arrival::Frame(frame) => acks_in.push(frame, &mut |f| gro.push(f, &mut input)),
-                Arrival::Segment(segment) => {
-                    counts.offloaded_in += 1;
-                    acks_in.finish(&mut |f| gro.push(f, &mut input));
-                    gro.finish(&mut input);
-                    cb_stack.input_segment(segment);
-                }
-            }
-        });
-        acks_in.finish(&mut |f| gro.push(f, &mut input));
-        gro.finish(&mut input);
-        counts.merged_in = gro.merged();
-        counts.acks_thinned_in = acks_in.thinned();
-        cb_in.set(counts);
+        // One read is one batch of the inbound path (inbound.rs).
+        let mut inbound = cb_in.borrow_mut();
+        let res = rx
+            .borrow_mut()
+            .pull(ev.hangup, &mut |arrival| inbound.take(arrival));
+        inbound.end_batch();
+        drop(inbound);
         // A frame can end a connection: release its descriptor now, before
         // another callback this round (the API accepting) gets its number.
         cb_stack.release_closed(r);
@@ -303,7 +279,7 @@ impl Prepared {
         reactor.run(&mut ())?;
 
         let mut link = tx.borrow().counters();
-        let inbound = inbound.get();
+        let inbound = inbound.borrow().counts();
         link.frames_in = inbound.frames_in;
         link.bytes_in = inbound.bytes_in;
         link.merged_in = inbound.merged_in;
