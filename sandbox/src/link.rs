@@ -9,9 +9,13 @@
 //! the loop flushes once per round.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
+
+use caploop::reactor::Reactor;
+use caploop::Rights;
 
 use crate::error::ServeError;
+use crate::serve::Feed;
 
 /// Link traffic counts, logged on exit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +65,32 @@ pub trait Rx {
         hangup: bool,
         deliver: &mut dyn FnMut(Arrival<'_>),
     ) -> Result<bool, ServeError>;
+
+    /// For a link with sources of its own besides its descriptor, which
+    /// appear while it runs (vhost-user's kick eventfds): called once while
+    /// the session is set up, with the [`Feed`] those sources' callbacks
+    /// hand their frames to. Other links ignore it.
+    fn attach(&mut self, _feed: Feed) {}
+
+    /// Descriptors the link uses that the reactor does not poll (the
+    /// vhost-user socket as the vhost crate holds it), with their rights
+    /// and a label, for the sandbox plan. They must live as long as the
+    /// session.
+    fn unpolled(&self) -> Vec<(RawFd, Rights, &'static str)> {
+        Vec::new()
+    }
+
+    /// [`pull`](Rx::pull) with the reactor, so that a link can add or
+    /// delete its own registrations as its peer hands it descriptors. The
+    /// serve loop calls this one; the default is `pull`.
+    fn pull_with(
+        &mut self,
+        _reactor: &mut Reactor<()>,
+        hangup: bool,
+        deliver: &mut dyn FnMut(Arrival<'_>),
+    ) -> Result<bool, ServeError> {
+        self.pull(hangup, deliver)
+    }
 }
 
 /// The sending half of a link.

@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
@@ -93,6 +93,43 @@ pub fn policy(config: &Config, extras: &Extras) -> Policy {
 
 type Ending = Rc<Cell<Option<Result<Outcome, ServeError>>>>;
 
+/// The way into the stack for a link's own registrations (vhost-user's
+/// kick eventfds; see [`Rx::attach`](crate::link::Rx::attach)): what the
+/// link descriptor's callback does with a frame, counted the same way, and
+/// the way to end the session.
+#[derive(Clone)]
+pub struct Feed {
+    stack: Rc<Stack>,
+    inbound: Rc<Cell<LinkCounters>>,
+    ending: Ending,
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // vhost-user only
+impl Feed {
+    /// Hands one arrival to the stack.
+    pub fn deliver(&self, arrival: Arrival<'_>) {
+        let mut counts = self.inbound.get();
+        counts.frames_in += 1;
+        counts.bytes_in += arrival.bytes().len() as u64;
+        self.inbound.set(counts);
+        match arrival {
+            Arrival::Frame(frame) => self.stack.input(frame),
+            Arrival::Segment(segment) => self.stack.input_segment(segment),
+        }
+    }
+
+    /// After a batch of frames: releases the descriptors of connections
+    /// they ended, before another callback this round gets their numbers.
+    pub fn settle(&self, r: &mut Reactor<()>) {
+        self.stack.release_closed(r);
+    }
+
+    /// Ends the session.
+    pub fn end(&self, r: &mut Reactor<()>, why: Result<Outcome, ServeError>) {
+        end(r, &self.ending, why);
+    }
+}
+
 /// Runs one session until the peer hangs up, the exit descriptor fires or
 /// a signal stops it.
 pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, ServeError> {
@@ -112,6 +149,7 @@ pub struct Prepared {
     ending: Ending,
     link_handle: Handle,
     ready_fd: Option<OwnedFd>,
+    unpolled: Vec<(RawFd, Rights, &'static str)>,
 }
 
 /// Sets up everything a session needs; nothing is given up or entered.
@@ -121,6 +159,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     let mut reactor: Reactor<()> = Reactor::new()?;
     let Link { fd, kind, rx, tx } = link;
     let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(tx));
+    let unpolled = rx.unpolled();
     let rx = Rc::new(RefCell::new(rx));
 
     let sink = tx.clone();
@@ -136,6 +175,11 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
 
     let ending: Ending = Rc::new(Cell::new(None));
     let inbound = Rc::new(Cell::new(LinkCounters::default()));
+    rx.borrow_mut().attach(Feed {
+        stack: stack.clone(),
+        inbound: inbound.clone(),
+        ending: ending.clone(),
+    });
     let (cb_stack, cb_tx, cb_end, cb_in) =
         (stack.clone(), tx.clone(), ending.clone(), inbound.clone());
     let rights = match kind {
@@ -163,7 +207,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             return;
         }
         let mut counts = cb_in.get();
-        let res = rx.borrow_mut().pull(ev.hangup, &mut |arrival| {
+        let res = rx.borrow_mut().pull_with(r, ev.hangup, &mut |arrival| {
             counts.frames_in += 1;
             counts.bytes_in += arrival.bytes().len() as u64;
             match arrival {
@@ -213,6 +257,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         ending,
         link_handle,
         ready_fd,
+        unpolled,
     })
 }
 
@@ -222,7 +267,7 @@ impl Prepared {
     /// and the ready fd.
     #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub fn plan(&self) -> Plan {
-        plan_of(&self.reactor, self.ready_fd.as_ref())
+        plan_of(&self.reactor, self.ready_fd.as_ref(), &self.unpolled)
     }
 
     /// The sandbox policy the session enters.
@@ -244,13 +289,14 @@ impl Prepared {
             ending,
             link_handle,
             ready_fd,
+            unpolled,
         } = self;
         let given_up = privileges::give_up(&privileges)?;
         log::info!("{name}: {given_up}");
         startup::quiet_stdio()?;
         // libslirp reads the host's resolver lazily; make it read now.
         stack.prime_dns(&mut reactor);
-        let plan = plan_of(&reactor, ready_fd.as_ref());
+        let plan = plan_of(&reactor, ready_fd.as_ref(), &unpolled);
         #[cfg(debug_assertions)]
         let fault = crate::fault::prepare();
         let report = plan.apply_and_enter(&policy)?;
@@ -295,10 +341,18 @@ impl Prepared {
     }
 }
 
-/// The plan of a session: the reactor's descriptors, stderr, the ready fd.
-fn plan_of(reactor: &Reactor<()>, ready_fd: Option<&OwnedFd>) -> Plan {
+/// The plan of a session: the reactor's descriptors, stderr, the ready fd,
+/// the link's unpolled descriptors.
+fn plan_of(
+    reactor: &Reactor<()>,
+    ready_fd: Option<&OwnedFd>,
+    unpolled: &[(RawFd, Rights, &'static str)],
+) -> Plan {
     let mut plan = Plan::from_reactor(reactor);
     plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
+    for &(fd, rights, label) in unpolled {
+        plan.add_raw(fd, rights, label);
+    }
     if let Some(fd) = ready_fd {
         // Closed right after entry: its number will be reused.
         plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");

@@ -1,0 +1,244 @@
+//! Walking the two virtio-net rings in the guest's memory, which is
+//! hostile input: every descriptor's address and length goes through
+//! vm-memory (`read_slice`/`write_slice` refuse anything outside the
+//! mapped regions), chains are bounded, and a malformed ring is a
+//! [`RingError`] that ends the connection, never a crash.
+//!
+//! Transmit (guest to us): each chain is a virtio-net header (12 bytes with
+//! VERSION_1) and an Ethernet frame; [`drain_tx`] strips the header,
+//! finishes a partial checksum (`offload::finish`) and hands the frame, or
+//! a TCP/IPv4 super-segment, on. Receive (us to the guest): [`fill_rx`]
+//! writes queued records (header, then frame) into as many buffers as
+//! they need, setting `num_buffers` (MRG_RXBUF).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Write;
+
+use caploop::net::offload::{self, Offloaded, VnetHdr};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::device::{Vring, RX, TX};
+use crate::link::Arrival;
+
+/// The largest frame a transmit chain may carry, header included: a 64 KiB
+/// super-segment, its Ethernet header and the virtio-net header.
+pub const MAX_TX: usize = 65536 + 14 + 12;
+/// Descriptors one receive record may take at most (a 64 KiB frame in
+/// page-sized buffers, with room).
+const MAX_RX_BUFFERS: usize = 64;
+
+/// A ring broke the rules; the connection ends with it.
+#[derive(Debug)]
+pub struct RingError(pub String);
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(ring: usize, what: impl fmt::Display) -> RingError {
+    let name = if ring == RX { "receive" } else { "transmit" };
+    RingError(format!("{name} ring: {what}"))
+}
+
+/// Counts of the transmit side.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TxStats {
+    /// Frames whose header could not be honoured (dropped).
+    pub bad_frames: u64,
+}
+
+/// Signals the ring's call eventfd if the driver wants to hear of new used
+/// buffers now (event index honoured by `needs_notification`).
+fn notify(ring: usize, v: &mut Vring, mem: &GuestMemoryMmap) -> Result<(), RingError> {
+    if !v.queue.needs_notification(mem).map_err(|e| bad(ring, e))? {
+        return Ok(());
+    }
+    if let Some(call) = v.call.as_mut() {
+        // An eventfd adds the value; a full counter (EAGAIN) is still
+        // signalled.
+        if let Err(e) = call.write(&1u64.to_ne_bytes()) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(bad(ring, format_args!("signalling its call eventfd: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The available index must not run ahead of the used one by more than
+/// the ring holds; `pop_descriptor_chain` alone would only log it.
+fn check_avail(ring: usize, v: &mut Vring, mem: &GuestMemoryMmap) -> Result<(), RingError> {
+    v.queue.iter(mem).map(drop).map_err(|e| bad(ring, e))
+}
+
+/// Reads every frame the guest made available on the transmit ring into
+/// `buf` in turn and hands it to `deliver`; `hdr_len` is the virtio-net
+/// header's length.
+pub fn drain_tx(
+    v: &mut Vring,
+    mem: &GuestMemoryMmap,
+    hdr_len: usize,
+    buf: &mut Vec<u8>,
+    stats: &mut TxStats,
+    deliver: &mut dyn FnMut(Arrival<'_>),
+) -> Result<(), RingError> {
+    if !v.live() {
+        return Ok(());
+    }
+    loop {
+        check_avail(TX, v, mem)?;
+        while let Some(chain) = v.queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            buf.clear();
+            for desc in chain {
+                if desc.is_write_only() {
+                    return Err(bad(TX, "a descriptor is write-only"));
+                }
+                let len = desc.len() as usize;
+                let at = buf.len();
+                if at + len > MAX_TX {
+                    return Err(bad(
+                        TX,
+                        format_args!("a chain is longer than {MAX_TX} bytes"),
+                    ));
+                }
+                buf.resize(at + len, 0);
+                mem.read_slice(&mut buf[at..], desc.addr()).map_err(|e| {
+                    bad(TX, format_args!("descriptor at {:#x}: {e}", desc.addr().0))
+                })?;
+            }
+            v.queue.add_used(mem, head, 0).map_err(|e| bad(TX, e))?;
+            frame_in(buf, hdr_len, stats, deliver);
+        }
+        // Ask for a kick at the next buffer; if one came meanwhile, go on.
+        if !v.queue.enable_notification(mem).map_err(|e| bad(TX, e))? {
+            break;
+        }
+    }
+    notify(TX, v, mem)
+}
+
+/// One transmitted chain's bytes: header, then frame.
+fn frame_in(
+    buf: &mut [u8],
+    hdr_len: usize,
+    stats: &mut TxStats,
+    deliver: &mut dyn FnMut(Arrival<'_>),
+) {
+    if buf.len() < hdr_len + 14 {
+        stats.bad_frames += 1;
+        return;
+    }
+    let (hdr, frame) = buf.split_at_mut(hdr_len);
+    let kind = VnetHdr::parse(hdr).and_then(|h| offload::finish(&h, frame));
+    match kind {
+        Ok(Offloaded::Frame) => deliver(Arrival::Frame(frame)),
+        Ok(Offloaded::TcpSegment) => deliver(Arrival::Segment(frame)),
+        Err(e) => {
+            stats.bad_frames += 1;
+            log::debug!("vhost-user: a transmitted frame: {e}");
+        }
+    }
+}
+
+/// What [`fill_rx`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    /// Records written.
+    pub frames: u64,
+    /// Their bytes, headers left out.
+    pub bytes: u64,
+    /// Records dropped: larger than every buffer the guest offers.
+    pub dropped: u64,
+}
+
+/// Writes records from `outbox` (each a `hdr_len`-byte virtio-net header,
+/// then the frame) into the receive ring until it is empty or the ring has
+/// no room; `mrg`: MRG_RXBUF was accepted, so one record may take several
+/// buffers (`num_buffers` in the header says how many).
+pub fn fill_rx(
+    v: &mut Vring,
+    mem: &GuestMemoryMmap,
+    hdr_len: usize,
+    mrg: bool,
+    outbox: &mut VecDeque<Vec<u8>>,
+) -> Result<Filled, RingError> {
+    let mut done = Filled::default();
+    if !v.live() || outbox.is_empty() {
+        return Ok(done);
+    }
+    let mut chains: Vec<(u16, Vec<(GuestAddress, usize)>)> = Vec::new();
+    'records: while let Some(rec) = outbox.front_mut() {
+        chains.clear();
+        let need = rec.len();
+        let mut room = 0usize;
+        check_avail(RX, v, mem)?;
+        while room < need {
+            let Some(chain) = v.queue.pop_descriptor_chain(mem) else {
+                // Out of buffers: give back what was taken, and ask for a
+                // kick when the guest adds some (or go on if it just did).
+                for _ in 0..chains.len() {
+                    v.queue.go_to_previous_position();
+                }
+                if v.queue.enable_notification(mem).map_err(|e| bad(RX, e))? {
+                    continue 'records;
+                }
+                break 'records;
+            };
+            let head = chain.head_index();
+            let mut segs = Vec::new();
+            for desc in chain {
+                if !desc.is_write_only() {
+                    return Err(bad(RX, "a descriptor is not writable"));
+                }
+                segs.push((desc.addr(), desc.len() as usize));
+                room = room.saturating_add(desc.len() as usize);
+            }
+            chains.push((head, segs));
+            if !mrg || chains.len() >= MAX_RX_BUFFERS {
+                break;
+            }
+        }
+        if room < need || chains.len() > u16::MAX as usize {
+            // Larger than what the guest offers for one frame: the buffers
+            // go back used and empty, the record is dropped.
+            for &(head, _) in &chains {
+                v.queue.add_used(mem, head, 0).map_err(|e| bad(RX, e))?;
+            }
+            outbox.pop_front();
+            done.dropped += 1;
+            continue;
+        }
+        if hdr_len == 12 {
+            rec[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
+        }
+        let mut off = 0;
+        for (head, segs) in &chains {
+            let mut written = 0usize;
+            for &(addr, len) in segs {
+                let n = len.min(need - off);
+                if n == 0 {
+                    break;
+                }
+                mem.write_slice(&rec[off..off + n], addr)
+                    .map_err(|e| bad(RX, format_args!("descriptor at {:#x}: {e}", addr.0)))?;
+                off += n;
+                written += n;
+            }
+            v.queue
+                .add_used(mem, *head, written as u32)
+                .map_err(|e| bad(RX, e))?;
+        }
+        done.frames += 1;
+        done.bytes += (need - hdr_len) as u64;
+        outbox.pop_front();
+    }
+    if done.frames + done.dropped > 0 {
+        notify(RX, v, mem)?;
+    }
+    Ok(done)
+}
