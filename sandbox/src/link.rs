@@ -108,6 +108,11 @@ pub trait Tx {
     }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
+    /// A failure found while flushing that must end the session with an
+    /// error (a vhost-user guest's malformed receive ring), taken once.
+    fn failure(&mut self) -> Option<ServeError> {
+        None
+    }
 }
 
 /// What a front end hands the serve loop: the link's descriptor (polled,

@@ -407,6 +407,11 @@ fn watch_backlog(
         if let Err(e) = tx.flush() {
             log::debug!("writing to the link: {e}");
         }
+        if let Some(e) = tx.failure() {
+            drop(tx);
+            end(r, &ending, Err(e));
+            return;
+        }
         if tx.gone() {
             drop(tx);
             end(r, &ending, Ok(Outcome::PeerHungUp));

@@ -187,4 +187,28 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
     let log = helper_log(&scratch.0);
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("sandbox entered"), "{log}");
+    // Offloads both ways: the guest's TSO super-segments went into
+    // libslirp whole (HOST_TSO4), and runs of libslirp's segments reached
+    // the guest merged (GUEST_TSO4).
+    let number_after = |key: &str| -> u64 {
+        let at = log
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in\n{log}"))
+            + key.len();
+        log[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {key} in\n{log}"))
+    };
+    assert!(
+        number_after("segments_in:") > 0,
+        "no super-segment in\n{log}"
+    );
+    let merged = log
+        .split_once(" merged)")
+        .and_then(|(a, _)| a.rsplit('(').next()?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(merged > 0, "nothing merged for the guest\n{log}");
 }

@@ -115,8 +115,8 @@ struct Outbox {
     /// MRG_RXBUF was accepted.
     mrg: bool,
     counters: LinkCounters,
-    /// The receive ring broke the rules: the session ends.
-    broken: bool,
+    /// The receive ring broke the rules (why): the session ends.
+    broken: Option<String>,
 }
 
 impl Outbox {
@@ -350,10 +350,8 @@ impl Tx for VhostTx {
         };
         let mut out = self.out.borrow_mut();
         if let Err(e) = out.write(&mut dev) {
-            // Said here, as the loop only logs a failed flush at debug
-            // level; `gone` then ends the session.
-            log::error!("vhost-user: {e}; closing the connection");
-            out.broken = true;
+            // Taken by `failure`, which ends the session with it.
+            out.broken = Some(e.0);
         }
         Ok(())
     }
@@ -362,8 +360,8 @@ impl Tx for VhostTx {
         false
     }
 
-    fn gone(&self) -> bool {
-        self.out.borrow().broken
+    fn failure(&mut self) -> Option<ServeError> {
+        self.out.borrow_mut().broken.take().map(vhost_err)
     }
 
     fn counters(&self) -> LinkCounters {
