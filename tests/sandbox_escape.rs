@@ -514,6 +514,17 @@ fn descriptors_received_after_entry_map_shared_never_executable() {
         let got = recv_fds(ours.as_raw_fd(), 4);
         assert_eq!(got.len(), 2, "two descriptors received");
         let (mem, ev) = (got[0].as_raw_fd(), got[1].as_raw_fd());
+        // Its size may be read (raw fstat) before it is mapped.
+        // SAFETY: fstat writes one `stat` into `st`.
+        let size = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(
+                libc::syscall(libc::SYS_fstat, mem, &mut st as *mut libc::stat),
+                0
+            );
+            st.st_size
+        };
+        assert_eq!(size, 65536, "fstat of the received memfd");
         let map = |prot: i32| {
             // SAFETY: a shared mapping of the received memfd, unmapped
             // below if made.

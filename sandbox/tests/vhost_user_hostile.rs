@@ -447,3 +447,26 @@ fn the_helper_refuses_malformed_messages_cleanly() {
         );
     }
 }
+
+#[test]
+fn a_memory_region_past_the_end_of_its_file_is_refused() {
+    // Mapped, it would fault (SIGBUS) as soon as a ring pointed past the
+    // file's end.
+    let scratch = Scratch::new("vupasteof");
+    let (mut helper, mut front) = spawn(&scratch, 0);
+    let mem = Memory::new();
+    let mut table = Vec::new();
+    table.extend_from_slice(&1u32.to_le_bytes());
+    table.extend_from_slice(&0u32.to_le_bytes());
+    for v in [0u64, 4 * MEM as u64, USER_ADDR, 0] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    front.send(SET_OWNER, &[], &[]).unwrap();
+    front
+        .send(SET_MEM_TABLE, &table, &[mem.fd.as_raw_fd()])
+        .unwrap();
+    let status = wait_exit(&mut helper, Duration::from_secs(10)).expect("the helper ends");
+    let err = stderr_text(&mut helper);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("runs past its file"), "{err}");
+}

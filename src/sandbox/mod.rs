@@ -80,7 +80,7 @@
 //! | TCP Fast Open (`MSG_FASTOPEN`: a connect without `connect`) | refused with `connect` | refused on every `sendto` |
 //! | Socket options | `CAP_SETSOCKOPT` per descriptor | only those libslirp and std set ([`SOCKET_OPTIONS`]): no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`, filters |
 //! | `bind`, `listen` | refused | refused unless [`Policy::allow_bind`] |
-//! | File metadata (`stat`, `fstat`, `statx`) | refused | refused; open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
+//! | File metadata (`stat`, `fstat`, `statx`) | refused | refused, but for the raw `fstat` syscall on a descriptor (planned ones need `FSTAT`; vhost-user checks a received memory region's size before mapping it); open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
 //! | Executable memory (`mmap`/`mprotect` with `PROT_EXEC`) | allowed | refused: code written at run time cannot run |
 //! | Signals | only to itself | handlers only for the fatal signals, `tgkill` only of `SIGABRT` and the faults to its own threads |
 //! | Everything else (`kill`, `ptrace`, `mount`, `setuid`, `clone`...) | refused | not in the allowlist: `EPERM` |

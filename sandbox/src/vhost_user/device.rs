@@ -197,6 +197,26 @@ impl Device {
     }
 }
 
+/// The length of `file`, by the raw `fstat` syscall (the one the sandbox
+/// allows on descriptors received after entry).
+fn file_len(file: &File) -> std::io::Result<u64> {
+    // SAFETY: an all-zero `stat` is valid; fstat writes at most one `stat`
+    // into it, for a descriptor `file` keeps open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fstat,
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            &mut st as *mut libc::stat,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
 /// The vhost-user request handler: [`Device`] behind the shared cell the
 /// reactor's callbacks use too (never borrowed across a callback).
 pub struct Handler {
@@ -261,6 +281,16 @@ impl VhostUserBackendReqHandlerMut for Handler {
         for (r, file) in ctx.iter().zip(files) {
             let size = usize::try_from(r.memory_size).map_err(|_| Error::InvalidParam)?;
             if size == 0 || r.guest_phys_addr.checked_add(r.memory_size).is_none() {
+                return Err(Error::InvalidParam);
+            }
+            // A mapping past the end of its file would fault (SIGBUS) when
+            // a ring points there.
+            let (offset, mem_size) = (r.mmap_offset, r.memory_size);
+            let len = file_len(&file).map_err(Error::ReqHandlerError)?;
+            if offset.checked_add(mem_size).map_or(true, |end| end > len) {
+                log::error!(
+                    "vhost-user: a memory region ({mem_size:#x} bytes at offset {offset:#x}) runs past its file ({len:#x} bytes)"
+                );
                 return Err(Error::InvalidParam);
             }
             // Mapped shared, read and write, never executable.

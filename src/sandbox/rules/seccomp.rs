@@ -23,6 +23,7 @@ pub enum Sys {
     Recvmsg,
     Sendto,
     Sendmsg,
+    Fstat,
     Accept,
     Accept4,
     Connect,
@@ -86,6 +87,7 @@ impl Sys {
             Recvmsg => "recvmsg",
             Sendto => "sendto",
             Sendmsg => "sendmsg",
+            Fstat => "fstat",
             Accept => "accept",
             Accept4 => "accept4",
             Connect => "connect",
@@ -295,6 +297,10 @@ pub const FD_SYSCALLS: &[(Sys, Rights)] = &[
     (Sys::Connect, Rights::CONNECT),
     (Sys::Bind, Rights::BIND),
     (Sys::Listen, Rights::LISTEN),
+    // The size of a descriptor received after entry (vhost-user's guest
+    // memory, checked before it is mapped). The raw syscall: glibc's
+    // fstat() is newfstatat, which could also name paths.
+    (Sys::Fstat, Rights::FSTAT),
 ];
 
 /// The signals whose default action ends the process with a core: a fault
