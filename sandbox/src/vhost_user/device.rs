@@ -32,6 +32,10 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 
+/// The guest MAC the config space reports (libslirp answers whatever MAC
+/// the guest uses; this is QEMU's default).
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
 /// Receive ring: the device writes frames for the guest into it.
 pub const RX: usize = 0;
 /// Transmit ring: the guest's frames, which the device reads.
@@ -430,7 +434,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         _flags: VhostUserConfigFlags,
     ) -> Result<Vec<u8>> {
         let mut cfg = [0u8; 12];
-        cfg[..6].copy_from_slice(&super::GUEST_MAC);
+        cfg[..6].copy_from_slice(&GUEST_MAC);
         cfg[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
         cfg[8..10].copy_from_slice(&1u16.to_le_bytes());
         cfg[10..12].copy_from_slice(&self.dev.borrow().mtu.to_le_bytes());

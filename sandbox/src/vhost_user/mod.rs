@@ -27,7 +27,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use caploop::net::offload::{Coalescer, VNET_HDR_SIZE};
+use caploop::net::offload::{Coalescer, Offloaded, VNET_HDR_SIZE};
 use caploop::reactor::{Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
@@ -39,10 +39,6 @@ use crate::serve::Feed;
 use crate::startup;
 
 pub use device::{Device, Handler};
-
-/// The guest MAC the config space reports (libslirp answers whatever MAC
-/// the guest uses; this is QEMU's default).
-pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 /// Frames held for the guest while its receive ring is full or not yet
 /// set up; past this the oldest are dropped and counted.
@@ -281,7 +277,12 @@ fn kick_callback(
                     hdr_len,
                     &mut buf,
                     &mut stats,
-                    &mut |a: Arrival<'_>| feed.deliver(a),
+                    &mut |frame, kind| {
+                        feed.deliver(match kind {
+                            Offloaded::Frame => Arrival::Frame(frame),
+                            Offloaded::TcpSegment => Arrival::Segment(frame),
+                        })
+                    },
                 ),
                 None => Ok(()),
             }

@@ -20,7 +20,6 @@ use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::device::{Vring, RX, TX};
-use crate::link::Arrival;
 
 /// The largest frame a transmit chain may carry, header included: a 64 KiB
 /// super-segment, its Ethernet header and the virtio-net header.
@@ -76,15 +75,16 @@ fn check_avail(ring: usize, v: &mut Vring, mem: &GuestMemoryMmap) -> Result<(), 
 }
 
 /// Reads every frame the guest made available on the transmit ring into
-/// `buf` in turn and hands it to `deliver`; `hdr_len` is the virtio-net
-/// header's length.
+/// `buf` in turn and hands it to `deliver` (the Ethernet frame, and whether
+/// it is a TCP super-segment); `hdr_len` is the virtio-net header's
+/// length.
 pub fn drain_tx(
     v: &mut Vring,
     mem: &GuestMemoryMmap,
     hdr_len: usize,
     buf: &mut Vec<u8>,
     stats: &mut TxStats,
-    deliver: &mut dyn FnMut(Arrival<'_>),
+    deliver: &mut dyn FnMut(&[u8], Offloaded),
 ) -> Result<(), RingError> {
     if !v.live() {
         return Ok(());
@@ -127,7 +127,7 @@ fn frame_in(
     buf: &mut [u8],
     hdr_len: usize,
     stats: &mut TxStats,
-    deliver: &mut dyn FnMut(Arrival<'_>),
+    deliver: &mut dyn FnMut(&[u8], Offloaded),
 ) {
     if buf.len() < hdr_len + 14 {
         stats.bad_frames += 1;
@@ -136,13 +136,34 @@ fn frame_in(
     let (hdr, frame) = buf.split_at_mut(hdr_len);
     let kind = VnetHdr::parse(hdr).and_then(|h| offload::finish(&h, frame));
     match kind {
-        Ok(Offloaded::Frame) => deliver(Arrival::Frame(frame)),
-        Ok(Offloaded::TcpSegment) => deliver(Arrival::Segment(frame)),
+        Ok(kind) => deliver(frame, kind),
         Err(e) => {
             stats.bad_frames += 1;
             log::debug!("vhost-user: a transmitted frame: {e}");
         }
     }
+}
+
+/// How many times one [`fill_rx`] looks again after the guest added
+/// buffers while it was giving up (a guest racing it forever must not keep
+/// the loop here).
+const MAX_RX_RETRIES: u32 = 8;
+
+/// Out of receive buffers for the next record: asks for a kick at the
+/// guest's next added buffer (with the event index, `avail_event` is set
+/// to the guest's current index, not to the device's position, which buffers
+/// just given back may leave behind it, where no kick would come), and
+/// says whether buffers were added meanwhile.
+fn want_kick(v: &mut Vring, mem: &GuestMemoryMmap) -> Result<bool, RingError> {
+    let now = v
+        .queue
+        .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .map_err(|e| bad(RX, e))?;
+    let keep = v.queue.next_avail();
+    v.queue.set_next_avail(now.0);
+    let added = v.queue.enable_notification(mem).map_err(|e| bad(RX, e));
+    v.queue.set_next_avail(keep);
+    added
 }
 
 /// What [`fill_rx`] did.
@@ -172,6 +193,7 @@ pub fn fill_rx(
         return Ok(done);
     }
     let mut chains: Vec<(u16, Vec<(GuestAddress, usize)>)> = Vec::new();
+    let mut retries = 0;
     'records: while let Some(rec) = outbox.front_mut() {
         chains.clear();
         let need = rec.len();
@@ -179,12 +201,17 @@ pub fn fill_rx(
         check_avail(RX, v, mem)?;
         while room < need {
             let Some(chain) = v.queue.pop_descriptor_chain(mem) else {
+                if chains.len() >= usize::from(v.queue.size()) {
+                    // The whole ring cannot hold it: dropped below.
+                    break;
+                }
                 // Out of buffers: give back what was taken, and ask for a
                 // kick when the guest adds some (or go on if it just did).
                 for _ in 0..chains.len() {
                     v.queue.go_to_previous_position();
                 }
-                if v.queue.enable_notification(mem).map_err(|e| bad(RX, e))? {
+                retries += 1;
+                if retries <= MAX_RX_RETRIES && want_kick(v, mem)? {
                     continue 'records;
                 }
                 break 'records;
