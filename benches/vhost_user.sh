@@ -21,7 +21,8 @@
 # from /var/cache/caploop-guest, see .ci/guest-kernel):
 #     bash benches/vhost_user.sh
 # Environment: CARGO_TARGET_DIR (target), ROUNDS (3), MB (64),
-#              PEERS ("vhost stream passt"), NO_BUILD=1, KEEP=DIR.
+#              PEERS ("vhost stream passt"), DIRS ("download upload"),
+#              NO_BUILD=1, KEEP=DIR.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ROUNDS=${ROUNDS:-3}
 MB=${MB:-64}
 PEERS=${PEERS:-"vhost stream passt"}
+DIRS=${DIRS:-"download upload"}
 KDIR=${CAPLOOP_GUEST_DIR:-/var/cache/caploop-guest}
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
 
@@ -81,6 +83,8 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $MODULES; do insmod /lib/modules/\$m.ko; done
 ip link set lo up; ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0; ip route add default via 10.0.2.2
+# passt learns the guest's MAC from its first frame.
+ping -c1 -W2 10.0.2.2 >/dev/null
 dd if=/dev/zero of=/www/big bs=1M count=$MB 2>/dev/null
 httpd -p 80 -h /www
 (while true; do nc -l -p 81 </dev/null >/dev/null; done) &
@@ -116,7 +120,16 @@ print(n, time.monotonic() - t0)
 EOF
 }
 
+# One peer's round: prints its result lines. Runs in a subshell (the
+# caller captures its output), so it cleans up after itself on failure.
 run_one() {
+    if ! run_peer "$@"; then
+        cleanup
+        return 1
+    fi
+}
+
+run_peer() {
     local peer=$1 round=$2
     local sock="$WORK/$peer.sock" log="$WORK/$peer-$round.log" con="$WORK/$peer-$round.console"
     local p80 p81
@@ -126,18 +139,18 @@ run_one() {
     local net
     case $peer in
     vhost)
-        RUST_LOG=info "$SANDBOX" --vhost-user "$sock" \
-            --hostfwd="tcp:127.0.0.1:$p80-:80;tcp:127.0.0.1:$p81-:81" 2>"$log" &
+        RUST_LOG=${PEER_LOG:-info} "$SANDBOX" --vhost-user "$sock" \
+            --hostfwd="tcp:127.0.0.1:$p80-:80;tcp:127.0.0.1:$p81-:81" >/dev/null 2>"$log" &
         net=(-chardev "socket,id=c,path=$sock" -netdev vhost-user,id=n0,chardev=c)
         ;;
     stream)
         RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" \
-            --hostfwd="tcp:127.0.0.1:$p80-:80;tcp:127.0.0.1:$p81-:81" 2>"$log" &
+            --hostfwd="tcp:127.0.0.1:$p80-:80;tcp:127.0.0.1:$p81-:81" >/dev/null 2>"$log" &
         net=(-netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$sock")
         ;;
     passt)
         passt -f -q -e -1 -4 -s "$sock" -a 10.0.2.15 -n 24 -g 10.0.2.2 \
-            -t "$p80:80" -t "$p81:81" 2>"$log" &
+            -t "$p80:80" -t "$p81:81" >/dev/null 2>"$log" &
         net=(-netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$sock")
         ;;
     esac
@@ -157,7 +170,7 @@ run_one() {
     while ! grep -q BENCH-READY "$con" && [ $n -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
     grep -q BENCH-READY "$con" || { tail -5 "$con" >&2; return 1; }
     local dir port out c0 q0 c1 q1
-    for dir in download upload; do
+    for dir in $DIRS; do
         port=$p80
         [ "$dir" = upload ] && port=$p81
         c0=$(cpu_ticks "$ppid")
