@@ -99,7 +99,7 @@ transfer() {
     python3 - "$1" "$2" "$MB" <<'EOF'
 import socket, sys, time
 direction, port, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.create_connection(("127.0.0.1", port), timeout=300)
+s = socket.create_connection(("127.0.0.1", port), timeout=60)
 t0 = time.monotonic()
 n = 0
 if direction == "download":
@@ -175,7 +175,10 @@ run_peer() {
         [ "$dir" = upload ] && port=$p81
         c0=$(cpu_ticks "$ppid")
         q0=$(cpu_ticks "$qpid")
-        out=$(transfer "$dir" "$port") || { echo "vhost_user.sh: $peer $dir failed" >&2; return 1; }
+        if ! out=$(transfer "$dir" "$port" 2>"$WORK/$peer-$round-$dir.err"); then
+            echo "vhost_user.sh: $peer $dir failed: $(tail -1 "$WORK/$peer-$round-$dir.err")" >&2
+            continue
+        fi
         c1=$(cpu_ticks "$ppid")
         q1=$(cpu_ticks "$qpid")
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$peer" "$dir" "$round" \

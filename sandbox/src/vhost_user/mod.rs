@@ -14,6 +14,21 @@
 //!
 //! The socket stays blocking: `handle_request` reads one whole message
 //! (header, body, descriptors), which the VMM sends at once.
+//!
+//! Known limits:
+//! - a VMM that sends part of a message stalls the helper in `recvmsg`
+//!   (SIGTERM waits behind it; closing the socket or SIGKILL ends it): the
+//!   vhost crate retries a short read in a loop, so a non-blocking socket
+//!   would spin instead;
+//! - a VMM that shrinks a memory file it handed over can make the helper
+//!   fault (SIGBUS) when a ring points past the new end; a region past the
+//!   file's end when it arrives is refused (`fstat`);
+//! - QEMU sends `SET_VRING_ENABLE 1` before `SET_FEATURES`, which the
+//!   vhost crate refuses; rings are therefore enabled unless disabled
+//!   after negotiation;
+//! - QEMU 7.2 under TCG crashes (in `msix_set_vector_notifiers`) starting
+//!   a vhost-user device with MSI-X: give it `virtio-net-pci,vectors=0`;
+//! - no reconnection: the helper serves one connection and exits.
 
 mod device;
 mod rings;
