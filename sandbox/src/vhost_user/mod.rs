@@ -125,33 +125,25 @@ pub fn link(
 /// Frames on their way to the guest, and how to frame them.
 #[derive(Default)]
 struct Outbox {
-    /// Records: virtio-net header, then the frame.
+    /// Records: a 10-byte virtio-net header, then the frame.
     queue: VecDeque<Vec<u8>>,
-    /// The header's length (12 with VERSION_1).
-    hdr_len: usize,
     /// GUEST_TSO4 was accepted: a round's TCP segments are merged.
     merge: Option<Coalescer>,
-    /// MRG_RXBUF was accepted.
-    mrg: bool,
     counters: LinkCounters,
     /// The receive ring broke the rules (why): the session ends.
     broken: Option<String>,
 }
 
 impl Outbox {
-    /// Queues a record (a 10-byte header then the frame, as
-    /// [`Coalescer`] emits them), widened to the negotiated header.
-    fn enqueue(&mut self, rec10: &[u8]) {
+    /// Queues a record (a 10-byte header then the frame, as [`Coalescer`]
+    /// emits them); the header is widened to the negotiated one when the
+    /// record is written.
+    fn enqueue(&mut self, rec: &[u8]) {
         if self.queue.len() >= OUTBOX_LIMIT {
             self.queue.pop_front();
             self.counters.dropped += 1;
         }
-        let extra = self.hdr_len.saturating_sub(VNET_HDR_SIZE);
-        let mut rec = Vec::with_capacity(rec10.len() + extra);
-        rec.extend_from_slice(&rec10[..VNET_HDR_SIZE]);
-        rec.resize(VNET_HDR_SIZE + extra, 0);
-        rec.extend_from_slice(&rec10[VNET_HDR_SIZE..]);
-        self.queue.push_back(rec);
+        self.queue.push_back(rec.to_vec());
     }
 
     fn push(&mut self, frame: &[u8]) {
@@ -178,17 +170,12 @@ impl Outbox {
     /// Writes what fits into the receive ring.
     fn write(&mut self, dev: &mut Device) -> Result<(), rings::RingError> {
         self.seal();
+        let (hdr_len, mrg) = (dev.hdr_len(), dev.has(VIRTIO_NET_F_MRG_RXBUF));
         let Device { mem, vrings, .. } = dev;
         let Some(mem) = mem.as_ref() else {
             return Ok(());
         };
-        let done = rings::fill_rx(
-            &mut vrings[device::RX],
-            mem,
-            self.hdr_len,
-            self.mrg,
-            &mut self.queue,
-        )?;
+        let done = rings::fill_rx(&mut vrings[device::RX], mem, hdr_len, mrg, &mut self.queue)?;
         self.counters.frames_out += done.frames;
         self.counters.bytes_out += done.bytes;
         self.counters.dropped += done.dropped;
@@ -231,8 +218,6 @@ impl VhostRx {
         let mut dev = self.dev.borrow_mut();
         {
             let mut out = self.out.borrow_mut();
-            out.hdr_len = dev.hdr_len();
-            out.mrg = dev.has(VIRTIO_NET_F_MRG_RXBUF);
             let tso = dev.has(VIRTIO_NET_F_GUEST_TSO4);
             if tso != out.merge.is_some() {
                 out.seal();

@@ -15,9 +15,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 
-use caploop::net::offload::{self, Offloaded, VnetHdr};
+use caploop::net::offload::{self, Offloaded, VnetHdr, VNET_HDR_SIZE};
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::device::{Vring, RX, TX};
 
@@ -56,6 +56,11 @@ fn notify(ring: usize, v: &mut Vring, mem: &GuestMemoryMmap) -> Result<(), RingE
     if !v.queue.needs_notification(mem).map_err(|e| bad(ring, e))? {
         return Ok(());
     }
+    signal(ring, v)
+}
+
+/// Writes the ring's call eventfd.
+fn signal(ring: usize, v: &mut Vring) -> Result<(), RingError> {
     if let Some(call) = v.call.as_mut() {
         // An eventfd adds the value; a full counter (EAGAIN) is still
         // signalled.
@@ -177,10 +182,12 @@ pub struct Filled {
     pub dropped: u64,
 }
 
-/// Writes records from `outbox` (each a `hdr_len`-byte virtio-net header,
-/// then the frame) into the receive ring until it is empty or the ring has
-/// no room; `mrg`: MRG_RXBUF was accepted, so one record may take several
-/// buffers (`num_buffers` in the header says how many).
+/// Writes records from `outbox` into the receive ring until it is empty
+/// or the ring has no room. Each record is a 10-byte virtio-net header
+/// (as `offload::Coalescer` makes them) then the frame; it goes to the
+/// guest behind a `hdr_len`-byte header, the negotiated one at the time
+/// it is written (12: `num_buffers` added). `mrg`: MRG_RXBUF was
+/// accepted, so one record may take several buffers.
 pub fn fill_rx(
     v: &mut Vring,
     mem: &GuestMemoryMmap,
@@ -194,9 +201,15 @@ pub fn fill_rx(
     }
     let mut chains: Vec<(u16, Vec<(GuestAddress, usize)>)> = Vec::new();
     let mut retries = 0;
-    'records: while let Some(rec) = outbox.front_mut() {
+    let first_used = v.queue.next_used();
+    'records: while let Some(rec) = outbox.front() {
+        if rec.len() < VNET_HDR_SIZE || !(VNET_HDR_SIZE..=12).contains(&hdr_len) {
+            outbox.pop_front();
+            done.dropped += 1;
+            continue;
+        }
         chains.clear();
-        let need = rec.len();
+        let need = rec.len() - VNET_HDR_SIZE + hdr_len;
         let mut room = 0usize;
         check_avail(RX, v, mem)?;
         while room < need {
@@ -230,7 +243,7 @@ pub fn fill_rx(
                 break;
             }
         }
-        if room < need || chains.len() > u16::MAX as usize {
+        if room < need {
             // Larger than what the guest offers for one frame: the buffers
             // go back used and empty, the record is dropped.
             for &(head, _) in &chains {
@@ -240,32 +253,122 @@ pub fn fill_rx(
             done.dropped += 1;
             continue;
         }
-        if hdr_len == 12 {
-            rec[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
-        }
-        let mut off = 0;
+        // The header as negotiated, `num_buffers` in it, then the frame.
+        let mut hdr = [0u8; 12];
+        hdr[..VNET_HDR_SIZE].copy_from_slice(&rec[..VNET_HDR_SIZE]);
+        hdr[10..12].copy_from_slice(&(chains.len() as u16).to_le_bytes());
+        let mut src = Gather::new([&hdr[..hdr_len], &rec[VNET_HDR_SIZE..]]);
+        let mut used = Vec::with_capacity(chains.len());
         for (head, segs) in &chains {
-            let mut written = 0usize;
+            let mut written = 0u32;
             for &(addr, len) in segs {
-                let n = len.min(need - off);
-                if n == 0 {
-                    break;
-                }
-                mem.write_slice(&rec[off..off + n], addr)
-                    .map_err(|e| bad(RX, format_args!("descriptor at {:#x}: {e}", addr.0)))?;
-                off += n;
-                written += n;
+                written += src.write_into(mem, addr, len)?;
             }
-            v.queue
-                .add_used(mem, *head, written as u32)
-                .map_err(|e| bad(RX, e))?;
+            used.push((*head, written));
         }
+        publish(v, mem, &used)?;
         done.frames += 1;
         done.bytes += (need - hdr_len) as u64;
         outbox.pop_front();
     }
     if done.frames + done.dropped > 0 {
-        notify(RX, v, mem)?;
+        notify_since(RX, v, mem, first_used)?;
     }
     Ok(done)
+}
+
+/// Bytes from two slices in turn, written across descriptors.
+struct Gather<'a> {
+    parts: [&'a [u8]; 2],
+    at: usize,
+}
+
+impl<'a> Gather<'a> {
+    fn new(parts: [&'a [u8]; 2]) -> Gather<'a> {
+        Gather { parts, at: 0 }
+    }
+
+    /// Writes up to `len` of the bytes left at `addr`; how many.
+    fn write_into(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        addr: GuestAddress,
+        len: usize,
+    ) -> Result<u32, RingError> {
+        let mut done = 0;
+        while done < len && self.at < 2 {
+            let part = self.parts[self.at];
+            let n = part.len().min(len - done);
+            let to = addr
+                .checked_add(done as u64)
+                .ok_or_else(|| bad(RX, "a descriptor wraps the address space"))?;
+            mem.write_slice(&part[..n], to)
+                .map_err(|e| bad(RX, format_args!("descriptor at {:#x}: {e}", to.0)))?;
+            done += n;
+            self.parts[self.at] = &part[n..];
+            if self.parts[self.at].is_empty() {
+                self.at += 1;
+            }
+        }
+        Ok(done as u32)
+    }
+}
+
+/// Puts one record's buffers in the used ring and only then publishes the
+/// used index, once for all of them: the guest reads `num_buffers` in the
+/// first buffer and takes the next ones at once, so they must all be
+/// there when it sees the first (published one by one, a guest polling
+/// meanwhile found some missing and dropped the frame as too short).
+fn publish(v: &mut Vring, mem: &GuestMemoryMmap, used: &[(u16, u32)]) -> Result<(), RingError> {
+    let Some((&(last_head, last_len), rest)) = used.split_last() else {
+        return Ok(());
+    };
+    let size = v.queue.size();
+    let first = v.queue.next_used();
+    for (j, &(head, len)) in rest.iter().enumerate() {
+        let slot = u64::from(first.wrapping_add(j as u16) % size);
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        let addr = GuestAddress(v.queue.used_ring())
+            .checked_add(4 + 8 * slot)
+            .ok_or_else(|| bad(RX, "the used ring wraps the address space"))?;
+        mem.write_slice(&elem, addr)
+            .map_err(|e| bad(RX, format_args!("used ring at {:#x}: {e}", addr.0)))?;
+    }
+    v.queue.set_next_used(first.wrapping_add(rest.len() as u16));
+    // Writes the last element, then the index (a release store).
+    v.queue
+        .add_used(mem, last_head, last_len)
+        .map_err(|e| bad(RX, e))
+}
+
+/// Signals the receive ring's call eventfd if the driver asked to hear of
+/// a used index in (`old`, now] (event index), or always without it. Done
+/// here rather than by `needs_notification`, which counts `add_used`
+/// calls, fewer than the buffers [`publish`] adds.
+fn notify_since(
+    ring: usize,
+    v: &mut Vring,
+    mem: &GuestMemoryMmap,
+    old: u16,
+) -> Result<(), RingError> {
+    let new = v.queue.next_used();
+    let wanted = if v.queue.event_idx_enabled() {
+        // The used index is published before the driver's event is read.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let at = GuestAddress(v.queue.avail_ring())
+            .checked_add(4 + 2 * u64::from(v.queue.size()))
+            .ok_or_else(|| bad(ring, "the avail ring wraps the address space"))?;
+        let used_event: u16 = mem
+            .read_obj(at)
+            .map_err(|e| bad(ring, format_args!("used_event at {:#x}: {e}", at.0)))?;
+        new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old)
+    } else {
+        true
+    };
+    if wanted {
+        signal(ring, v)?;
+    }
+    Ok(())
 }
