@@ -3,8 +3,8 @@
 # file through host forwards, on three network back ends:
 #
 #   vhost   caploop-sandbox --vhost-user (frames in the shared virtio rings)
-#   vhost-gtso  the same with --vhost-guest-tso (merged TCP output; not in
-#           the default PEERS)
+#   vhost-nooffload  the same with --no-offload (no checksum or TSO
+#           features: plain frames both ways; not in the default PEERS)
 #   stream  caploop-sandbox --qemu-stream (QEMU copies each frame to a socket)
 #   passt   passt on the same -netdev stream
 #
@@ -140,9 +140,9 @@ run_peer() {
     rm -f "$sock"
     local net
     case $peer in
-    vhost | vhost-gtso)
+    vhost | vhost-nooffload)
         local extra=()
-        [ "$peer" = vhost-gtso ] && extra=(--vhost-guest-tso)
+        [ "$peer" = vhost-nooffload ] && extra=(--no-offload)
         RUST_LOG=${PEER_LOG:-info} "$SANDBOX" --vhost-user "$sock" "${extra[@]}" \
             --hostfwd="tcp:127.0.0.1:$p80-:80;tcp:127.0.0.1:$p81-:81" >/dev/null 2>"$log" &
         net=(-chardev "socket,id=c,path=$sock" -netdev vhost-user,id=n0,chardev=c)

@@ -159,10 +159,7 @@ fn run(data: &[u8]) {
     let peer = Peer { sock: theirs };
     let mem = memfd();
     let ev = eventfd();
-    let dev = Rc::new(RefCell::new(Device::new(
-        1500,
-        device::OFFERED | device::GUEST_TSO,
-    )));
+    let dev = Rc::new(RefCell::new(Device::new(1500, device::OFFERED)));
     #[allow(clippy::arc_with_non_send_sync)]
     let handler = Arc::new(Mutex::new(Handler { dev: dev.clone() }));
     let mut req = BackendReqHandler::from_stream(ours, handler);

@@ -60,10 +60,6 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", help_heading = "QEMU")]
     pub vhost_user: Option<PathBuf>,
 
-    /// vhost-user: also offer GUEST_TSO4, merging a round's TCP segments into super-frames for the guest.
-    #[arg(long, help_heading = "QEMU")]
-    pub vhost_guest_tso: bool,
-
     /// Host forwarding rules, bhyve syntax: tcp:127.0.0.1:2222-:22;udp::5353-:53 (IPv6 in brackets).
     #[arg(long, value_name = "RULES", help_heading = "Network")]
     pub hostfwd: Option<String>,
@@ -153,7 +149,8 @@ pub struct Cli {
 
     /// Do not ask the tap for checksum and TCP segmentation offload (by
     /// default the tap hands over partial checksums and TCP/IPv4
-    /// super-segments of up to 64 KiB, finished here).
+    /// super-segments of up to 64 KiB, finished here). With --vhost-user:
+    /// offer the guest no checksum or TSO features.
     #[arg(long = "no-offload", help_heading = "slirp4netns")]
     pub no_offload: bool,
 

@@ -120,7 +120,7 @@ fn run(cli: &Cli, front: FrontEnd, mtu: usize) -> Result<(), ServeError> {
         #[cfg(target_os = "linux")]
         FrontEnd::VhostUser { path } => {
             let session = hypervisor_session(cli, mtu, "vhost-user")?;
-            let link = vhost_user::open(&path, mtu, cli.vhost_guest_tso)?;
+            let link = vhost_user::open(&path, mtu, !cli.no_offload)?;
             (session, link, Extras::default())
         }
         #[cfg(not(target_os = "linux"))]

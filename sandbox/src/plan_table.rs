@@ -279,7 +279,7 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
     let crate_fd = a.as_raw_fd();
     let mut front = hypervisor(
         "--vhost-user",
-        crate::vhost_user::link(polled, a, 1500, false),
+        crate::vhost_user::link(polled, a, 1500, true),
         b.into(),
     );
     front

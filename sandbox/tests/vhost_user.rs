@@ -134,11 +134,9 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
         &scratch,
         &script,
         &[("www/blob", &down), ("up", &up)],
-        &[
-            format!("--hostfwd=tcp:127.0.0.1:{fwd_http}-:80;tcp:127.0.0.1:{fwd_up}-:81"),
-            // Merged output (GUEST_TSO4) is opt-in.
-            "--vhost-guest-tso".to_string(),
-        ],
+        &[format!(
+            "--hostfwd=tcp:127.0.0.1:{fwd_http}-:80;tcp:127.0.0.1:{fwd_up}-:81"
+        )],
     );
     let ctx = |g: &Guest| format!("{}\n--- helper ---\n{}", g.dump(), helper_log(&scratch.0));
 

@@ -49,8 +49,8 @@ const PROTOCOL_FEATURES: u64 = 1 << 30;
 
 /// The virtio features offered. TSO is offered for IPv4 only: libslirp
 /// takes TCP/IPv4 super-segments (`Stack::input_segment`) and
-/// `offload::Coalescer` merges TCP/IPv4 only. GUEST_TSO4 (merged output)
-/// is added only when asked for ([`GUEST_TSO`]).
+/// `offload::Coalescer` merges TCP/IPv4 only (GUEST_TSO4: a round's
+/// segments of a flow reach the guest as one super-frame).
 pub const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | (1 << VIRTIO_RING_F_INDIRECT_DESC)
@@ -59,17 +59,18 @@ pub const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
     | (1 << VIRTIO_NET_F_MTU)
     | (1 << VIRTIO_NET_F_MAC)
     | (1 << VIRTIO_NET_F_STATUS)
     | PROTOCOL_FEATURES;
 
-/// GUEST_TSO4: the device may hand the guest TCP/IPv4 super-frames, which
-/// it makes by merging a round's segments of a flow (`Coalescer`).
-/// Offered only with `--vhost-guest-tso`: with a TCG guest, merged output
-/// measured from as fast as plain frames to ten times slower, run to run
-/// (benches/vhost_user.sh), for a reason not yet found.
-pub const GUEST_TSO: u64 = 1 << VIRTIO_NET_F_GUEST_TSO4;
+/// The checksum and segmentation offloads, all left out with
+/// `--no-offload`.
+pub const OFFLOADS: u64 = (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4);
 
 /// One ring as set up so far.
 pub struct Vring {
@@ -130,7 +131,7 @@ pub struct Device {
     pub stopped: Vec<usize>,
     /// The MTU the config space reports.
     mtu: u16,
-    /// The features offered ([`OFFERED`], maybe with [`GUEST_TSO`]).
+    /// The features offered ([`OFFERED`], maybe without [`OFFLOADS`]).
     offered: u64,
 }
 

@@ -61,8 +61,8 @@ const OUTBOX_LIMIT: usize = 4096;
 
 /// Listens on `path`, waits for the VMM's connection, removes the socket
 /// file and returns the link. `mtu` is what the config space reports;
-/// `guest_tso`: offer GUEST_TSO4 (merged output, [`device::GUEST_TSO`]).
-pub fn open(path: &Path, mtu: usize, guest_tso: bool) -> Result<Link, ServeError> {
+/// `offload`: offer checksum and TSO offloads ([`device::OFFLOADS`]).
+pub fn open(path: &Path, mtu: usize, offload: bool) -> Result<Link, ServeError> {
     let err = |what: String| move |source| ServeError::Link { what, source };
     startup::close_other_fds(&[])?;
     startup::clear_socket_path(path, "--vhost-user")?;
@@ -87,7 +87,7 @@ pub fn open(path: &Path, mtu: usize, guest_tso: bool) -> Result<Link, ServeError
     let polled = conn
         .try_clone()
         .map_err(err("duplicating the vhost-user socket".into()))?;
-    Ok(link(OwnedFd::from(polled), conn, mtu, guest_tso))
+    Ok(link(OwnedFd::from(polled), conn, mtu, offload))
 }
 
 /// The link for a connected vhost-user socket: `polled` (a duplicate of
@@ -96,9 +96,13 @@ pub fn link(
     polled: OwnedFd,
     conn: std::os::unix::net::UnixStream,
     mtu: usize,
-    guest_tso: bool,
+    offload: bool,
 ) -> Link {
-    let offered = device::OFFERED | if guest_tso { device::GUEST_TSO } else { 0 };
+    let offered = if offload {
+        device::OFFERED
+    } else {
+        device::OFFERED & !device::OFFLOADS
+    };
     let dev = Rc::new(RefCell::new(Device::new(
         u16::try_from(mtu).unwrap_or(u16::MAX),
         offered,
