@@ -65,6 +65,11 @@ bitflags::bitflags! {
         /// The netmap ioctls: `NIOCTXSYNC`, `NIOCRXSYNC` and `NIOCCTRL`
         /// (a port's virtio-net header length).
         const IOCTL_NETMAP = 1 << 21;
+        /// `sendmsg`, on a connected unix stream socket only (vhost-user's
+        /// replies; a stream socket ignores `msg_name`). Unlike the other
+        /// socket rights, Linux allows `sendmsg` on the planned
+        /// descriptors that carry it and on no other descriptor.
+        const SENDMSG = 1 << 22;
     }
 }
 

@@ -402,3 +402,192 @@ fn open_mode_makes_only_the_sockets_and_options_libslirp_uses() {
         Child::spawn(NAME, &[("POLICY", p.to_string())]).finish();
     }
 }
+
+// ----- descriptors that arrive after entry (vhost-user) ----------------------
+
+/// Sends `fds` over `sock` in one SCM_RIGHTS message (a byte of data).
+fn send_fds(sock: RawFd, fds: &[RawFd]) -> Result<(), i32> {
+    let mut data = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE only computes a length.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid; its pointers go to `iov` and
+    // `cbuf`, which outlive the call; the one control message fits `cbuf`
+    // (CMSG_SPACE) and CMSG_DATA points inside it.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+        libc::sendmsg(sock, &msg, 0)
+    };
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Receives up to `max` descriptors sent by [`send_fds`].
+fn recv_fds(sock: RawFd, max: usize) -> Vec<OwnedFd> {
+    let mut data = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE only computes a length.
+    let space = unsafe { libc::CMSG_SPACE((max * 4) as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut out = Vec::new();
+    // SAFETY: as in send_fds; the kernel wrote the control messages read
+    // back here, each descriptor in them now this process's to own.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        assert_eq!(
+            libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC),
+            1,
+            "recvmsg"
+        );
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+            let p = libc::CMSG_DATA(c).cast::<RawFd>();
+            for i in 0..n {
+                out.push(OwnedFd::from_raw_fd(*p.add(i)));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    out
+}
+
+#[test]
+fn descriptors_received_after_entry_map_shared_never_executable() {
+    // What the vhost-user back end does with what the VMM hands it after
+    // entry: guest memory (a memfd) mapped shared, read and write, never
+    // executable; eventfds read and written; replies with sendmsg on its
+    // socket only.
+    const NAME: &str = "descriptors_received_after_entry_map_shared_never_executable";
+    if is_child(NAME) {
+        let mut pair = [0; 2];
+        // SAFETY: socketpair writes two descriptors into `pair`.
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) },
+            0
+        );
+        // SAFETY: both are new descriptors this process owns.
+        let (ours, vmm) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SAFETY: memfd_create and eventfd make new descriptors, owned
+        // below; ftruncate sizes the memfd.
+        let (mem, ev) = unsafe {
+            let m = libc::memfd_create(c"guest-ram".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(m >= 0 && libc::ftruncate(m, 65536) == 0);
+            let e = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            assert!(e >= 0);
+            (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(e))
+        };
+        // Queued before entry, received after it: the numbers they get
+        // then are unknown to the plan.
+        send_fds(vmm.as_raw_fd(), &[mem.as_raw_fd(), ev.as_raw_fd()]).expect("sending");
+        drop((mem, ev));
+        let mut plan = Plan::new();
+        plan.add(&ours, Rights::SOCKET | Rights::SENDMSG, "vhost-user socket");
+        plan.add(&vmm, Rights::SOCKET, "the VMM's end");
+        plan.apply_and_enter(&policy(&env("POLICY")))
+            .expect("entering");
+
+        let got = recv_fds(ours.as_raw_fd(), 4);
+        assert_eq!(got.len(), 2, "two descriptors received");
+        let (mem, ev) = (got[0].as_raw_fd(), got[1].as_raw_fd());
+        // Its size may be read (raw fstat) before it is mapped.
+        // SAFETY: fstat writes one `stat` into `st`.
+        let size = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(
+                libc::syscall(libc::SYS_fstat, mem, &mut st as *mut libc::stat),
+                0
+            );
+            st.st_size
+        };
+        assert_eq!(size, 65536, "fstat of the received memfd");
+        let map = |prot: i32| {
+            // SAFETY: a shared mapping of the received memfd, unmapped
+            // below if made.
+            let p =
+                unsafe { libc::mmap(std::ptr::null_mut(), 65536, prot, libc::MAP_SHARED, mem, 0) };
+            (p != libc::MAP_FAILED).then_some(p).ok_or_else(errno)
+        };
+        for prot in [
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        ] {
+            assert_eq!(
+                map(prot),
+                Err(libc::EPERM),
+                "mmap of guest memory, prot {prot:#x}"
+            );
+        }
+        let p = map(libc::PROT_READ | libc::PROT_WRITE).expect("guest memory mapped");
+        // SAFETY: the 64 KiB mapping just made; mprotect and munmap of it.
+        unsafe {
+            p.cast::<u8>().write_volatile(0x5a);
+            assert_eq!(p.cast::<u8>().read_volatile(), 0x5a);
+            assert_eq!(
+                libc::mprotect(p, 65536, libc::PROT_READ | libc::PROT_EXEC),
+                -1
+            );
+            assert_eq!(
+                errno(),
+                libc::EPERM,
+                "mprotect of guest memory to PROT_EXEC"
+            );
+            libc::munmap(p, 65536);
+        }
+        let one = 1u64.to_ne_bytes();
+        let mut back = [0u8; 8];
+        // SAFETY: 8-byte reads and writes on the received eventfd.
+        unsafe {
+            assert_eq!(
+                libc::write(ev, one.as_ptr().cast(), 8),
+                8,
+                "call eventfd write"
+            );
+            assert_eq!(
+                libc::read(ev, back.as_mut_ptr().cast(), 8),
+                8,
+                "kick eventfd read"
+            );
+        }
+        assert_eq!(back, one);
+        // Replies (with descriptors) go out on the vhost-user socket only.
+        assert_eq!(
+            send_fds(ours.as_raw_fd(), &[ev]),
+            Ok(()),
+            "sendmsg on the socket"
+        );
+        assert_eq!(
+            send_fds(vmm.as_raw_fd(), &[ev]),
+            Err(libc::EPERM),
+            "sendmsg on a socket without SENDMSG"
+        );
+        child_ok();
+    }
+    for p in ["restricted", "open"] {
+        Child::spawn(NAME, &[("POLICY", p.to_string())]).finish();
+    }
+}

@@ -19,6 +19,7 @@ const ABOUT: &str = "Sandboxed user-mode networking (libslirp on caploop) for on
 network namespace.\n\n\
 Front ends (one per invocation):\n  \
   caploop-sandbox [OPTIONS] --qemu-stream PATH   QEMU: -netdev stream,server=off,addr.type=unix,addr.path=PATH\n  \
+  caploop-sandbox [OPTIONS] --vhost-user PATH    vhost-user-net (Linux): -chardev socket,id=c,path=PATH -netdev vhost-user,chardev=c\n  \
   caploop-sandbox [OPTIONS] -S FD                bhyve: the SOCK_SEQPACKET socket bhyve passes\n  \
   caploop-sandbox [OPTIONS] PID|PATH [TAPNAME]   slirp4netns: a tap in that network namespace\n\n\
 With no front end, it serves QEMU on $XDG_RUNTIME_DIR/caploop-sandbox.sock (or /tmp/...).";
@@ -54,6 +55,10 @@ pub struct Cli {
     /// QEMU: a unix datagram socket at PATH, one frame per datagram (-netdev dgram,remote.type=unix,remote.path=PATH).
     #[arg(long, value_name = "PATH", help_heading = "QEMU")]
     pub qemu_dgram: Option<PathBuf>,
+
+    /// vhost-user-net back end (Linux): listen on the unix socket PATH; the VMM shares the guest's memory (QEMU: -chardev socket,id=c,path=PATH -netdev vhost-user,chardev=c, memory-backend-memfd with share=on).
+    #[arg(long, value_name = "PATH", help_heading = "QEMU")]
+    pub vhost_user: Option<PathBuf>,
 
     /// Host forwarding rules, bhyve syntax: tcp:127.0.0.1:2222-:22;udp::5353-:53 (IPv6 in brackets).
     #[arg(long, value_name = "RULES", help_heading = "Network")]
@@ -144,7 +149,8 @@ pub struct Cli {
 
     /// Do not ask the tap for checksum and TCP segmentation offload (by
     /// default the tap hands over partial checksums and TCP/IPv4
-    /// super-segments of up to 64 KiB, finished here).
+    /// super-segments of up to 64 KiB, finished here). With --vhost-user:
+    /// offer the guest no checksum or TSO features.
     #[arg(long = "no-offload", help_heading = "slirp4netns")]
     pub no_offload: bool,
 
@@ -219,6 +225,11 @@ pub enum FrontEnd {
         /// Where to bind.
         path: PathBuf,
     },
+    /// A vhost-user-net back end on a unix socket path.
+    VhostUser {
+        /// Where to listen.
+        path: PathBuf,
+    },
     /// slirp4netns's tap in a network namespace.
     Slirp4netns {
         /// PID or path of the target.
@@ -269,6 +280,7 @@ impl Cli {
             self.bhyve_fd.is_some(),
             self.qemu_stream.is_some(),
             self.qemu_dgram.is_some(),
+            self.vhost_user.is_some(),
             self.target.is_some(),
         ]
         .iter()
@@ -276,7 +288,7 @@ impl Cli {
         .count();
         if chosen > 1 {
             return Err(UsageError(
-                "choose one front end: -S FD, --qemu-stream PATH, --qemu-dgram PATH, or PID|PATH [TAPNAME]".into(),
+                "choose one front end: -S FD, --qemu-stream PATH, --qemu-dgram PATH, --vhost-user PATH, or PID|PATH [TAPNAME]".into(),
             ));
         }
         if let Some(t) = self.target_type.as_deref() {
@@ -315,6 +327,9 @@ impl Cli {
         }
         if let Some(path) = &self.qemu_dgram {
             return Ok(FrontEnd::QemuDgram { path: path.clone() });
+        }
+        if let Some(path) = &self.vhost_user {
+            return Ok(FrontEnd::VhostUser { path: path.clone() });
         }
         let path = self.qemu_stream.clone().unwrap_or_else(default_socket_path);
         Ok(FrontEnd::QemuStream { path })

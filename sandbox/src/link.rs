@@ -9,11 +9,15 @@
 //! the loop flushes once per round.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
+
+use caploop::reactor::Reactor;
+use caploop::Rights;
 
 use caploop::net::acks::AckThinner;
 
 use crate::error::ServeError;
+use crate::serve::Feed;
 
 /// Link traffic counts, logged on exit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,32 @@ pub trait Rx {
         hangup: bool,
         deliver: &mut dyn FnMut(Arrival<'_>),
     ) -> Result<bool, ServeError>;
+
+    /// For a link with sources of its own besides its descriptor, which
+    /// appear while it runs (vhost-user's kick eventfds): called once while
+    /// the session is set up, with the [`Feed`] those sources' callbacks
+    /// hand their frames to. Other links ignore it.
+    fn attach(&mut self, _feed: Feed) {}
+
+    /// Descriptors the link uses that the reactor does not poll (the
+    /// vhost-user socket as the vhost crate holds it), with their rights
+    /// and a label, for the sandbox plan. They must live as long as the
+    /// session.
+    fn unpolled(&self) -> Vec<(RawFd, Rights, &'static str)> {
+        Vec::new()
+    }
+
+    /// [`pull`](Rx::pull) with the reactor, so that a link can add or
+    /// delete its own registrations as its peer hands it descriptors. The
+    /// serve loop calls this one; the default is `pull`.
+    fn pull_with(
+        &mut self,
+        _reactor: &mut Reactor<()>,
+        hangup: bool,
+        deliver: &mut dyn FnMut(Arrival<'_>),
+    ) -> Result<bool, ServeError> {
+        self.pull(hangup, deliver)
+    }
 }
 
 /// The sending half of a link.
@@ -91,6 +121,11 @@ pub trait Tx {
     }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
+    /// A failure found while flushing that must end the session with an
+    /// error (a vhost-user guest's malformed receive ring), taken once.
+    fn failure(&mut self) -> Option<ServeError> {
+        None
+    }
 }
 
 /// A sending half that sends only the last of each flow's pure TCP ACKs
@@ -136,6 +171,10 @@ impl Tx for Thinned {
             acks_thinned: self.acks.thinned(),
             ..self.inner.counters()
         }
+    }
+
+    fn failure(&mut self) -> Option<ServeError> {
+        self.inner.failure()
     }
 }
 

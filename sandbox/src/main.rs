@@ -31,6 +31,8 @@ mod serve;
 mod slirp4netns;
 mod startup;
 mod stream;
+#[cfg(target_os = "linux")]
+mod vhost_user;
 
 use std::io::Write;
 
@@ -115,6 +117,21 @@ fn run(cli: &Cli, front: FrontEnd, mtu: usize) -> Result<(), ServeError> {
         FrontEnd::QemuDgram { path } => {
             let session = hypervisor_session(cli, mtu, "qemu")?;
             (session, qemu::open_dgram(&path)?, Extras::default())
+        }
+        #[cfg(target_os = "linux")]
+        FrontEnd::VhostUser { path } => {
+            let session = hypervisor_session(cli, mtu, "vhost-user")?;
+            let link = vhost_user::open(&path, mtu, !cli.no_offload)?;
+            (session, link, Extras::default())
+        }
+        #[cfg(not(target_os = "linux"))]
+        FrontEnd::VhostUser { .. } => {
+            return Err(UsageError(format!(
+                "--vhost-user: Unsupported on {}: the vhost-user back end (rust-vmm's vhost \
+                 crate) is Linux-only; use --qemu-stream or --qemu-dgram",
+                std::env::consts::OS
+            ))
+            .into())
         }
         FrontEnd::Bhyve { fd } => {
             let mut session = hypervisor_session(cli, mtu, "bhyve")?;

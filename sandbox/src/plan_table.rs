@@ -61,9 +61,9 @@ const LISTENER_CAPS: &[C] = &[
     C::Fcntl,
     C::Ioctl,
 ];
-const SOCKET_OPS: &str = "read write recv send shutdown getsockopt getsockname getpeername";
+const SOCKET_OPS: &str = "read write recv send shutdown getsockopt getsockname getpeername fstat";
 const LISTENER_OPS: &str = "read write recv send accept shutdown getsockopt setsockopt \
-     getsockname getpeername F_GETFL F_SETFL FIONREAD FIONBIO";
+     getsockname getpeername F_GETFL F_SETFL FIONREAD FIONBIO fstat";
 
 /// Every kind of descriptor a session plans, both platforms side by side.
 const TABLE: &[Row] = &[
@@ -74,6 +74,16 @@ const TABLE: &[Row] = &[
         ioctls: &[],
         fcntls: &[],
         linux: Some(SOCKET_OPS),
+    },
+    Row {
+        kind: "vhost-user socket (the vhost crate's)",
+        rights: Rights::SOCKET.union(Rights::SENDMSG),
+        capsicum: SOCKET_CAPS,
+        ioctls: &[],
+        fcntls: &[],
+        linux: Some(
+            "read write recv send shutdown getsockopt getsockname getpeername fstat sendmsg",
+        ),
     },
     Row {
         kind: "link: slirp4netns tap",
@@ -97,7 +107,7 @@ const TABLE: &[Row] = &[
         capsicum: &[C::Read, C::Event, C::Fstat],
         ioctls: &[],
         fcntls: &[],
-        linux: Some("read"),
+        linux: Some("read fstat"),
     },
     Row {
         kind: "polling's eventfd (Linux)",
@@ -113,7 +123,7 @@ const TABLE: &[Row] = &[
         capsicum: &[C::Read, C::Event, C::Fstat],
         ioctls: &[],
         fcntls: &[],
-        linux: Some("read"),
+        linux: Some("read fstat"),
     },
     Row {
         kind: "stderr",
@@ -121,7 +131,7 @@ const TABLE: &[Row] = &[
         capsicum: &[C::Write, C::Event, C::Fstat],
         ioctls: &[],
         fcntls: &[],
-        linux: Some("write"),
+        linux: Some("write fstat"),
     },
     Row {
         kind: "libslirp host-forward listener",
@@ -137,7 +147,7 @@ const TABLE: &[Row] = &[
         capsicum: &[C::Read, C::Event, C::Fstat],
         ioctls: &[],
         fcntls: &[],
-        linux: Some("read"),
+        linux: Some("read fstat"),
     },
     Row {
         kind: "slirp4netns ready fd",
@@ -180,6 +190,8 @@ const PROBES: &[(&str, Sys, u64, u64)] = &[
     ("FIONREAD", Sys::Ioctl, abi::FIONREAD, 0),
     ("FIONBIO", Sys::Ioctl, abi::FIONBIO, 0),
     ("TUNSETOFFLOAD", Sys::Ioctl, abi::TUNSETOFFLOAD, 0),
+    ("fstat", Sys::Fstat, 0, 0),
+    ("sendmsg", Sys::Sendmsg, 0, 0),
 ];
 
 /// A front end's session, set up on socketpairs and pipes as the front
@@ -259,6 +271,21 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
         tx: Box::new(RecordTx::new(raw, Medium::Datagram, 70_000, "QEMU")),
     };
     out.push(hypervisor("--qemu-dgram", link, b.into()));
+
+    // vhost-user: the reactor polls a duplicate of the socket the vhost
+    // crate reads and replies on.
+    let (a, b) = UnixStream::pair().unwrap();
+    let polled = OwnedFd::from(a.try_clone().unwrap());
+    let crate_fd = a.as_raw_fd();
+    let mut front = hypervisor(
+        "--vhost-user",
+        crate::vhost_user::link(polled, a, 1500, true),
+        b.into(),
+    );
+    front
+        .known
+        .push((crate_fd, "vhost-user socket (the vhost crate's)"));
+    out.push(front);
 
     // slirp4netns: a stand-in for the tap (the plan depends on the link's
     // kind, not on the device), the exit and ready pipes, the API socket.
@@ -391,6 +418,9 @@ fn each_front_end_plans_each_descriptor_as_the_table_says() {
             ]);
         } else {
             want.extend(["link: bhyve/QEMU socket", "libslirp host-forward listener"]);
+        }
+        if name == "--vhost-user" {
+            want.push("vhost-user socket (the vhost crate's)");
         }
         want.sort();
         assert_eq!(kinds, want, "{name}: the descriptors planned");

@@ -13,7 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 
@@ -25,7 +25,7 @@ use caploop::Rights;
 use crate::api::{self, Forwards};
 use crate::error::ServeError;
 use crate::inbound::Inbound;
-use crate::link::{Link, LinkCounters, LinkKind, Thinned, Tx};
+use crate::link::{Arrival, Link, LinkCounters, LinkKind, Thinned, Tx};
 use crate::privileges::{self, Privileges};
 use crate::startup;
 
@@ -99,6 +99,39 @@ pub fn policy(config: &Config, extras: &Extras) -> Policy {
 
 type Ending = Rc<Cell<Option<Result<Outcome, ServeError>>>>;
 
+/// The way into the stack for a link's own registrations (vhost-user's
+/// kick eventfds; see [`Rx::attach`](crate::link::Rx::attach)): what the
+/// link descriptor's callback does with a frame, counted the same way, and
+/// the way to end the session.
+#[derive(Clone)]
+pub struct Feed {
+    stack: Rc<Stack>,
+    inbound: Rc<RefCell<Inbound>>,
+    ending: Ending,
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // vhost-user only
+impl Feed {
+    /// Hands one arrival to the inbound path (it may wait there for the
+    /// end of the batch).
+    pub fn deliver(&self, arrival: Arrival<'_>) {
+        self.inbound.borrow_mut().take(arrival);
+    }
+
+    /// After a batch of frames: hands on what the inbound path holds, then
+    /// releases the descriptors of connections they ended, before another
+    /// callback this round gets their numbers.
+    pub fn settle(&self, r: &mut Reactor<()>) {
+        self.inbound.borrow_mut().end_batch();
+        self.stack.release_closed(r);
+    }
+
+    /// Ends the session.
+    pub fn end(&self, r: &mut Reactor<()>, why: Result<Outcome, ServeError>) {
+        end(r, &self.ending, why);
+    }
+}
+
 /// Runs one session until the peer hangs up, the exit descriptor fires or
 /// a signal stops it.
 pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, ServeError> {
@@ -118,6 +151,7 @@ pub struct Prepared {
     ending: Ending,
     link_handle: Handle,
     ready_fd: Option<OwnedFd>,
+    unpolled: Vec<(RawFd, Rights, &'static str)>,
 }
 
 /// Sets up everything a session needs; nothing is given up or entered.
@@ -136,6 +170,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         );
     }
     let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(Box::new(Thinned::new(tx))));
+    let unpolled = rx.unpolled();
     let rx = Rc::new(RefCell::new(rx));
 
     let sink = tx.clone();
@@ -151,6 +186,11 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
 
     let ending: Ending = Rc::new(Cell::new(None));
     let inbound = Rc::new(RefCell::new(Inbound::new(stack.clone())));
+    rx.borrow_mut().attach(Feed {
+        stack: stack.clone(),
+        inbound: inbound.clone(),
+        ending: ending.clone(),
+    });
     let (cb_stack, cb_tx, cb_end, cb_in) =
         (stack.clone(), tx.clone(), ending.clone(), inbound.clone());
     let rights = match kind {
@@ -177,13 +217,12 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         if !(ev.readable || ev.hangup || ev.error) {
             return;
         }
-        // One read is one batch of the inbound path (inbound.rs).
-        let mut inbound = cb_in.borrow_mut();
-        let res = rx
-            .borrow_mut()
-            .pull(ev.hangup, &mut |arrival| inbound.take(arrival));
-        inbound.end_batch();
-        drop(inbound);
+        // One read is one batch of the inbound path (inbound.rs). Borrowed
+        // per frame: a link may hand frames in through its Feed meanwhile.
+        let res = rx.borrow_mut().pull_with(r, ev.hangup, &mut |arrival| {
+            cb_in.borrow_mut().take(arrival)
+        });
+        cb_in.borrow_mut().end_batch();
         // A frame can end a connection: release its descriptor now, before
         // another callback this round (the API accepting) gets its number.
         cb_stack.release_closed(r);
@@ -225,6 +264,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         ending,
         link_handle,
         ready_fd,
+        unpolled,
     })
 }
 
@@ -234,7 +274,7 @@ impl Prepared {
     /// and the ready fd.
     #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub fn plan(&self) -> Plan {
-        plan_of(&self.reactor, self.ready_fd.as_ref())
+        plan_of(&self.reactor, self.ready_fd.as_ref(), &self.unpolled)
     }
 
     /// The sandbox policy the session enters.
@@ -256,13 +296,14 @@ impl Prepared {
             ending,
             link_handle,
             ready_fd,
+            unpolled,
         } = self;
         let given_up = privileges::give_up(&privileges)?;
         log::info!("{name}: {given_up}");
         startup::quiet_stdio()?;
         // libslirp reads the host's resolver lazily; make it read now.
         stack.prime_dns(&mut reactor);
-        let plan = plan_of(&reactor, ready_fd.as_ref());
+        let plan = plan_of(&reactor, ready_fd.as_ref(), &unpolled);
         #[cfg(debug_assertions)]
         let fault = crate::fault::prepare();
         let report = plan.apply_and_enter(&policy)?;
@@ -314,10 +355,18 @@ impl Prepared {
     }
 }
 
-/// The plan of a session: the reactor's descriptors, stderr, the ready fd.
-fn plan_of(reactor: &Reactor<()>, ready_fd: Option<&OwnedFd>) -> Plan {
+/// The plan of a session: the reactor's descriptors, stderr, the ready fd,
+/// the link's unpolled descriptors.
+fn plan_of(
+    reactor: &Reactor<()>,
+    ready_fd: Option<&OwnedFd>,
+    unpolled: &[(RawFd, Rights, &'static str)],
+) -> Plan {
     let mut plan = Plan::from_reactor(reactor);
     plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
+    for &(fd, rights, label) in unpolled {
+        plan.add_raw(fd, rights, label);
+    }
     if let Some(fd) = ready_fd {
         // Closed right after entry: its number will be reused.
         plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");
@@ -371,6 +420,11 @@ fn watch_backlog(
         let mut tx = tx.borrow_mut();
         if let Err(e) = tx.flush() {
             log::debug!("writing to the link: {e}");
+        }
+        if let Some(e) = tx.failure() {
+            drop(tx);
+            end(r, &ending, Err(e));
+            return;
         }
         if tx.gone() {
             drop(tx);

@@ -304,6 +304,7 @@ pub(super) fn number(sys: Sys) -> i64 {
         Recvmsg => libc::SYS_recvmsg,
         Sendto => libc::SYS_sendto,
         Sendmsg => libc::SYS_sendmsg,
+        Fstat => libc::SYS_fstat,
         Accept => libc::SYS_accept,
         Accept4 => libc::SYS_accept4,
         Connect => libc::SYS_connect,

@@ -76,11 +76,11 @@
 //! | New sockets | refused | refused in restricted mode; open mode: what libslirp makes (TCP and UDP over IPv4/IPv6, the ICMP ping socket), never raw, packet, netlink or unix sockets; with [`Policy::allow_bind`] in restricted mode: TCP only |
 //! | `connect` | refused | refused in restricted mode (seccomp and Landlock); open mode: allowed, optionally only to [`Policy::connect_ports`] (Landlock, TCP) |
 //! | `sendto` with an address | refused in capability mode | refused in restricted mode; allowed in open mode |
-//! | `sendmsg` | as `sendto` | refused (`msg_name` could name any destination; nothing caploop runs needs it) |
+//! | `sendmsg` | as `sendto` | refused (`msg_name` could name any destination), except on planned descriptors given `Rights::SENDMSG` (vhost-user's connected unix stream socket) |
 //! | TCP Fast Open (`MSG_FASTOPEN`: a connect without `connect`) | refused with `connect` | refused on every `sendto` |
 //! | Socket options | `CAP_SETSOCKOPT` per descriptor | only those libslirp and std set ([`SOCKET_OPTIONS`]): no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`, filters |
 //! | `bind`, `listen` | refused | refused unless [`Policy::allow_bind`] |
-//! | File metadata (`stat`, `fstat`, `statx`) | refused | refused; open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
+//! | File metadata (`stat`, `fstat`, `statx`) | refused | refused, but for the raw `fstat` syscall on a descriptor (planned ones need `FSTAT`; vhost-user checks a received memory region's size before mapping it); open mode allows `stat` by path (`newfstatat(AT_FDCWD, path, buf, 0)`) for libslirp's DNS forwarder |
 //! | Executable memory (`mmap`/`mprotect` with `PROT_EXEC`) | allowed | refused: code written at run time cannot run |
 //! | Signals | only to itself | handlers only for the fatal signals, `tgkill` only of `SIGABRT` and the faults to its own threads |
 //! | Everything else (`kill`, `ptrace`, `mount`, `setuid`, `clone`...) | refused | not in the allowlist: `EPERM` |

@@ -168,6 +168,12 @@ pub struct Guest {
 impl Guest {
     /// Boots the guest with `netdev` as QEMU's `-netdev` argument (id n0).
     pub fn boot(initrd: &Path, netdev: &str) -> Guest {
+        Guest::boot_with(initrd, netdev, "virtio-net-pci,netdev=n0", &[])
+    }
+
+    /// [`boot`](Guest::boot) with QEMU's `-device` argument and `extra`
+    /// arguments (vhost-user's shared memory backend and its chardev).
+    pub fn boot_with(initrd: &Path, netdev: &str, device: &str, extra: &[&str]) -> Guest {
         let kdir = kernel_dir().expect("kernel prepared");
         let mut child = Command::new("qemu-system-x86_64")
             .args([
@@ -186,7 +192,8 @@ impl Guest {
             .arg(initrd)
             .args(["-append", "console=ttyS0 quiet panic=-1"])
             .args(["-netdev", netdev])
-            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .args(["-device", device])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

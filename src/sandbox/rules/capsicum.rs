@@ -93,6 +93,7 @@ pub fn capsicum_limits(rights: Rights) -> CapLimits {
         (Rights::RECV, CapRight::Read),
         (Rights::WRITE, CapRight::Write),
         (Rights::SEND, CapRight::Write),
+        (Rights::SENDMSG, CapRight::Write),
         (Rights::SEEK, CapRight::Seek),
         (Rights::EVENT, CapRight::Event),
         (Rights::ACCEPT, CapRight::Accept),

@@ -23,6 +23,7 @@ pub enum Sys {
     Recvmsg,
     Sendto,
     Sendmsg,
+    Fstat,
     Accept,
     Accept4,
     Connect,
@@ -86,6 +87,7 @@ impl Sys {
             Recvmsg => "recvmsg",
             Sendto => "sendto",
             Sendmsg => "sendmsg",
+            Fstat => "fstat",
             Accept => "accept",
             Accept4 => "accept4",
             Connect => "connect",
@@ -295,6 +297,10 @@ pub const FD_SYSCALLS: &[(Sys, Rights)] = &[
     (Sys::Connect, Rights::CONNECT),
     (Sys::Bind, Rights::BIND),
     (Sys::Listen, Rights::LISTEN),
+    // The size of a descriptor received after entry (vhost-user's guest
+    // memory, checked before it is mapped). The raw syscall: glibc's
+    // fstat() is newfstatat, which could also name paths.
+    (Sys::Fstat, Rights::FSTAT),
 ];
 
 /// The signals whose default action ends the process with a core: a fault
@@ -417,6 +423,19 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
             _ => {}
         }
         allow.insert(sys, rule(conds));
+    }
+
+    // sendmsg: only on the planned descriptors given SENDMSG (vhost-user's
+    // connected unix stream socket, whose replies carry descriptors);
+    // never on a socket made after entry, where `msg_name` could name any
+    // destination.
+    let sendmsg: Vec<Vec<Cond>> = fds
+        .iter()
+        .filter(|p| p.rights.contains(Rights::SENDMSG) && !p.rights.contains(Rights::EPHEMERAL))
+        .map(|p| vec![Cond::fd_eq(0, p.fd)])
+        .collect();
+    if !sendmsg.is_empty() {
+        allow.insert(Sys::Sendmsg, SysRule::AnyOf(sendmsg));
     }
 
     // fcntl: F_GETFD always (debug builds check a descriptor before closing
@@ -765,6 +784,21 @@ mod tests {
             assert!(r.permits(Sys::Mmap, call(0)), "PROT_NONE");
             assert!(!r.permits(Sys::Mmap, call(4)), "PROT_EXEC");
             assert!(!r.permits(Sys::Mmap, call(7)), "PROT_READ|WRITE|EXEC");
+        }
+    }
+
+    #[test]
+    fn sendmsg_only_where_planned() {
+        let plan = [
+            fd(6, Rights::SOCKET),
+            fd(7, Rights::SOCKET | Rights::SENDMSG),
+        ];
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&plan, &p, ProcessFacts::default());
+            assert!(r.permits(Sys::Sendmsg, args(7, 0)), "{p:?}");
+            for fd in [6, 9] {
+                assert!(!r.permits(Sys::Sendmsg, args(fd, 0)), "{fd} {p:?}");
+            }
         }
     }
 
