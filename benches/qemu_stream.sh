@@ -79,27 +79,7 @@ finish() {
 trap finish EXIT
 trap 'echo "qemu_stream.sh: interrupted" >&2; exit 130' INT TERM
 
-TCK=$(getconf CLK_TCK)
-# utime+stime of a process (all its threads), in clock ticks.
-cpu_ticks() {
-    local stat f
-    stat=$(cat "/proc/$1/stat") || { echo 0; return; }
-    read -r -a f <<<"${stat##*) }"
-    echo $((f[11] + f[12]))
-}
-# A /proc/PID/status field in kB.
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# Waits up to $2 tenths of a second for the command "$3..." to succeed.
-wait_for() {
-    local what=$1 n=$2
-    shift 2
-    while ! "$@" >/dev/null 2>&1; do
-        n=$((n - 1))
-        [ "$n" -gt 0 ] || { echo "qemu_stream.sh: timed out waiting for $what" >&2; return 1; }
-        sleep 0.1
-    done
-}
+. benches/proc.sh # cpu_ticks, status_kb, wait_for, TCK
 carrier_up() { ip -n "$NS" link show tap0 | grep -q LOWER_UP; }
 listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
 

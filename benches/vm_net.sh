@@ -86,23 +86,7 @@ finish() {
 trap finish EXIT
 trap 'echo "vm_net.sh: interrupted" >&2; exit 130' INT TERM
 
-TCK=$(getconf CLK_TCK)
-cpu_ticks() {
-    local stat f
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    read -r -a f <<<"${stat##*) }"
-    echo $((f[11] + f[12]))
-}
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-wait_for() {
-    local what=$1 n=$2
-    shift 2
-    while ! "$@" >/dev/null 2>&1; do
-        n=$((n - 1))
-        [ "$n" -gt 0 ] || { echo "vm_net.sh: timed out waiting for $what" >&2; return 1; }
-        sleep 0.1
-    done
-}
+. benches/proc.sh # cpu_ticks, status_kb, wait_for, TCK
 listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
 
 # The initramfs: busybox, iperf3 with the libraries it loads, the virtio

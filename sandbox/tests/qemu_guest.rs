@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::guest::{available, build_initrd, Guest, Scratch};
+use common::guest::{available, build_initrd, host_listener, http_get, Guest, Scratch};
 use common::helper::{free_port, wait_exit, wait_for_path, Reaper, BIN};
 
 const BOOT: Duration = Duration::from_secs(90);
@@ -56,43 +53,13 @@ fn boot(script: &str, helper_args: &[String]) -> (Reaper, Guest, Scratch) {
     (helper, guest, scratch)
 }
 
-fn http_get(port: u16, path: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("hostfwd connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read the response");
-    let body_at = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP header end")
-        + 4;
-    resp.split_off(body_at)
-}
-
-/// A host listener on 127.0.0.1 that reports what the first connection sent.
-fn listener() -> (u16, mpsc::Receiver<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            let _ = tx.send(got);
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn restricted_guest_gets_a_lease_serves_a_file_and_cannot_reach_the_host() {
     if !available() {
         return;
     }
     let fwd = free_port();
-    let (host_port, host_rx) = listener();
+    let (host_port, host_rx) = host_listener();
     let script = format!(
         "ping -c1 -W3 10.0.2.2 && echo PING-OK\n\
          httpd -p 80 -h /www && echo HTTPD-UP\n\
@@ -118,7 +85,7 @@ fn restricted_guest_gets_a_lease_serves_a_file_and_cannot_reach_the_host() {
         "{}",
         guest.dump()
     );
-    let body = http_get(fwd, "/blob");
+    let body = http_get(fwd, "/blob", Duration::from_secs(30));
     assert!(
         body == blob(),
         "file through hostfwd differs: {} bytes",
@@ -140,7 +107,7 @@ fn open_guest_reaches_a_host_listener() {
     if !available() {
         return;
     }
-    let (host_port, host_rx) = listener();
+    let (host_port, host_rx) = host_listener();
     let script = format!(
         "if echo hello-from-guest | nc -w 3 10.0.2.2 {host_port}; then echo CONNECT-OK; else echo CONNECT-FAILED; fi\n"
     );

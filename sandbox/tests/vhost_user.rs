@@ -9,13 +9,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::guest::{available, build_initrd, Guest, Scratch};
+use common::guest::{available, build_initrd, host_listener, http_get, Guest, Scratch};
 use common::helper::{free_port, wait_exit, wait_for_path, Reaper, BIN};
 
 const BOOT: Duration = Duration::from_secs(120);
@@ -82,36 +81,6 @@ fn helper_log(scratch: &Path) -> String {
     std::fs::read_to_string(scratch.join("helper.log")).unwrap_or_default()
 }
 
-fn http_get(port: u16, path: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("hostfwd connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read the response");
-    let body_at = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP header end")
-        + 4;
-    resp.split_off(body_at)
-}
-
-/// A host listener on 127.0.0.1 that reports what the first connection sent.
-fn listener() -> (u16, mpsc::Receiver<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = l.accept() {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            let _ = tx.send(got);
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_the_host() {
     if !available() {
@@ -121,7 +90,7 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
     let down = blob(0x2545_f491_4f6c_dd1d, 400_000);
     let up = blob(0x9e37_79b9_7f4a_7c15, 300_000);
     let (fwd_http, fwd_up) = (free_port(), free_port());
-    let (host_port, host_rx) = listener();
+    let (host_port, host_rx) = host_listener();
     let script = format!(
         "ping -c1 -W3 10.0.2.2 && echo PING-OK\n\
          httpd -p 80 -h /www && echo HTTPD-UP\n\
@@ -155,7 +124,7 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
     assert!(guest.wait_for("NC-UP", BOOT).is_some(), "{}", ctx(&guest));
 
     // Guest to host.
-    let body = http_get(fwd_http, "/blob");
+    let body = http_get(fwd_http, "/blob", Duration::from_secs(60));
     assert!(
         body == down,
         "file through hostfwd differs: {} bytes\n{}",

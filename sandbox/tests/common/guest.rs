@@ -273,3 +273,38 @@ pub fn scratch_file(scratch: &Scratch, name: &str, data: &[u8]) -> PathBuf {
     f.write_all(data).unwrap();
     p
 }
+
+/// GETs `path` from a host forward at 127.0.0.1:`port` (HTTP/1.0) and
+/// returns the body.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("hostfwd connect");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read the response");
+    let body_at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end")
+        + 4;
+    resp.split_off(body_at)
+}
+
+/// A host listener on 127.0.0.1 that reports what the first connection
+/// sent.
+pub fn host_listener() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let _ = tx.send(got);
+        }
+    });
+    (port, rx)
+}
