@@ -693,8 +693,22 @@ fn a_backend_dropped_without_close_leaves_no_registration_behind() {
             .expect("no stale registration in the way");
             assert_eq!(r.len(), 1, "fd {}", a.as_raw_fd());
             // The tap itself is gone with the last reference: a new open
-            // of its name makes a fresh one.
-            let mut again = net::open("tapdrop", &mut r, |_, _| {}).unwrap();
+            // of its name makes a fresh one. Another test thread spawning
+            // a process copies our descriptors until its exec closes them,
+            // so the last reference may take a moment to go: EBUSY is
+            // retried for up to 2 s, anything else fails.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let mut again = loop {
+                match net::open("tapdrop", &mut r, |_, _| {}) {
+                    Err(Error::Io { source, .. })
+                        if source.raw_os_error() == Some(libc::EBUSY)
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    other => break other.unwrap(),
+                }
+            };
             again.recv_disable(&mut r).unwrap();
             again.close(&mut r).unwrap();
         })
