@@ -8,22 +8,14 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::guest::{available, build_initrd, host_listener, http_get, Guest, Scratch};
+use common::guest::{available, blob, build_initrd, host_listener, http_get, Guest, Scratch};
 use common::helper::{free_port, wait_exit, wait_for_path, Reaper, BIN};
 
 const BOOT: Duration = Duration::from_secs(90);
 
-fn blob() -> Vec<u8> {
-    // Deterministic, incompressible-looking content.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..400_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// The file the guest serves: deterministic, incompressible-looking.
+fn served() -> Vec<u8> {
+    blob(0x2545_f491_4f6c_dd1d, 400_000)
 }
 
 /// Starts the helper on a fresh socket and boots the guest against it.
@@ -42,7 +34,7 @@ fn boot(script: &str, helper_args: &[String]) -> (Reaper, Guest, Scratch) {
         .expect("spawn caploop-sandbox");
     let helper = Reaper(helper);
     assert!(wait_for_path(&sock, Duration::from_secs(10)));
-    let initrd = build_initrd(&scratch, script, &[("www/blob", &blob())]);
+    let initrd = build_initrd(&scratch, script, &[("www/blob", &served())]);
     let guest = Guest::boot(
         &initrd,
         &format!(
@@ -87,7 +79,7 @@ fn restricted_guest_gets_a_lease_serves_a_file_and_cannot_reach_the_host() {
     );
     let body = http_get(fwd, "/blob", Duration::from_secs(30));
     assert!(
-        body == blob(),
+        body == served(),
         "file through hostfwd differs: {} bytes",
         body.len()
     );

@@ -14,22 +14,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::guest::{available, build_initrd, host_listener, http_get, Guest, Scratch};
+use common::guest::{available, blob, build_initrd, host_listener, http_get, Guest, Scratch};
 use common::helper::{free_port, wait_exit, wait_for_path, Reaper, BIN};
 
 const BOOT: Duration = Duration::from_secs(120);
-
-fn blob(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Starts the helper on a fresh vhost-user socket and boots the guest
 /// against it, its memory a shared memfd.

@@ -308,3 +308,17 @@ pub fn host_listener() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
     });
     (port, rx)
 }
+
+/// Deterministic, incompressible-looking bytes (xorshift from `seed`, which
+/// must not be 0).
+pub fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
