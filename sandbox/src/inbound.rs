@@ -39,10 +39,7 @@ impl Inbound {
         self.counts.frames_in += 1;
         self.counts.bytes_in += arrival.bytes().len() as u64;
         let (stack, gro) = (&*self.stack, &mut self.gro);
-        let mut input = |kind: Offloaded, bytes: &[u8]| match kind {
-            Offloaded::Frame => stack.input(bytes),
-            Offloaded::TcpSegment => stack.input_segment(bytes),
-        };
+        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
         match arrival {
             Arrival::Frame(frame) => self.acks.push(frame, &mut |f| gro.push(f, &mut input)),
             Arrival::Segment(segment) => {
@@ -58,10 +55,7 @@ impl Inbound {
     /// Ends the batch: what is held goes into the stack.
     pub fn end_batch(&mut self) {
         let (stack, gro) = (&*self.stack, &mut self.gro);
-        let mut input = |kind: Offloaded, bytes: &[u8]| match kind {
-            Offloaded::Frame => stack.input(bytes),
-            Offloaded::TcpSegment => stack.input_segment(bytes),
-        };
+        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
         self.acks.finish(&mut |f| gro.push(f, &mut input));
         gro.finish(&mut input);
         self.counts.merged_in = gro.merged();
@@ -71,5 +65,13 @@ impl Inbound {
     /// What came in so far (the inbound fields of [`LinkCounters`]).
     pub fn counts(&self) -> LinkCounters {
         self.counts
+    }
+}
+
+/// A frame, or a super-segment, into the stack.
+fn into_stack(stack: &Stack, kind: Offloaded, bytes: &[u8]) {
+    match kind {
+        Offloaded::Frame => stack.input(bytes),
+        Offloaded::TcpSegment => stack.input_segment(bytes),
     }
 }

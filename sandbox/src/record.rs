@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-use caploop::net::offload::{self, Coalescer, Offloaded, VnetHdr, VNET_HDR_SIZE};
+use caploop::net::offload::{self, Coalescer, Offloaded, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
 use crate::error::ServeError;
@@ -131,7 +131,7 @@ impl Rx for RecordRx {
                 deliver(Arrival::Frame(&self.buf[..n]));
                 continue;
             }
-            match unwrap_vnet(&mut self.buf[..n]) {
+            match offload::unwrap_record(&mut self.buf[..n], VNET_HDR_SIZE) {
                 Ok((Offloaded::Frame, frame)) => deliver(Arrival::Frame(frame)),
                 Ok((Offloaded::TcpSegment, frame)) => deliver(Arrival::Segment(frame)),
                 Err(e) => log::debug!("dropping a {n}-byte frame from {}: {e}", self.peer),
@@ -139,15 +139,6 @@ impl Rx for RecordRx {
         }
         Ok(true)
     }
-}
-
-/// Takes the virtio-net header off a record from an offloading tap and
-/// finishes what it asks for.
-fn unwrap_vnet(record: &mut [u8]) -> Result<(Offloaded, &[u8]), caploop::net::Error> {
-    let hdr = VnetHdr::parse(record)?;
-    let frame = &mut record[VNET_HDR_SIZE..];
-    let kind = offload::finish(&hdr, frame)?;
-    Ok((kind, frame))
 }
 
 /// Sends one frame per record, queueing what the link cannot take.

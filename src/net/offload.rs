@@ -115,6 +115,20 @@ pub fn finish(hdr: &VnetHdr, frame: &mut [u8]) -> Result<Offloaded, Error> {
     Ok(kind)
 }
 
+/// Splits a record (a `hdr_len`-byte virtio-net header, 10 or 12 bytes,
+/// then the frame) and [`finish`]es what its header asks of the frame.
+pub fn unwrap_record(record: &mut [u8], hdr_len: usize) -> Result<(Offloaded, &mut [u8]), Error> {
+    if record.len() < hdr_len {
+        return Err(Error::ShortIov {
+            have: record.len(),
+            need: hdr_len,
+        });
+    }
+    let (hdr, frame) = record.split_at_mut(hdr_len);
+    let kind = finish(&VnetHdr::parse(hdr)?, frame)?;
+    Ok((kind, frame))
+}
+
 /// Stores at `start + offset` the Internet checksum of `frame[start..]`,
 /// whose checksum field holds the pseudo-header's sum (virtio 5.1.6.2).
 pub fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), Error> {
@@ -397,6 +411,14 @@ mod tests {
             csum_offset: 16,
             ..VnetHdr::default()
         }
+    }
+
+    #[test]
+    fn a_record_shorter_than_its_header_is_an_error_not_a_panic() {
+        assert!(unwrap_record(&mut [0u8; 5], VNET_HDR_SIZE).is_err());
+        let mut rec = vec![0u8; 12 + 60];
+        let (kind, frame) = unwrap_record(&mut rec, 12).unwrap();
+        assert_eq!((kind, frame.len()), (Offloaded::Frame, 60));
     }
 
     #[test]

@@ -142,30 +142,30 @@ impl Outbox {
     /// Queues a record (a 10-byte header then the frame, as [`Coalescer`]
     /// emits them); the header is widened to the negotiated one when the
     /// record is written.
-    fn enqueue(&mut self, rec: &[u8]) {
+    fn enqueue(&mut self, rec: Vec<u8>) {
         if self.queue.len() >= OUTBOX_LIMIT {
             self.queue.pop_front();
             self.counters.dropped += 1;
         }
-        self.queue.push_back(rec.to_vec());
+        self.queue.push_back(rec);
     }
 
     fn push(&mut self, frame: &[u8]) {
         if let Some(mut c) = self.merge.take() {
-            c.push(frame, &mut |rec| self.enqueue(rec));
+            c.push(frame, &mut |rec| self.enqueue(rec.to_vec()));
             self.merge = Some(c);
         } else {
             let mut rec = Vec::with_capacity(VNET_HDR_SIZE + frame.len());
             rec.extend_from_slice(&[0; VNET_HDR_SIZE]);
             rec.extend_from_slice(frame);
-            self.enqueue(&rec);
+            self.enqueue(rec);
         }
     }
 
     /// Hands on a pending merged run.
     fn seal(&mut self) {
         if let Some(mut c) = self.merge.take() {
-            c.finish(&mut |rec| self.enqueue(rec));
+            c.finish(&mut |rec| self.enqueue(rec.to_vec()));
             self.counters.merged = c.merged();
             self.merge = Some(c);
         }

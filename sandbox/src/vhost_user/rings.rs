@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 
-use caploop::net::offload::{self, Offloaded, VnetHdr, VNET_HDR_SIZE};
+use caploop::net::offload::{self, Offloaded, VNET_HDR_SIZE};
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -138,10 +138,8 @@ fn frame_in(
         stats.bad_frames += 1;
         return;
     }
-    let (hdr, frame) = buf.split_at_mut(hdr_len);
-    let kind = VnetHdr::parse(hdr).and_then(|h| offload::finish(&h, frame));
-    match kind {
-        Ok(kind) => deliver(frame, kind),
+    match offload::unwrap_record(buf, hdr_len) {
+        Ok((kind, frame)) => deliver(frame, kind),
         Err(e) => {
             stats.bad_frames += 1;
             log::debug!("vhost-user: a transmitted frame: {e}");
