@@ -12,7 +12,7 @@
 //! in the protocols. Bit 2 of the kind byte hands the frame over as a TCP
 //! super-segment (`Stack::input_segment`, up to 64 KiB, as from a tap with
 //! segmentation offload), an IPv4 one with its lengths and checksums made
-//! right. Every input frame also goes through an ACK thinner
+//! right, an IPv6 one with its length right (cut to the MTU there). Every input frame also goes through an ACK thinner
 //! (`caploop::net::acks`), which must hand on or count each once, and
 //! into the stack through receive coalescing (`caploop::net::gro`), as the
 //! helper does; bit 3 of the kind byte puts a frame in one batch with the
@@ -101,8 +101,10 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
             Offloaded::TcpSegment => stack.input_segment(bytes),
         };
         if segment {
-            if kind == 2 {
-                as_tcp4_segment(&mut frame);
+            match kind {
+                2 => as_tcp4_segment(&mut frame),
+                3 => as_tcp6_segment(&mut frame),
+                _ => {}
             }
             gro.finish(&mut input);
             stack.input_segment(&frame);
@@ -166,6 +168,23 @@ fn as_tcp4_segment(frame: &mut [u8]) {
     let pseudo = checksum_sum(&ip[12..20]) + 6 + (ip.len() - ihl) as u64;
     let c = checksum(&ip[ihl..], pseudo);
     ip[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Makes an IPv6 frame a TCP segment without extension headers whose
+/// payload length is the frame's, so that `Stack::input_segment` cuts it
+/// to the MTU (`offload::segment`) and libslirp's TCP takes the pieces.
+fn as_tcp6_segment(frame: &mut [u8]) {
+    let Some(ip) = frame.get_mut(14..) else {
+        return;
+    };
+    if ip.len() < 60 || ip.len() > 65_535 + 40 {
+        return;
+    }
+    ip[0] = 0x60 | (ip[0] & 0x0f);
+    let payload = (ip.len() - 40) as u16;
+    ip[4..6].copy_from_slice(&payload.to_be_bytes());
+    ip[6] = 6;
+    ip[40 + 12] = (ip[40 + 12] & 0xf0).max(0x50);
 }
 
 /// The one's complement sum of `data` as big-endian 16-bit words.

@@ -148,7 +148,7 @@ pub struct Cli {
     pub userns_path: Option<PathBuf>,
 
     /// Do not ask the tap for checksum and TCP segmentation offload (by
-    /// default the tap hands over partial checksums and TCP/IPv4
+    /// default the tap hands over partial checksums and TCP
     /// super-segments of up to 64 KiB, finished here). With --vhost-user:
     /// offer the guest no checksum or TSO features.
     #[arg(long = "no-offload", help_heading = "slirp4netns")]

@@ -54,7 +54,7 @@ pub struct LinkCounters {
 pub enum Arrival<'a> {
     /// An Ethernet frame.
     Frame(&'a [u8]),
-    /// A TCP/IPv4 super-segment of up to 64 KiB from a tap with
+    /// A TCP super-segment of up to 64 KiB from a tap with
     /// segmentation offload (`Stack::input_segment`).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
     Segment(&'a [u8]),

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use caploop::wire::stream::DEFAULT_MAX_FRAME;
@@ -29,7 +29,7 @@ fn link_err(what: String) -> impl FnOnce(io::Error) -> ServeError {
 pub fn open_stream(path: &Path) -> Result<Link, ServeError> {
     startup::close_other_fds(&[])?;
     startup::clear_socket_path(path, "--qemu-stream")?;
-    let listener = startup::bind_private(|| UnixListener::bind(path))
+    let listener = startup::listen_private(path)
         .map_err(link_err(format!("listening on {}", path.display())))?;
     eprintln!(
         "caploop-sandbox: waiting for QEMU on {p}: qemu-system-x86_64 ... \

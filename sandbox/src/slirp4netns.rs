@@ -13,7 +13,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
 
 use caploop::slirp::Config;
 
@@ -202,11 +201,9 @@ pub fn open(
     let api = match &cli.api_socket {
         Some(path) => {
             startup::clear_socket_path(path, "--api-socket")?;
-            let l = startup::bind_private(|| UnixListener::bind(path)).map_err(|e| {
-                ServeError::Link {
-                    what: format!("binding the API socket {}", path.display()),
-                    source: e,
-                }
+            let l = startup::listen_private(path).map_err(|e| ServeError::Link {
+                what: format!("binding the API socket {}", path.display()),
+                source: e,
             })?;
             Some((l, network.guest()))
         }

@@ -140,6 +140,34 @@ pub fn bind_private<T>(bind: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     r
 }
 
+/// Listens on a private (0600) unix socket at `path` that appears only
+/// once it accepts connections: it is bound and listening under a sibling
+/// name first, then renamed into place. A VMM or script that starts as soon
+/// as the path exists (QEMU's `-chardev socket`, a test's wait loop) would
+/// otherwise meet `ECONNREFUSED` between `bind` and `listen`. Falls back to
+/// binding `path` itself when the sibling name would not fit in a socket
+/// address.
+pub fn listen_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::net::UnixListener;
+    let name = format!(".caploop-{}.sock", std::process::id());
+    let staged = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+        _ => PathBuf::from(name),
+    };
+    let _ = std::fs::remove_file(&staged);
+    let listener = match bind_private(|| UnixListener::bind(&staged)) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return bind_private(|| UnixListener::bind(path));
+        }
+        Err(e) => return Err(e),
+    };
+    std::fs::rename(&staged, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&staged);
+    })?;
+    Ok(listener)
+}
+
 /// The descriptor ranges to close so that only stdio and `keep` stay open:
 /// inclusive `(first, last)` pairs, the last one open-ended (`u32::MAX`).
 pub fn ranges_to_close(keep: &[RawFd]) -> Vec<(u32, u32)> {
@@ -225,5 +253,24 @@ mod tests {
             vec![(3, 3), (5, 6), (8, u32::MAX)]
         );
         assert_eq!(ranges_to_close(&[5, 6]), vec![(3, 4), (7, u32::MAX)]);
+    }
+
+    #[test]
+    fn a_listening_socket_appears_private_and_ready_with_nothing_left_over() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("caploop-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vm.sock");
+        let l = listen_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode {mode:o}");
+        std::os::unix::net::UnixStream::connect(&path).expect("connect at once");
+        assert!(l.accept().is_ok());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("vm.sock")]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

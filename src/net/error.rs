@@ -86,7 +86,7 @@ pub enum Error {
     },
     /// A frame's virtio-net header asks for what was not offered or cannot
     /// be done (a checksum beyond the frame, a GSO type not negotiated, a
-    /// super-segment that is not one TCP/IPv4 datagram).
+    /// super-segment that is not one TCP datagram).
     #[error("virtio-net header: {0}")]
     BadOffload(String),
     /// An option in a back end's name that it does not take or cannot read.

@@ -30,12 +30,13 @@ pub struct Counters {
     pub frames_out: u64,
     /// Their bytes.
     pub bytes_out: u64,
-    /// TCP/IPv4 super-segments (TSO) handed to libslirp whole
-    /// ([`Stack::input_segment`](super::Stack::input_segment)).
+    /// TCP super-segments (TSO) taken in
+    /// ([`Stack::input_segment`](super::Stack::input_segment)): IPv4 ones
+    /// whole, IPv6 ones cut into MRU-sized segments.
     pub segments_in: u64,
     /// Frames from the guest shorter than an Ethernet header, dropped.
     pub dropped_runt: u64,
-    /// Frames from the guest longer than MRU + 14 (and not a TCP/IPv4
+    /// Frames from the guest longer than MRU + 14 (and not a TCP
     /// super-segment given as one), dropped.
     pub dropped_oversize: u64,
     /// ARP, IPv4 or IPv6 frames too short for their own header, dropped.

@@ -134,25 +134,36 @@ impl Stack {
         }
     }
 
-    /// Hands one checked frame (or a reassembled datagram) to libslirp.
-    /// Hands libslirp a TCP/IPv4 super-segment from a peer that offloads
-    /// segmentation (TSO): one whole, unfragmented TCP/IPv4 datagram of up
-    /// to 64 KiB, more than the MRU, which the peer would have cut into
-    /// segments. libslirp takes it as one segment (one host `send`, one
-    /// ACK). A frame within the MRU goes to [`input`](Self::input); one
-    /// that is not such a datagram is counted and dropped
-    /// (`dropped_oversize`).
+    /// Hands libslirp a TCP super-segment from a peer that offloads
+    /// segmentation (TSO): one whole TCP datagram of up to 64 KiB, more
+    /// than the MRU, which the peer would have cut into segments. A
+    /// TCP/IPv4 one (unfragmented) goes in as one segment: one host `send`,
+    /// one ACK. libslirp's IPv6 input refuses datagrams over its MTU, so a
+    /// TCP/IPv6 one (no extension headers) is cut here into segments of
+    /// the MTU (and MRU) ([`offload::segment`](crate::net::offload::segment)),
+    /// which still spares the link its per-frame cost. A frame within the
+    /// MRU goes to [`input`](Self::input); one that is neither is counted
+    /// and dropped (`dropped_oversize`).
     pub fn input_segment(&self, frame: &[u8]) {
         let inner = &self.inner;
         if frame.len() <= inner.config.mru + ETH_HLEN {
             return self.input(frame);
         }
-        if !whole_tcp4(frame) {
-            inner.count(|c| c.dropped_oversize += 1);
-            return;
+        if whole_tcp4(frame) {
+            inner.count(|c| c.segments_in += 1);
+            return self.deliver(frame);
         }
-        inner.count(|c| c.segments_in += 1);
-        self.deliver(frame);
+        if frame[12..14] == [0x86, 0xdd] {
+            // libslirp takes an IPv6 payload of at most its MTU, and this
+            // stack frames of at most the MRU.
+            let mtu = inner.config.mtu.min(inner.config.mru);
+            let cut = crate::net::offload::segment(frame, mtu, &mut |seg| self.deliver(seg));
+            if cut.is_ok() {
+                inner.count(|c| c.segments_in += 1);
+                return;
+            }
+        }
+        inner.count(|c| c.dropped_oversize += 1);
     }
 
     fn deliver(&self, frame: &[u8]) {

@@ -50,8 +50,8 @@ pub use ifconfig::{parse_mac, Configure};
 pub use target::Target;
 
 /// The offloads asked of a tap opened with `offload`: partial checksums
-/// and TCP/IPv4 super-segments.
-pub const OFFLOADS: u32 = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+/// and TCP super-segments, IPv4 and IPv6.
+pub const OFFLOADS: u32 = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
 
 /// What went wrong getting the tap out of the target namespace. Each names
 /// the target, path, device or value at fault.
@@ -162,7 +162,7 @@ pub fn open_tap(
 }
 
 /// [`open_tap`], and with `offload` the tap is opened with a virtio-net
-/// header on every frame and asked for checksum and TCP/IPv4 segmentation
+/// header on every frame and asked for checksum and TCP segmentation
 /// offload ([`OFFLOADS`]); where the kernel refuses either, the tap comes
 /// without (ask [`caploop::net::tap::has_vnet_hdr`] which it is).
 pub fn open_tap_with(

@@ -24,9 +24,9 @@ use vhost::vhost_user::message::{
 use vhost::vhost_user::{Backend, Error, GpuBackend, Result, VhostUserBackendReqHandlerMut};
 use virtio_bindings::virtio_config::{VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_HOST_TSO4,
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
-    VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{Queue, QueueT};
@@ -47,10 +47,10 @@ pub const MAX_QUEUE_SIZE: u16 = 1024;
 /// features; rings then start disabled until `SET_VRING_ENABLE`.
 const PROTOCOL_FEATURES: u64 = 1 << 30;
 
-/// The virtio features offered. TSO is offered for IPv4 only: libslirp
-/// takes TCP/IPv4 super-segments (`Stack::input_segment`) and
-/// `offload::Coalescer` merges TCP/IPv4 only (GUEST_TSO4: a round's
-/// segments of a flow reach the guest as one super-frame).
+/// The virtio features offered. TSO both ways, IPv4 and IPv6: the guest's
+/// super-segments go to `Stack::input_segment` (IPv4 whole, IPv6 cut to
+/// libslirp's MTU), and with GUEST_TSO4/6 a round's segments of a flow
+/// reach the guest as one super-frame (`offload::Coalescer`).
 pub const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_RING_F_EVENT_IDX)
     | (1 << VIRTIO_RING_F_INDIRECT_DESC)
@@ -59,7 +59,9 @@ pub const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1)
     | (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
     | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6)
     | (1 << VIRTIO_NET_F_MTU)
     | (1 << VIRTIO_NET_F_MAC)
     | (1 << VIRTIO_NET_F_STATUS)
@@ -70,7 +72,9 @@ pub const OFFERED: u64 = (1 << VIRTIO_F_VERSION_1)
 pub const OFFLOADS: u64 = (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_HOST_TSO4)
-    | (1 << VIRTIO_NET_F_GUEST_TSO4);
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6);
 
 /// One ring as set up so far.
 pub struct Vring {

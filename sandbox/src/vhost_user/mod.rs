@@ -28,7 +28,13 @@
 //!   after negotiation;
 //! - QEMU 7.2 under TCG crashes (in `msix_set_vector_notifiers`) starting
 //!   a vhost-user device with MSI-X: give it `virtio-net-pci,vectors=0`;
-//! - no reconnection: the helper serves one connection and exits.
+//! - one connection per helper: when the VMM hangs up the helper exits.
+//!   The other way round works as QEMU expects: a helper restarted on the
+//!   same path under a running guest (QEMU with `-chardev
+//!   socket,...,reconnect=1`) is handed the same memory and rings with
+//!   the indices QEMU kept, and serves the guest again; what the old
+//!   helper held (TCP connections, NAT state) is gone, the guest's lease
+//!   and addresses stay valid.
 
 mod device;
 mod rings;
@@ -37,7 +43,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -46,7 +51,9 @@ use caploop::net::offload::{Coalescer, Offloaded, VNET_HDR_SIZE};
 use caploop::reactor::{Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_MRG_RXBUF};
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
+};
 
 use crate::error::ServeError;
 use crate::link::{Arrival, Link, LinkCounters, LinkKind, Rx, Tx};
@@ -66,12 +73,12 @@ pub fn open(path: &Path, mtu: usize, offload: bool) -> Result<Link, ServeError> 
     let err = |what: String| move |source| ServeError::Link { what, source };
     startup::close_other_fds(&[])?;
     startup::clear_socket_path(path, "--vhost-user")?;
-    let listener = startup::bind_private(|| UnixListener::bind(path))
-        .map_err(err(format!("listening on {}", path.display())))?;
+    let listener =
+        startup::listen_private(path).map_err(err(format!("listening on {}", path.display())))?;
     eprintln!(
         "caploop-sandbox: waiting for the VMM on {p}: qemu-system-x86_64 ... \
          -object memory-backend-memfd,id=mem,size=RAM,share=on -numa node,memdev=mem \
-         -chardev socket,id=c,path={p} -netdev vhost-user,id=n0,chardev=c \
+         -chardev socket,id=c,path={p},reconnect=1 -netdev vhost-user,id=n0,chardev=c \
          -device virtio-net-pci,netdev=n0",
         p = path.display()
     );
@@ -131,8 +138,11 @@ pub fn link(
 struct Outbox {
     /// Records: a 10-byte virtio-net header, then the frame.
     queue: VecDeque<Vec<u8>>,
-    /// GUEST_TSO4 was accepted: a round's TCP segments are merged.
+    /// GUEST_TSO4 or GUEST_TSO6 was accepted: a round's TCP segments of
+    /// those families are merged.
     merge: Option<Coalescer>,
+    /// What `merge` merges: (GUEST_TSO4, GUEST_TSO6).
+    merging: (bool, bool),
     counters: LinkCounters,
     /// The receive ring broke the rules (why): the session ends.
     broken: Option<String>,
@@ -222,10 +232,14 @@ impl VhostRx {
         let mut dev = self.dev.borrow_mut();
         {
             let mut out = self.out.borrow_mut();
-            let tso = dev.has(VIRTIO_NET_F_GUEST_TSO4);
-            if tso != out.merge.is_some() {
+            let tso = (
+                dev.has(VIRTIO_NET_F_GUEST_TSO4),
+                dev.has(VIRTIO_NET_F_GUEST_TSO6),
+            );
+            if tso != out.merging {
                 out.seal();
-                out.merge = tso.then(Coalescer::default);
+                out.merging = tso;
+                out.merge = (tso.0 || tso.1).then(|| Coalescer::new(tso.0, tso.1));
             }
         }
         for i in std::mem::take(&mut dev.stopped) {

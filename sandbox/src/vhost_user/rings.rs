@@ -7,7 +7,7 @@
 //! Transmit (guest to us): each chain is a virtio-net header (12 bytes with
 //! VERSION_1) and an Ethernet frame; [`drain_tx`] strips the header,
 //! finishes a partial checksum (`offload::finish`) and hands the frame, or
-//! a TCP/IPv4 super-segment, on. Receive (us to the guest): [`fill_rx`]
+//! a TCP super-segment, on. Receive (us to the guest): [`fill_rx`]
 //! writes queued records (header, then frame) into as many buffers as
 //! they need, setting `num_buffers` (MRG_RXBUF).
 

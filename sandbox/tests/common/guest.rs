@@ -253,6 +253,11 @@ impl Guest {
         self.transcript.clone()
     }
 
+    /// Whether QEMU is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The transcript so far, one string, for assertion messages.
     pub fn dump(&self) -> String {
         self.transcript.join("\n")
@@ -277,18 +282,24 @@ pub fn scratch_file(scratch: &Scratch, name: &str, data: &[u8]) -> PathBuf {
 /// GETs `path` from a host forward at 127.0.0.1:`port` (HTTP/1.0) and
 /// returns the body.
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> Vec<u8> {
+    try_http_get(port, path, timeout).expect("GET through the host forward")
+}
+
+/// [`http_get`] that reports a failure (no connection, no answer, no
+/// header) instead of panicking, for retrying while a link comes back.
+pub fn try_http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("hostfwd connect");
-    s.set_read_timeout(Some(timeout)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n")?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read the response");
+    s.read_to_end(&mut resp)?;
     let body_at = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP header end")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header in {} bytes", resp.len())))?
         + 4;
-    resp.split_off(body_at)
+    Ok(resp.split_off(body_at))
 }
 
 /// A host listener on 127.0.0.1 that reports what the first connection
