@@ -25,7 +25,9 @@
 #                MTUS ("1500 65520"), PEERS ("caploop slirp4netns pasta"),
 #                PORT (15301), NO_BUILD=1 to use the existing release binary,
 #                KEEP=DIR to keep the raw results and logs in DIR,
-#                CAPLOOP_ARGS (more flags for caploop-sandbox, e.g. --no-offload).
+#                CAPLOOP_ARGS (more flags for caploop-sandbox, e.g. --no-offload),
+#                FAMILY=6 for IPv6 (fd00::100 to fd00::2, the host's ::1; both
+#                peers with --enable-ipv6; caploop and slirp4netns only).
 # Needs: ip (iproute2), iperf3, python3, ss, slirp4netns, pasta (passt).
 set -euo pipefail
 
@@ -39,6 +41,16 @@ PORT=${PORT:-15301}
 NS="cnb-$$"
 GUEST=10.0.2.100
 GW=10.0.2.2
+FAMILY=${FAMILY:-4}
+HOST=127.0.0.1
+V6=""
+if [ "$FAMILY" = 6 ]; then
+    GUEST=fd00::100 GW=fd00::2 HOST=::1 V6=--enable-ipv6
+    case " $PEERS " in *" pasta "*) PEERS=${PEERS//pasta/} ;; esac
+elif [ "$FAMILY" != 4 ]; then
+    echo "netns.sh: FAMILY is 4 or 6, not $FAMILY" >&2
+    exit 1
+fi
 
 die() { echo "netns.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (namespaces, tap devices)"
@@ -89,9 +101,15 @@ trap 'echo "netns.sh: interrupted" >&2; exit 130' INT TERM
 . benches/proc.sh # cpu_ticks, status_kb, wait_for, TCK
 # tap0 exists, is up with carrier, has the guest address and a default route.
 tap_ready() {
-    ip -n "$NS" link show tap0 | grep -q 'state UP\|LOWER_UP' &&
+    ip -n "$NS" link show tap0 | grep -q 'state UP\|LOWER_UP' || return 1
+    if [ "$FAMILY" = 6 ]; then
+        # SLAAC from libslirp's router advertisement, past DAD.
+        ip -n "$NS" -6 addr show dev tap0 scope global | grep -v tentative | grep -q "inet6 fd00:" &&
+            ip -n "$NS" -6 route show default | grep -q via
+    else
         ip -n "$NS" -4 addr show dev tap0 | grep -q "inet $GUEST/" &&
-        ip -n "$NS" -4 route show default | grep -q "via $GW"
+            ip -n "$NS" -4 route show default | grep -q "via $GW"
+    fi
 }
 listening() { ss -Hltn "sport = :$PORT" | grep -q .; }
 json() { # json FILE EXPR  (EXPR over the parsed object j)
@@ -114,11 +132,12 @@ run_one() {
 
     case $peer in
     caploop)
-        # shellcheck disable=SC2086 # CAPLOOP_ARGS is a list of flags
-        "$SANDBOX" --configure --mtu="$mtu" ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        # shellcheck disable=SC2086 # V6 and CAPLOOP_ARGS are lists of flags
+        "$SANDBOX" --configure --mtu="$mtu" $V6 ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
     slirp4netns)
-        slirp4netns --configure --mtu="$mtu" --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        # shellcheck disable=SC2086 # V6 is empty or one flag
+        slirp4netns --configure --mtu="$mtu" $V6 --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
     pasta)
         pasta -f -q --runas 0 -4 --config-net -m "$mtu" -a "$GUEST" -n 24 -g "$GW" -I tap0 \
@@ -130,7 +149,7 @@ run_one() {
     wait_for "$peer to configure tap0" 100 tap_ready || { tail -5 "$log" >&2; return 1; }
     kill -0 "$ppid" 2>/dev/null || { echo "netns.sh: $peer exited" >&2; tail -5 "$log" >&2; return 1; }
 
-    iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
+    iperf3 -s -1 -B "$HOST" -p "$PORT" >/dev/null 2>&1 &
     local spid=$!
     PIDS+=("$spid")
     wait_for "the iperf3 server" 50 listening || return 1

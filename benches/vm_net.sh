@@ -31,7 +31,8 @@
 #
 # Run as root:   bash benches/vm_net.sh
 # Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
-#                MTUS ("1500 65520"), PEERS ("vhost stream passt"),
+#                MTUS ("1500 65520"), DIRS ("upload download"),
+#                PEERS ("vhost stream passt"),
 #                CAPLOOP_GUEST_DIR (/var/cache/caploop-guest),
 #                NO_BUILD=1, KEEP=DIR to keep raw results and logs.
 set -euo pipefail
@@ -41,6 +42,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 MTUS=${MTUS:-"1500 65520"}
+DIRS=${DIRS:-"upload download"}
 PEERS=${PEERS:-"vhost stream passt"}
 PORT=${PORT:-15202}
 KDIR=${CAPLOOP_GUEST_DIR:-/var/cache/caploop-guest}
@@ -196,7 +198,7 @@ START=$(date +%s)
 FAILED=0
 for mtu in $MTUS; do
     for round in $(seq 1 "$ROUNDS"); do
-        for dir in upload download; do
+        for dir in $DIRS; do
             for peer in $PEERS; do
                 if line=$(run_one "$mtu" "$dir" "$peer" "$round"); then
                     echo "$line" | tee -a "$RESULTS"

@@ -166,6 +166,8 @@ impl Stack {
         inner.count(|c| c.dropped_oversize += 1);
     }
 
+    /// Hands one checked frame (or a reassembled datagram, or a piece of
+    /// a cut super-segment) to libslirp.
     fn deliver(&self, frame: &[u8]) {
         let inner = &self.inner;
         let len = frame.len() as c_int;
