@@ -78,17 +78,33 @@ fn boot(
     (helper, guest)
 }
 
-/// The number before `what` in `part` of the exit line `line`.
-fn count(line: &str, part: &str, what: &str) -> u64 {
-    let at = part
-        .find(what)
-        .unwrap_or_else(|| panic!("no {what} in {line}"));
-    part[..at]
-        .trim_end()
-        .rsplit(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no number before {what} in {line}"))
+/// Ends QEMU, checks that the helper then exits 0, and returns its log
+/// and two counts from its exit line ("link in N frames / B bytes (O
+/// offloaded, M merged, A ACKs thinned), out N frames / B bytes (M
+/// merged, ..."): super-segments in, merged frames out.
+fn end_and_count(guest: Guest, mut helper: Reaper, scratch: &Scratch) -> (String, u64, u64) {
+    drop(guest);
+    let status = wait_exit(&mut helper.0, Duration::from_secs(10)).expect("helper exits");
+    let log = helper_log(&scratch.0, "helper.log");
+    assert!(status.success(), "{status:?}\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains(": link in "))
+        .unwrap_or_else(|| panic!("no link counters in\n{log}"));
+    let (inbound, outbound) = line.split_once("), out ").unwrap();
+    let count = |part: &str, what: &str| -> u64 {
+        let at = part
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what} in {line}"));
+        part[..at]
+            .trim_end()
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number before {what} in {line}"))
+    };
+    let counts = (count(inbound, " offloaded"), count(outbound, " merged"));
+    (log, counts.0, counts.1)
 }
 
 fn helper_log(scratch: &Path, name: &str) -> String {
@@ -113,7 +129,7 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
          if echo hello | nc -w 3 10.0.2.2 {host_port}; then echo CONNECT-OK; else echo CONNECT-FAILED; fi\n\
          sleep 120\n"
     );
-    let (mut helper, mut guest) = boot(
+    let (helper, mut guest) = boot(
         &scratch,
         &script,
         &[("www/blob", &down), ("up", &up)],
@@ -171,27 +187,12 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
         ctx(&guest)
     );
 
-    // QEMU going away ends the helper cleanly.
-    drop(guest);
-    let status = wait_exit(&mut helper.0, Duration::from_secs(10)).expect("helper exits");
-    let log = helper_log(&scratch.0, "helper.log");
-    assert!(status.success(), "{status:?}\n{log}");
+    // QEMU going away ends the helper cleanly. Offloads both ways: the
+    // guest's TSO super-segments went into libslirp (HOST_TSO4), and runs
+    // of libslirp's segments reached the guest merged (GUEST_TSO4).
+    let (log, offloaded, merged) = end_and_count(guest, helper, &scratch);
     assert!(log.contains("sandbox entered"), "{log}");
-    // Offloads both ways: the guest's TSO super-segments went into
-    // libslirp whole (HOST_TSO4), and runs of libslirp's segments reached
-    // the guest merged (GUEST_TSO4).
-    // The exit line: "link in N frames / B bytes (O offloaded, M merged,
-    // A ACKs thinned), out N frames / B bytes (M merged, ...".
-    let line = log
-        .lines()
-        .find(|l| l.contains(": link in "))
-        .unwrap_or_else(|| panic!("no link counters in\n{log}"));
-    let (inbound, outbound) = line.split_once("), out ").unwrap();
-    assert!(
-        count(line, inbound, " offloaded") > 0,
-        "no super-segment in\n{log}"
-    );
-    let merged = count(line, outbound, " merged");
+    assert!(offloaded > 0, "no super-segment in\n{log}");
     assert!(merged > 0, "nothing merged for the guest\n{log}");
 }
 
@@ -313,7 +314,7 @@ fn vhost_user_guest_moves_files_both_ways_over_ipv6_with_tso6() {
          if cmp /tmp/down /down; then echo DOWN-OK; else echo DOWN-DIFFERS; fi\n\
          sleep 120\n"
     );
-    let (mut helper, mut guest) = boot(
+    let (helper, mut guest) = boot(
         &scratch,
         &script,
         &[("up", &up), ("down", &down)],
@@ -347,23 +348,9 @@ fn vhost_user_guest_moves_files_both_ways_over_ipv6_with_tso6() {
         "{}",
         ctx(&guest)
     );
-    drop(guest);
-    let status = wait_exit(&mut helper.0, Duration::from_secs(10)).expect("helper exits");
-    let log = helper_log(&scratch.0, "helper.log");
-    assert!(status.success(), "{status:?}\n{log}");
     // Only IPv6 carried TCP here: the super-segments in and the merged
     // frames out are TSO6's.
-    let line = log
-        .lines()
-        .find(|l| l.contains(": link in "))
-        .unwrap_or_else(|| panic!("no link counters in\n{log}"));
-    let (inbound, outbound) = line.split_once("), out ").unwrap();
-    assert!(
-        count(line, inbound, " offloaded") > 0,
-        "no TSO6 super-segment in\n{log}"
-    );
-    assert!(
-        count(line, outbound, " merged") > 0,
-        "nothing merged for the guest\n{log}"
-    );
+    let (log, offloaded, merged) = end_and_count(guest, helper, &scratch);
+    assert!(offloaded > 0, "no TSO6 super-segment in\n{log}");
+    assert!(merged > 0, "nothing merged for the guest\n{log}");
 }
