@@ -38,6 +38,7 @@ mod kernel {
     use std::os::fd::{AsFd, OwnedFd};
     use std::process::{Child, Command, Stdio};
 
+    use caploop::net::slirp::SlirpBackend;
     use caploop::net::tap::{TapBackend, TapDevice};
     use caploop::net::NetBackend;
     use caploop::slirp::{Config, Stack};
@@ -88,10 +89,12 @@ mod kernel {
 
     impl TempFile {
         fn new(tag: &str) -> TempFile {
-            TempFile(
-                std::env::temp_dir()
-                    .join(format!("caploop-net-slirp-{}-{tag}", std::process::id())),
-            )
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            TempFile(std::env::temp_dir().join(format!(
+                "caploop-net-slirp-{}-{n}-{tag}",
+                std::process::id()
+            )))
         }
     }
 
@@ -124,15 +127,15 @@ open(sys.argv[3], 'wb').write(out)
             .is_ok_and(|s| s.success())
     }
 
-    #[test]
-    fn kernel_tcp_stream_through_tap_and_slirp_to_host_listener() {
-        let test = "kernel_tcp_stream_through_tap_and_slirp_to_host_listener";
+    /// A namespace with tap0 at 10.0.2.100/24, up, routed via 10.0.2.2,
+    /// and the tap opened; `None` (with a message) where that cannot be.
+    fn namespace_with_tap(test: &str) -> Option<(Netns, TapDevice)> {
         if netns::skip(test) {
-            return;
+            return None;
         }
         if !python3() {
             eprintln!("{test}: skipped: no python3");
-            return;
+            return None;
         }
         let ns = Netns::new().expect("ip netns add");
         let dev = ns
@@ -144,9 +147,14 @@ open(sys.argv[3], 'wb').write(out)
         ns.ip(&["link", "set", "tap0", "up"]).unwrap();
         ns.ip(&["route", "add", "default", "via", "10.0.2.2"])
             .unwrap();
+        Some((ns, dev))
+    }
 
-        // The host side: a listener on 127.0.0.1 that takes 1 MiB and sends
-        // another 1 MiB back.
+    /// 1 MiB from a client in the namespace to a listener on the host's
+    /// 127.0.0.1 (through 10.0.2.2) and 1 MiB back, byte-exact, while the
+    /// relay runs on `r`; `describe` says what the relay saw, for a
+    /// failure.
+    fn exchange<S>(ns: &Netns, r: &mut Reactor<S>, st: &mut S, describe: impl Fn(&S) -> String) {
         let up = pattern(MIB, 1);
         let down = pattern(MIB, 2);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -161,7 +169,51 @@ open(sys.argv[3], 'wb').write(out)
             s.shutdown(Shutdown::Write)?;
             Ok(got)
         });
+        let up_file = TempFile::new("up");
+        let down_file = TempFile::new("down");
+        std::fs::write(&up_file.0, &up).unwrap();
+        let mut client = Reap(
+            Command::new("ip")
+                .args(["netns", "exec", ns.name(), "python3", "-c", CLIENT])
+                .arg(&up_file.0)
+                .arg(port.to_string())
+                .arg(&down_file.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawning the client"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(14);
+        let status = loop {
+            r.run_once(Some(Duration::from_millis(20)), st).unwrap();
+            if let Some(s) = client.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the transfer did not finish in time; {}",
+                describe(st)
+            );
+        };
+        let mut err = String::new();
+        if let Some(mut e) = client.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(status.success(), "client failed: {status}: {err}");
+        let got_up = host.join().expect("host thread").expect("host side I/O");
+        assert_eq!(got_up.len(), MIB, "bytes the host received");
+        assert!(got_up == up, "the host received different bytes");
+        let got_down = std::fs::read(&down_file.0).unwrap();
+        assert_eq!(got_down.len(), MIB, "bytes the guest received");
+        assert!(got_down == down, "the guest received different bytes");
+    }
 
+    #[test]
+    fn kernel_tcp_stream_through_tap_and_slirp_to_host_listener() {
+        let test = "kernel_tcp_stream_through_tap_and_slirp_to_host_listener";
+        let Some((ns, dev)) = namespace_with_tap(test) else {
+            return;
+        };
         // The relay: tap readable -> stack input; stack sink -> tap write.
         let mut r: Reactor<Relay> = Reactor::new().unwrap();
         let wfd: OwnedFd = dev.as_fd().try_clone_to_owned().unwrap();
@@ -181,51 +233,15 @@ open(sys.argv[3], 'wb').write(out)
             frames_in: 0,
             errors: Vec::new(),
         };
-
-        // The guest side: a client in the namespace.
-        let up_file = TempFile::new("up");
-        let down_file = TempFile::new("down");
-        std::fs::write(&up_file.0, &up).unwrap();
-        let mut client = Reap(
-            Command::new("ip")
-                .args(["netns", "exec", ns.name(), "python3", "-c", CLIENT])
-                .arg(&up_file.0)
-                .arg(port.to_string())
-                .arg(&down_file.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawning the client"),
-        );
-
-        let deadline = Instant::now() + Duration::from_secs(14);
-        let status = loop {
-            r.run_once(Some(Duration::from_millis(20)), &mut st)
-                .unwrap();
-            if let Some(s) = client.0.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the transfer did not finish in time; relay errors {:?}, frames in {}, stack {:?}",
+        exchange(&ns, &mut r, &mut st, |st| {
+            format!(
+                "relay errors {:?}, frames in {}, stack {:?}",
                 st.errors,
                 st.frames_in,
                 st.stack.as_ref().map(|s| s.counters())
-            );
-        };
-        let mut err = String::new();
-        if let Some(mut e) = client.0.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        assert!(status.success(), "client failed: {status}: {err}");
-        let got_up = host.join().expect("host thread").expect("host side I/O");
-        assert_eq!(got_up.len(), MIB, "bytes the host received");
-        assert!(got_up == up, "the host received different bytes");
-        let got_down = std::fs::read(&down_file.0).unwrap();
-        assert_eq!(got_down.len(), MIB, "bytes the guest received");
-        assert!(got_down == down, "the guest received different bytes");
+            )
+        });
         assert!(st.errors.is_empty(), "{:?}", st.errors);
-
         let c = st.stack.as_ref().unwrap().counters();
         assert!(c.bytes_in > MIB as u64 && c.bytes_out > MIB as u64, "{c:?}");
         eprintln!(
@@ -235,6 +251,106 @@ open(sys.argv[3], 'wb').write(out)
         let tap = st.tap.take().unwrap();
         Box::new(tap).close(&mut r).unwrap();
         st.stack.take().unwrap().close(&mut r);
+        assert!(r.is_empty());
+    }
+
+    /// A VMM's device loop in miniature: the kernel's frames go to the
+    /// slirp back end one `send` each, as a virtio-net device hands them
+    /// over, and the back end's frames go back to the tap from its receive
+    /// callback.
+    struct BeRelay {
+        tap: Option<TapBackend<BeRelay>>,
+        be: Option<SlirpBackend<BeRelay>>,
+        tap_drops: u64,
+        errors: Vec<String>,
+    }
+
+    fn tap_to_backend(_r: &mut Reactor<BeRelay>, st: &mut BeRelay) {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..256 {
+            let (Some(tap), Some(be)) = (st.tap.as_mut(), st.be.as_mut()) else {
+                return;
+            };
+            match tap.recv(&mut [IoSliceMut::new(&mut buf)]) {
+                Ok(Some(n)) => {
+                    if let Err(e) = be.send(&[IoSlice::new(&buf[..n])]) {
+                        st.errors.push(format!("send: {e}"));
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return st.errors.push(format!("tap: {e}")),
+            }
+        }
+    }
+
+    fn backend_to_tap(_r: &mut Reactor<BeRelay>, st: &mut BeRelay) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (Some(tap), Some(be)) = (st.tap.as_mut(), st.be.as_mut()) else {
+                return;
+            };
+            match be.recv(&mut [IoSliceMut::new(&mut buf)]) {
+                Ok(Some(n)) => {
+                    if tap.send(&[IoSlice::new(&buf[..n])]).is_err() {
+                        st.tap_drops += 1;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return st.errors.push(format!("recv: {e}")),
+            }
+        }
+    }
+
+    /// The in-process back end a VMM embeds takes the guest's frames the
+    /// way the sandboxed helper does: a round's run of a flow's segments
+    /// goes into libslirp as one, and superseded pure ACKs are left out;
+    /// the stream stays byte-exact both ways.
+    #[test]
+    fn kernel_tcp_stream_through_the_slirp_backend_is_coalesced() {
+        let test = "kernel_tcp_stream_through_the_slirp_backend_is_coalesced";
+        let Some((ns, dev)) = namespace_with_tap(test) else {
+            return;
+        };
+        let mut r: Reactor<BeRelay> = Reactor::new().unwrap();
+        let mut be = SlirpBackend::new(
+            "slirp",
+            Config::open(),
+            &[],
+            &mut r,
+            Box::new(backend_to_tap),
+        )
+        .unwrap();
+        be.recv_enable(&mut r).unwrap();
+        let mut tap = TapBackend::register(dev, &mut r, Box::new(tap_to_backend)).unwrap();
+        tap.recv_enable(&mut r).unwrap();
+        let mut st = BeRelay {
+            tap: Some(tap),
+            be: Some(be),
+            tap_drops: 0,
+            errors: Vec::new(),
+        };
+        exchange(&ns, &mut r, &mut st, |st| {
+            format!(
+                "relay errors {:?}, stack {:?}",
+                st.errors,
+                st.be.as_ref().and_then(|b| b.stack()).map(|s| s.counters())
+            )
+        });
+        assert!(st.errors.is_empty(), "{:?}", st.errors);
+        let be = st.be.take().unwrap();
+        let c = be.stack().unwrap().counters();
+        let (merged, thinned) = (be.segments_merged(), be.acks_thinned());
+        eprintln!(
+            "{test}: {merged} runs merged, {thinned} ACKs thinned, tap drops {}, stack {c:?}",
+            st.tap_drops
+        );
+        assert!(merged > 0, "no run of segments was merged: {c:?}");
+        assert!(
+            c.segments_in >= merged,
+            "merged runs went in as super-segments: {c:?}"
+        );
+        Box::new(be).close(&mut r).unwrap();
+        Box::new(st.tap.take().unwrap()).close(&mut r).unwrap();
         assert!(r.is_empty());
     }
 }

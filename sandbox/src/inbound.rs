@@ -1,16 +1,13 @@
 //! The way a guest's frames take into the stack, the same for every link:
-//! of a flow's pure ACKs in one batch only the last
-//! ([`caploop::net::acks`]), a flow's run of TCP segments as one
-//! super-segment ([`caploop::net::gro`]), counted.
+//! the library's [`caploop::slirp::Inbound`] (of a flow's pure ACKs in one
+//! batch only the last, a flow's run of TCP segments as one
+//! super-segment), counted for the exit line.
 //!
 //! A batch is what one read of the link brought; [`Inbound::end_batch`]
 //! hands on what is held, so nothing waits past the callback that read it.
 
 use std::rc::Rc;
 
-use caploop::net::acks::AckThinner;
-use caploop::net::gro::Gro;
-use caploop::net::offload::Offloaded;
 use caploop::slirp::Stack;
 
 use crate::link::{Arrival, LinkCounters};
@@ -18,8 +15,7 @@ use crate::link::{Arrival, LinkCounters};
 /// The inbound path of one session.
 pub struct Inbound {
     stack: Rc<Stack>,
-    acks: AckThinner,
-    gro: Gro,
+    path: caploop::slirp::Inbound,
     counts: LinkCounters,
 }
 
@@ -28,8 +24,7 @@ impl Inbound {
     pub fn new(stack: Rc<Stack>) -> Inbound {
         Inbound {
             stack,
-            acks: AckThinner::default(),
-            gro: Gro::default(),
+            path: caploop::slirp::Inbound::default(),
             counts: LinkCounters::default(),
         }
     }
@@ -38,40 +33,25 @@ impl Inbound {
     pub fn take(&mut self, arrival: Arrival<'_>) {
         self.counts.frames_in += 1;
         self.counts.bytes_in += arrival.bytes().len() as u64;
-        let (stack, gro) = (&*self.stack, &mut self.gro);
-        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
         match arrival {
-            Arrival::Frame(frame) => self.acks.push(frame, &mut |f| gro.push(f, &mut input)),
+            Arrival::Frame(frame) => self.path.frame(&self.stack, frame),
             Arrival::Segment(segment) => {
-                // A link's own super-segment: what is held goes first.
+                // A link's own super-segment.
                 self.counts.offloaded_in += 1;
-                self.acks.finish(&mut |f| gro.push(f, &mut input));
-                gro.finish(&mut input);
-                stack.input_segment(segment);
+                self.path.segment(&self.stack, segment);
             }
         }
     }
 
     /// Ends the batch: what is held goes into the stack.
     pub fn end_batch(&mut self) {
-        let (stack, gro) = (&*self.stack, &mut self.gro);
-        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
-        self.acks.finish(&mut |f| gro.push(f, &mut input));
-        gro.finish(&mut input);
-        self.counts.merged_in = gro.merged();
-        self.counts.acks_thinned_in = self.acks.thinned();
+        self.path.end_batch(&self.stack);
+        self.counts.merged_in = self.path.merged();
+        self.counts.acks_thinned_in = self.path.acks_thinned();
     }
 
     /// What came in so far (the inbound fields of [`LinkCounters`]).
     pub fn counts(&self) -> LinkCounters {
         self.counts
-    }
-}
-
-/// A frame, or a super-segment, into the stack.
-fn into_stack(stack: &Stack, kind: Offloaded, bytes: &[u8]) {
-    match kind {
-        Offloaded::Frame => stack.input(bytes),
-        Offloaded::TcpSegment => stack.input_segment(bytes),
     }
 }

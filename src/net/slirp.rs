@@ -16,6 +16,14 @@
 //! level-triggered descriptor, frames the front end leaves queued bring the
 //! callback back on the next round.
 //!
+//! Frames from the guest take the same way into the stack as in the
+//! sandboxed helper ([`slirp::Inbound`]): within one reactor round, of a
+//! flow's pure ACKs only the last goes in, and a flow's run of in-order
+//! TCP segments goes in as one super-segment, so libslirp makes one host
+//! `send()` and one ACK per run instead of one per frame. What a round
+//! held goes in at the start of the next (the same prepare hook), before
+//! the reactor waits.
+//!
 //! The name is bhyve's backend string: `slirp` and then comma-separated
 //! options, `slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open`.
 //! `hostfwd` takes rules in bhyve syntax separated by `;`; `open` (bare, or
@@ -26,14 +34,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::vnet;
 use super::Error;
 use crate::reactor::{PrepareHandle, Reactor, TimerHandle};
-use crate::slirp::{self, Config, Rule, Stack};
+use crate::slirp::{self, Config, Inbound, Rule, Stack};
 use crate::wire::nvlist::{NvList, Value};
 use crate::wire::HelperConfig;
 
@@ -243,7 +251,9 @@ impl Rx {
 /// dropping it instead leaves the clean-up to the reactor's next round.
 pub struct SlirpBackend<D> {
     name: String,
-    stack: Option<Stack>,
+    stack: Option<Rc<Stack>>,
+    /// Guest frames held within a round (ACK thinning, coalescing).
+    inbound: Rc<RefCell<Inbound>>,
     rx: Rc<Rx>,
     kick: Option<TimerHandle>,
     /// Where a frame sent in several pieces is gathered.
@@ -312,7 +322,10 @@ impl<D: 'static> SlirpBackend<D> {
                 cb(r, d);
             }
         });
+        let stack = Rc::new(stack);
+        let inbound = Rc::new(RefCell::new(Inbound::default()));
         let hook_rx = Rc::clone(&rx);
+        let (hook_in, hook_stack): (_, Weak<Stack>) = (Rc::clone(&inbound), Rc::downgrade(&stack));
         let prepare = reactor.add_prepare(move |r, _d| {
             if hook_rx.orphaned.get() {
                 let _ = r.cancel_timer(kick);
@@ -321,12 +334,20 @@ impl<D: 'static> SlirpBackend<D> {
                 }
                 return;
             }
+            // The round's held frames go in; the stack's registrations
+            // then count for this wait, whichever hook ran first.
+            if let (Some(stack), Ok(mut held)) = (hook_stack.upgrade(), hook_in.try_borrow_mut()) {
+                if held.end_batch(&stack) {
+                    stack.sync(r);
+                }
+            }
             hook_rx.kick(r, kick);
         });
         rx.prepare.set(Some(prepare));
         Ok(SlirpBackend {
             name: name.to_owned(),
             stack: Some(stack),
+            inbound,
             rx,
             kick: Some(kick),
             scratch: Vec::new(),
@@ -339,7 +360,19 @@ impl<D> SlirpBackend<D> {
     /// The stack (for host forwards added later, counters, ...), until
     /// [`close`](NetBackend::close).
     pub fn stack(&self) -> Option<&Stack> {
-        self.stack.as_ref()
+        self.stack.as_deref()
+    }
+
+    /// Runs of the guest's TCP segments that went into the stack as one
+    /// super-segment, so far.
+    pub fn segments_merged(&self) -> u64 {
+        self.inbound.borrow().merged()
+    }
+
+    /// The guest's pure ACKs left out because a later one of the same flow
+    /// in the same round said more, so far.
+    pub fn acks_thinned(&self) -> u64 {
+        self.inbound.borrow().acks_thinned()
     }
 
     /// What the receive queue has done.
@@ -376,15 +409,16 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
         if len < super::MIN_FRAME_LEN {
             return Err(Error::Runt { len }.into());
         }
+        let mut inbound = self.inbound.borrow_mut();
         if let [one] = iov {
-            stack.input(one);
+            inbound.frame(stack, one);
             return Ok(one.len());
         }
         self.scratch.clear();
         for s in iov {
             self.scratch.extend_from_slice(s);
         }
-        stack.input(&self.scratch);
+        inbound.frame(stack, &self.scratch);
         Ok(self.scratch.len())
     }
 
@@ -441,6 +475,10 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
     }
 
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
+        // What the guest sent this round still goes in.
+        if let Some(stack) = self.stack.as_deref() {
+            self.inbound.borrow_mut().end_batch(stack);
+        }
         self.rx.enabled.set(false);
         if let Some(h) = self.rx.prepare.take() {
             reactor.remove_prepare(h);
@@ -449,7 +487,12 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
             reactor.cancel_timer(kick)?;
         }
         if let Some(stack) = self.stack.take() {
-            stack.close(reactor);
+            // The hook's handle was weak and the hook is gone: this is the
+            // only one.
+            match Rc::try_unwrap(stack) {
+                Ok(stack) => stack.close(reactor),
+                Err(_) => log::warn!("slirp backend {:?}: the stack is still shared", self.name),
+            }
         }
         self.rx.queue.borrow_mut().clear();
         Ok(())

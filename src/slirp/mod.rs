@@ -35,6 +35,7 @@ mod callbacks;
 pub mod config;
 pub mod ffi;
 pub mod hostfwd;
+mod inbound;
 mod inner;
 mod poll;
 pub mod reass;
@@ -43,6 +44,7 @@ mod timers;
 
 pub use config::{Config, ConfigError, MTU_MAX, MTU_MIN};
 pub use hostfwd::{parse_rules, Proto, Rule, RuleError};
+pub use inbound::Inbound;
 pub use stack::{Counters, Stack, ETH_HLEN};
 
 /// What went wrong in the slirp stack.

@@ -1,0 +1,69 @@
+//! [`Inbound`]: the way a guest's frames take into a [`Stack`], for every
+//! front end alike: of a flow's pure ACKs in one batch only the last
+//! ([`AckThinner`]), a flow's run of in-order TCP segments as one
+//! super-segment ([`Gro`]), so libslirp makes one host `send()` and one
+//! ACK per run instead of one per frame.
+//!
+//! A batch is what the caller took in one go (one read of a link, one
+//! reactor round of a device); [`Inbound::end_batch`] hands on what is
+//! held, so nothing waits past it.
+
+use crate::net::acks::AckThinner;
+use crate::net::gro::Gro;
+use crate::net::offload::Offloaded;
+
+use super::Stack;
+
+/// Guest frames on their way into a stack, held within a batch.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    acks: AckThinner,
+    gro: Gro,
+    held: bool,
+}
+
+impl Inbound {
+    /// Takes one Ethernet frame from the guest: into `stack` now, or held
+    /// until a later frame of the batch or [`end_batch`](Self::end_batch).
+    pub fn frame(&mut self, stack: &Stack, frame: &[u8]) {
+        let gro = &mut self.gro;
+        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
+        self.acks.push(frame, &mut |f| gro.push(f, &mut input));
+        self.held = true;
+    }
+
+    /// Takes a TCP super-segment the guest's side made (TSO): what is held
+    /// goes first, so the order holds.
+    pub fn segment(&mut self, stack: &Stack, segment: &[u8]) {
+        self.end_batch(stack);
+        stack.input_segment(segment);
+    }
+
+    /// Ends the batch: what is held goes into `stack`. Returns whether
+    /// anything could have been held.
+    pub fn end_batch(&mut self, stack: &Stack) -> bool {
+        let gro = &mut self.gro;
+        let mut input = |kind, bytes: &[u8]| into_stack(stack, kind, bytes);
+        self.acks.finish(&mut |f| gro.push(f, &mut input));
+        gro.finish(&mut input);
+        std::mem::take(&mut self.held)
+    }
+
+    /// Runs of segments merged into one so far.
+    pub fn merged(&self) -> u64 {
+        self.gro.merged()
+    }
+
+    /// Pure ACKs left out so far (a later one of the flow said more).
+    pub fn acks_thinned(&self) -> u64 {
+        self.acks.thinned()
+    }
+}
+
+/// A frame, or a super-segment, into the stack.
+fn into_stack(stack: &Stack, kind: Offloaded, bytes: &[u8]) {
+    match kind {
+        Offloaded::Frame => stack.input(bytes),
+        Offloaded::TcpSegment => stack.input_segment(bytes),
+    }
+}
