@@ -8,6 +8,15 @@
 #   slirp4netns  slirp4netns --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
 #   pasta        pasta -f -q --runas 0 -4 --config-net -m MTU -a 10.0.2.100 -n 24 -g 10.0.2.2
 #                      -I tap0 -t none -u none -T none -U none --netns /var/run/netns/NS
+#   inproc       examples/tap_netbe_relay /var/run/netns/NS tap0 slirp,open
+#                (a VMM's device loop with libslirp in process, caploop's
+#                `slirp` net back end; not in the default PEERS)
+#   helper       the same with slirp-helper,helper=caploop-sandbox,open
+#                (libslirp in the sandboxed helper process; CPU counts the
+#                relay and the helper; not in the default PEERS)
+#
+# inproc and helper serve MTU 1500 only (bhyve's helper records hold 2048
+# bytes) and their tap is configured by this script.
 #
 # "upload" is namespace->host (iperf3 -c 10.0.2.2 in the namespace),
 # "download" host->namespace (the same with -R). For each MTU, round,
@@ -28,6 +37,8 @@
 #                CAPLOOP_ARGS (more flags for caploop-sandbox, e.g. --no-offload),
 #                FAMILY=6 for IPv6 (fd00::100 to fd00::2, the host's ::1; both
 #                peers with --enable-ipv6; caploop and slirp4netns only).
+#                PEERS="caploop slirp4netns inproc helper" adds the in-process
+#                back end and the helper behind a VMM-style relay (MTU 1500).
 # Needs: ip (iproute2), iperf3, python3, ss, slirp4netns, pasta (passt).
 set -euo pipefail
 
@@ -46,7 +57,7 @@ HOST=127.0.0.1
 V6=""
 if [ "$FAMILY" = 6 ]; then
     GUEST=fd00::100 GW=fd00::2 HOST=::1 V6=--enable-ipv6
-    case " $PEERS " in *" pasta "*) PEERS=${PEERS//pasta/} ;; esac
+    PEERS=${PEERS//pasta/} PEERS=${PEERS//inproc/} PEERS=${PEERS//helper/}
 elif [ "$FAMILY" != 4 ]; then
     echo "netns.sh: FAMILY is 4 or 6, not $FAMILY" >&2
     exit 1
@@ -61,6 +72,7 @@ for p in $PEERS; do
     case $p in
     caploop) ;;
     slirp4netns) command -v slirp4netns >/dev/null || die "slirp4netns is not installed" ;;
+    inproc | helper) ;;
     pasta) command -v pasta >/dev/null || die "pasta is not installed (Debian package passt)" ;;
     *) die "unknown peer $p" ;;
     esac
@@ -69,8 +81,12 @@ done
 if [ -z "${NO_BUILD:-}" ]; then
     export CARGO_TARGET_DIR="$TARGET"
     cargo build --quiet --release -p caploop-sandbox
+    case " $PEERS " in *" inproc "* | *" helper "*)
+        cargo build --quiet --release -p caploop --example tap_netbe_relay ;;
+    esac
 fi
 SANDBOX="$TARGET/release/caploop-sandbox"
+RELAY="$TARGET/release/examples/tap_netbe_relay"
 [ -x "$SANDBOX" ] || die "$SANDBOX is missing"
 
 WORK=$(mktemp -d /tmp/cnb.XXXXXX)
@@ -139,6 +155,12 @@ run_one() {
         # shellcheck disable=SC2086 # V6 is empty or one flag
         slirp4netns --configure --mtu="$mtu" $V6 --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
+    inproc)
+        "$RELAY" "$nsp" tap0 "slirp,open" </dev/null >"$log" 2>&1 &
+        ;;
+    helper)
+        "$RELAY" "$nsp" tap0 "slirp-helper,helper=$SANDBOX,open" </dev/null >"$log" 2>&1 &
+        ;;
     pasta)
         pasta -f -q --runas 0 -4 --config-net -m "$mtu" -a "$GUEST" -n 24 -g "$GW" -I tap0 \
             -t none -u none -T none -U none --netns "$nsp" </dev/null >"$log" 2>&1 &
@@ -146,6 +168,13 @@ run_one() {
     esac
     local ppid=$!
     PIDS+=("$ppid")
+    case $peer in inproc | helper)
+        wait_for "$peer to make tap0" 100 ip -n "$NS" link show tap0 || return 1
+        ip -n "$NS" addr add "$GUEST/24" dev tap0
+        ip -n "$NS" link set tap0 up
+        ip -n "$NS" route add default via "$GW"
+        ;;
+    esac
     wait_for "$peer to configure tap0" 100 tap_ready || { tail -5 "$log" >&2; return 1; }
     kill -0 "$ppid" 2>/dev/null || { echo "netns.sh: $peer exited" >&2; tail -5 "$log" >&2; return 1; }
 
@@ -158,10 +187,10 @@ run_one() {
     local rflag=""
     [ "$dir" = download ] && rflag="-R"
     local c0 c1 rc=0
-    c0=$(cpu_ticks "$ppid")
+    c0=$(tree_ticks "$ppid")
     timeout $((SECS + 20)) ip netns exec "$NS" \
         iperf3 -c "$GW" -p "$PORT" -t "$SECS" -J $rflag >"$json" 2>&1 || rc=$?
-    c1=$(cpu_ticks "$ppid")
+    c1=$(tree_ticks "$ppid")
     local rss hwm
     rss=$(status_kb "$ppid" VmRSS)
     hwm=$(status_kb "$ppid" VmHWM)
@@ -196,6 +225,7 @@ for mtu in $MTUS; do
     for round in $(seq 1 "$ROUNDS"); do
         for dir in upload download; do
             for peer in $PEERS; do
+                case $peer in inproc | helper) [ "$mtu" = 1500 ] || continue ;; esac
                 if line=$(run_one "$mtu" "$dir" "$peer" "$round"); then
                     echo "$line" >>"$RESULTS"
                     echo "  $line" >&2
@@ -224,7 +254,7 @@ for r in rows:
         "retr": r["retr"],
     })
 med = statistics.median
-order = {"caploop": 0, "slirp4netns": 1, "pasta": 2}
+order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "inproc": 3, "helper": 4}
 key = lambda k: (k[0], k[1] != "upload", order.get(k[2], 9))
 coarse = lambda g: min(x["ticks"] for x in g) < 20
 print()
@@ -254,6 +284,13 @@ for k in sorted(groups, key=key):
     tput_t = ok(tput >= 1.25) if mtu == 1500 else "-"
     print(f"{mtu:>6} {d:<9} {tput:>12.2f} {tput_t:>7} {r('cpugb'):>11.2f}{mark} {ok(r('cpugb') <= 0.8):>7} "
           f"{r('rss'):>9.2f} {ok(r('rss') <= 1.0):>7}")
+for k in sorted(groups, key=key):
+    mtu, d, p = k
+    if p != "helper" or (mtu, d, "inproc") not in groups:
+        continue
+    g, h = groups[k], groups[(mtu, d, "inproc")]
+    r = lambda f: med([x[f] for x in g]) / med([x[f] for x in h])
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (helper/inproc: the cost of the process boundary)")
 print()
 print("Targets: Gbit/s >= 1.25x slirp4netns at MTU 1500; CPU s/GB <= 0.8x; RSS <= slirp4netns's.")
 print("~: some run used fewer than 20 clock ticks of CPU, so its CPU figure is coarse.")

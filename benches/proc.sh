@@ -11,6 +11,17 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
+# cpu_ticks of a process and its children (a relay and the helper it
+# spawned).
+tree_ticks() {
+    local t c
+    t=$(cpu_ticks "$1")
+    for c in $(cat "/proc/$1/task/"*/children 2>/dev/null); do
+        t=$((t + $(cpu_ticks "$c")))
+    done
+    echo "$t"
+}
+
 # A /proc/PID/status field in kB.
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
