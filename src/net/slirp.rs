@@ -253,7 +253,7 @@ impl Rx {
 pub struct SlirpBackend<D> {
     name: String,
     stack: Option<Rc<Stack>>,
-    /// Guest frames held within a round (ACK thinning, coalescing).
+    /// Guest frames held within a round (coalescing).
     inbound: Rc<RefCell<Inbound>>,
     rx: Rc<Rx>,
     kick: Option<TimerHandle>,
