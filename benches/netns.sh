@@ -272,24 +272,22 @@ for k in sorted(groups, key=key):
 print()
 print(f"{'MTU':>6} {'direction':<9} {'Gbit/s ratio':>12} {'target':>7} {'CPU/GB ratio':>12} {'target':>7} "
       f"{'RSS ratio':>9} {'target':>7}   (caploop/slirp4netns)")
-for k in sorted(groups, key=key):
-    mtu, d, p = k
-    if p != "caploop" or (mtu, d, "slirp4netns") not in groups:
-        continue
-    g, h = groups[k], groups[(mtu, d, "slirp4netns")]
-    r = lambda f: med([x[f] for x in g]) / med([x[f] for x in h])
+def pairs(peer, anchor):
+    """(mtu, direction, peer's runs, anchor's runs, ratio of medians) for
+    every MTU and direction both ran."""
+    for k in sorted(groups, key=key):
+        mtu, d, p = k
+        if p == peer and (mtu, d, anchor) in groups:
+            g, h = groups[k], groups[(mtu, d, anchor)]
+            yield mtu, d, g, h, lambda f: med([x[f] for x in g]) / med([x[f] for x in h])
+for mtu, d, g, h, r in pairs("caploop", "slirp4netns"):
     mark = "~" if coarse(g) or coarse(h) else " "
     ok = lambda c: "ok" if c else "MISS"
     tput = r("gbps")
     tput_t = ok(tput >= 1.25) if mtu == 1500 else "-"
     print(f"{mtu:>6} {d:<9} {tput:>12.2f} {tput_t:>7} {r('cpugb'):>11.2f}{mark} {ok(r('cpugb') <= 0.8):>7} "
           f"{r('rss'):>9.2f} {ok(r('rss') <= 1.0):>7}")
-for k in sorted(groups, key=key):
-    mtu, d, p = k
-    if p != "helper" or (mtu, d, "inproc") not in groups:
-        continue
-    g, h = groups[k], groups[(mtu, d, "inproc")]
-    r = lambda f: med([x[f] for x in g]) / med([x[f] for x in h])
+for mtu, d, g, h, r in pairs("helper", "inproc"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (helper/inproc: the cost of the process boundary)")
 print()
 print("Targets: Gbit/s >= 1.25x slirp4netns at MTU 1500; CPU s/GB <= 0.8x; RSS <= slirp4netns's.")

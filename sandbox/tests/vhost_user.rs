@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::guest::{
-    available, blob, build_initrd, host_listener, http_get, try_http_get, Guest, Scratch,
+    available, blob, build_initrd, host_listener, host_listener_on, http_get, try_http_get, Guest,
+    Scratch,
 };
 use common::helper::{free_port, wait_exit, wait_for_path, Reaper, BIN};
 
@@ -284,21 +285,9 @@ fn vhost_user_guest_moves_files_both_ways_over_ipv6_with_tso6() {
     let up = blob(0x2545_f491_4f6c_dd1d, 400_000);
     let down = blob(0x9e37_79b9_7f4a_7c15, 400_000);
     // One listener takes the guest's upload, one sends it the download.
-    let sink = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let (sink_port, got_up) = host_listener_on("[::1]:0");
     let source = std::net::TcpListener::bind("[::1]:0").unwrap();
-    let (sink_port, source_port) = (
-        sink.local_addr().unwrap().port(),
-        source.local_addr().unwrap().port(),
-    );
-    let (tx, got_up) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if let Ok((mut s, _)) = sink.accept() {
-            s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-            let mut got = Vec::new();
-            let _ = s.read_to_end(&mut got);
-            let _ = tx.send(got);
-        }
-    });
+    let source_port = source.local_addr().unwrap().port();
     let sent = down.clone();
     std::thread::spawn(move || {
         if let Ok((mut s, _)) = source.accept() {

@@ -305,8 +305,13 @@ pub fn try_http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result
 /// A host listener on 127.0.0.1 that reports what the first connection
 /// sent.
 pub fn host_listener() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    host_listener_on("127.0.0.1:0")
+}
+
+/// [`host_listener`] on `addr` (`"[::1]:0"` for IPv6).
+pub fn host_listener_on(addr: &str) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
     use std::io::Read;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = std::net::TcpListener::bind(addr).unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
