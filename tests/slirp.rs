@@ -13,7 +13,7 @@ use caploop::{Reactor, Rights};
 use common::guest::{free_port, pattern, Net};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, IpAddress, IpEndpoint, Ipv4Cidr,
 };
 
 const MIB: usize = 1 << 20;
@@ -457,22 +457,7 @@ fn ipv6_hostfwd() {
     }
     let mut net = Net::new(Config::default());
     net.dhcp();
-    let guest6: std::net::Ipv6Addr = "fd00::15".parse().unwrap();
-    net.guest.iface.update_ip_addrs(|a| {
-        a.push(IpCidr::new(IpAddress::Ipv6(guest6), 64)).unwrap();
-    });
-    let mut port = 0;
-    for _ in 0..20 {
-        port = TcpListener::bind("[::1]:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let rule: Rule = format!("tcp:[::1]:{port}-[{guest6}]:80").parse().unwrap();
-        if net.stack.add_hostfwd(&mut net.reactor, &rule).is_ok() {
-            break;
-        }
-    }
+    let port = net.forward6("fd00::15".parse().unwrap(), 80);
     let h = net.guest.tcp_listen(80, 8192);
     let host = thread::spawn(move || {
         let mut s = TcpStream::connect(("::1", port)).unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use caploop::slirp::Config;
 use common::fragments::{crash_frames, udp_fragments};
-use common::guest::{pattern, Net};
+use common::guest::{pattern, Net, Upload};
 use smoltcp::wire::IpAddress;
 
 const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -37,24 +37,12 @@ fn guest_to_host_stream(net: &mut Net, len: usize) -> Vec<u8> {
         .get_mut::<smoltcp::socket::tcp::Socket>(h)
         .connect(cx, (IpAddress::Ipv4(GATEWAY), port), 49153)
         .unwrap();
-    let mut sent = 0;
-    let mut closed = false;
+    let mut up = Upload::new(data.clone());
     let done = net.run_until(Duration::from_secs(20), |n| {
-        let s = n.guest.tcp(h);
-        while sent < data.len() && s.can_send() {
-            let k = s.send_slice(&data[sent..]).unwrap();
-            if k == 0 {
-                break;
-            }
-            sent += k;
-        }
-        if sent == data.len() && !closed {
-            s.close();
-            closed = true;
-        }
+        up.step(n.guest.tcp(h));
         host.is_finished()
     });
-    assert!(done, "the stream did not finish: {sent} of {len} sent");
+    assert!(done, "the stream did not finish: {} of {len} sent", up.sent);
     let got = host.join().unwrap();
     assert!(
         got == data,

@@ -1,15 +1,18 @@
-//! The vhost-user back end's message handler and ring walker, in process:
-//! the helper's own `device.rs` (the `VhostUserBackendReqHandlerMut`
-//! impl) behind the vhost crate's `BackendReqHandler`, fed messages over a
-//! socketpair, and its own `rings.rs` walking rings in a 64 KiB memfd the
-//! input also scribbles on. Nothing may crash, hang or panic: a refused
-//! message or a malformed ring ends the "connection" (the input) with an
-//! error, as it ends the helper's.
+//! The vhost-user back end's socket gate, message handler and ring
+//! walker, in process: the helper's own `gate.rs` (whole messages off a
+//! non-blocking socket, descriptors counted), `device.rs` (the
+//! `VhostUserBackendReqHandlerMut` impl) behind the vhost crate's
+//! `BackendReqHandler`, fed over a socketpair as the helper feeds it, and
+//! its own `rings.rs` walking rings in a 64 KiB memfd the input also
+//! scribbles on. Nothing may crash, hang or panic: a refused message or a
+//! malformed ring ends the "connection" (the input) with an error, as it
+//! ends the helper's.
 //!
 //! Input: records, each an op byte and its operands:
 //! - 0: a message: request (1 byte; below 48 taken as is, else one of the
 //!   set-up requests), body length (1 byte) and body, and the descriptors
-//!   to attach (1 byte: bit 0 the memfd, bit 1 an eventfd);
+//!   to attach (1 byte: bit 0 the memfd, bit 1 an eventfd, bits 2-7 that
+//!   many more eventfds, up to 63);
 //! - 1: the whole proper set-up (features, memory table, both rings);
 //! - 2: a write into guest memory: offset (2 bytes, ×1), length (1 byte),
 //!   bytes;
@@ -17,9 +20,13 @@
 //! - 4: queue a frame (length byte, bytes) for the guest and fill the
 //!   receive ring;
 //! - 5: a ring-shaped write: descriptor `n` (1 byte) of ring `r` set to
-//!   (addr 2 bytes ×16, len 2 bytes, flags, next), and the avail index.
+//!   (addr 2 bytes ×16, len 2 bytes, flags, next), and the avail index;
+//! - 6: raw bytes on the socket (length byte, bytes): part of a message,
+//!   the rest of one, or several at once.
 //!
-//! The memfd and the socketpair are made afresh for each input.
+//! After every write to the socket the gate is read until it waits, as
+//! the helper reads it when the socket is readable. The memfd and the
+//! socketpair are made afresh for each input.
 #![no_main]
 
 use std::cell::RefCell;
@@ -38,10 +45,17 @@ use vm_memory::{Bytes, GuestAddress};
 #[path = "../../sandbox/src/vhost_user/device.rs"]
 mod device;
 #[allow(dead_code)]
+#[path = "../../sandbox/src/vhost_user/faults.rs"]
+mod faults;
+#[allow(dead_code)]
+#[path = "../../sandbox/src/vhost_user/gate.rs"]
+mod gate;
+#[allow(dead_code)]
 #[path = "../../sandbox/src/vhost_user/rings.rs"]
 mod rings;
 
 use device::{Device, Handler, RX, TX};
+use gate::{Gate, Step};
 
 const MEM: u64 = 65536;
 const USER: u64 = 0x7f00_0000_0000;
@@ -70,6 +84,16 @@ impl Peer {
             cmsgs,
             nix::sys::socket::MsgFlags::empty(),
             None,
+        )
+        .is_ok()
+    }
+
+    /// Writes raw bytes (no descriptors).
+    fn raw(&self, bytes: &[u8]) -> bool {
+        nix::sys::socket::send(
+            self.sock.as_raw_fd(),
+            bytes,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
         )
         .is_ok()
     }
@@ -154,15 +178,41 @@ fn setup(peer: &Peer, mem: &OwnedFd, ev: &OwnedFd) -> Vec<(u32, Vec<u8>, Vec<Raw
     v
 }
 
+/// Reads the gate until it waits, handling each whole message as the
+/// helper does; false once the connection would end.
+fn pump(gate: &mut Gate, req: &mut BackendReqHandler<Mutex<Handler>>, peer: &Peer) -> bool {
+    for _ in 0..64 {
+        match gate.next_message() {
+            Ok(Step::Wait) => return true,
+            Ok(Step::HungUp) | Err(_) => return false,
+            Ok(Step::Passed(_)) => {}
+        }
+        let handled = match req.handle_request() {
+            Ok(()) => true,
+            Err(vhost::vhost_user::Error::InactiveFeature(_)) => true,
+            Err(_) => false,
+        };
+        if !handled || gate.take_replies().is_err() {
+            return false;
+        }
+        peer.drain();
+        let _ = gate.flush();
+    }
+    true
+}
+
 fn run(data: &[u8]) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let peer = Peer { sock: theirs };
     let mem = memfd();
     let ev = eventfd();
+    // Made on first use: most inputs attach none.
+    let mut extra: Vec<OwnedFd> = Vec::new();
     let dev = Rc::new(RefCell::new(Device::new(1500, device::OFFERED)));
     #[allow(clippy::arc_with_non_send_sync)]
     let handler = Arc::new(Mutex::new(Handler { dev: dev.clone() }));
-    let mut req = BackendReqHandler::from_stream(ours, handler);
+    let (mut gate, crate_end) = Gate::new(ours).expect("gate");
+    let mut req = BackendReqHandler::from_stream(crate_end, handler);
     let mut buf = Vec::new();
     let mut stats = rings::TxStats::default();
     let mut outbox: VecDeque<Vec<u8>> = VecDeque::new();
@@ -187,14 +237,13 @@ fn run(data: &[u8]) {
             if !peer.send(req_code, body, fds) {
                 return false;
             }
-            let ok = req.handle_request().is_ok();
-            peer.drain();
+            let ok = pump(&mut gate, &mut req, &peer);
             // The helper registers these; here they are just closed.
             dev.borrow_mut().new_kicks.clear();
             dev.borrow_mut().stopped.clear();
             ok
         };
-        let alive = match op % 6 {
+        let alive = match op % 7 {
             0 => {
                 let Some(&[code, len]) = take(2) else { break };
                 let code = if code < 48 {
@@ -213,7 +262,23 @@ fn run(data: &[u8]) {
                 if attach & 2 != 0 {
                     fds.push(ev.as_raw_fd());
                 }
+                let more = usize::from(attach >> 2);
+                while extra.len() < more {
+                    extra.push(eventfd());
+                }
+                fds.extend(extra[..more].iter().map(|f| f.as_raw_fd()));
                 message(code, &body.to_vec(), &fds)
+            }
+            6 => {
+                let Some(&[len]) = take(1) else { break };
+                let Some(bytes) = take(usize::from(len)) else {
+                    break;
+                };
+                let sent = peer.raw(bytes);
+                let ok = pump(&mut gate, &mut req, &peer);
+                dev.borrow_mut().new_kicks.clear();
+                dev.borrow_mut().stopped.clear();
+                sent && ok
             }
             1 => setup(&peer, &mem, &ev)
                 .into_iter()

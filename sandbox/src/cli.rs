@@ -371,7 +371,34 @@ impl Cli {
             )));
         }
         let mask = u32::MAX << (32 - u32::from(len));
-        Ok(Some((Ipv4Addr::from(u32::from(addr) & mask), len)))
+        if u32::from(addr) & !mask != 0 {
+            // slirp4netns's own words, then the value.
+            return Err(UsageError(format!(
+                "--cidr: CIDR needs to be a network address like 10.0.2.0/24, not like \
+                 10.0.2.100/24: \"{c}\" (the network is {}/{len})",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            )));
+        }
+        Ok(Some((addr, len)))
+    }
+
+    /// The slirp4netns `--api-socket`, if its path fits a unix socket
+    /// address (slirp4netns refuses a longer one the same way; a client
+    /// could not connect to it).
+    #[cfg_attr(not(test), allow(dead_code))] // the slirp4netns front end's
+    pub fn api_socket(&self) -> Result<Option<&std::path::Path>, UsageError> {
+        let Some(p) = self.api_socket.as_deref() else {
+            return Ok(None);
+        };
+        let max = crate::startup::sun_path_len();
+        if p.as_os_str().len() >= max {
+            return Err(UsageError(format!(
+                "--api-socket: the specified API socket path is too long (>= {max}): {} ({} bytes)",
+                p.display(),
+                p.as_os_str().len()
+            )));
+        }
+        Ok(Some(p))
     }
 }
 
@@ -419,7 +446,7 @@ mod tests {
             Err(Err(e)) => e.0,
             Ok(cli) => match cli.front_end().and_then(|f| cli.mtu_for(&f).map(|_| ())) {
                 Err(e) => e.0,
-                Ok(()) => match cli.cidr() {
+                Ok(()) => match cli.cidr().and_then(|_| cli.api_socket()) {
                     Err(e) => e.0,
                     Ok(_) => panic!("{args:?} parsed"),
                 },
@@ -559,6 +586,7 @@ mod tests {
 
     #[test]
     fn mistakes_are_one_line_naming_the_value() {
+        let long_path = format!("/tmp/{}", "a".repeat(103));
         for (args, needle) in [
             (&["--bogus"][..], "--bogus"),
             (&["--mtu", "abc"][..], "abc"),
@@ -579,6 +607,15 @@ mod tests {
             (
                 &["--mtu", "65522", "1"][..],
                 "MTU must be a positive integer (< 65522)",
+            ),
+            (
+                &["--cidr", "10.0.2.100/24", "1"][..],
+                "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24",
+            ),
+            (&["--cidr", "10.0.2.100/24", "1"][..], "10.0.2.100/24\""),
+            (
+                &["--api-socket", &long_path, "1"][..],
+                "the specified API socket path is too long (>= 108)",
             ),
         ] {
             let e = usage_err(args);

@@ -1,13 +1,17 @@
 //! Debug builds only: `CAPLOOP_SANDBOX_TEST_FAULT=segv|bus|abort` makes
 //! the helper fault right after it entered the sandbox, so the tests can
 //! see a crash end it at once with that signal on every front end (a
-//! crashing libslirp once spun at 100% CPU instead). Not compiled into
-//! release builds.
+//! crashing libslirp once spun at 100% CPU instead); `hang` makes it block
+//! in a `read` that never returns (restarted after every signal handler),
+//! so the tests can see that a second SIGTERM ends a helper stuck where
+//! the first cannot reach the loop. Not compiled into release builds.
 
 /// A fault to make after entry, if the environment asks for one.
 pub struct Fault {
     kind: Option<String>,
     page: *mut u8,
+    /// For `hang`: a pipe nobody writes to (both ends).
+    pipe: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
 }
 
 /// Reads the environment and prepares what the fault needs (for `bus`, a
@@ -37,7 +41,12 @@ pub fn prepare() -> Fault {
             }
         }
     }
-    Fault { kind, page }
+    let pipe = if kind.as_deref() == Some("hang") {
+        nix::unistd::pipe().ok()
+    } else {
+        None
+    };
+    Fault { kind, page, pipe }
 }
 
 impl Fault {
@@ -55,6 +64,18 @@ impl Fault {
                 log::warn!("test fault: SIGBUS");
                 // SAFETY: as above: a page with no file behind it.
                 unsafe { std::ptr::write_volatile(self.page, 1) }
+            }
+            Some("hang") if self.pipe.is_some() => {
+                log::warn!("test fault: hang");
+                let (r, _w) = self.pipe.as_ref().expect("checked");
+                let mut b = [0u8; 1];
+                loop {
+                    // SAFETY: a blocking read into a stack byte; nothing is
+                    // ever written, so it never returns.
+                    unsafe {
+                        libc::read(std::os::fd::AsRawFd::as_raw_fd(r), b.as_mut_ptr().cast(), 1)
+                    };
+                }
             }
             Some("abort") => {
                 log::warn!("test fault: abort()");

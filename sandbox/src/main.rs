@@ -7,9 +7,10 @@
 //! serve loop ([`serve::run`]), which sets up the slirp stack with its host
 //! forwards, gives up root or its capabilities, points stdin and stdout at
 //! /dev/null, limits every descriptor and enters the sandbox, and only then
-//! reads frames. The peer hanging up or SIGTERM ends it with exit 0; a
-//! failure is one line on stderr and exit 1, as is every warning (a missing
-//! Landlock) whether or not `RUST_LOG` asks for more.
+//! reads frames. The peer hanging up or SIGTERM ends it with exit 0 (a
+//! second SIGTERM at once, by the signal: [`terminate`]); a failure is one
+//! line on stderr and exit 1, as is every warning (a missing Landlock)
+//! whether or not `RUST_LOG` asks for more.
 
 mod api;
 mod bhyve;
@@ -31,6 +32,7 @@ mod serve;
 mod slirp4netns;
 mod startup;
 mod stream;
+mod terminate;
 #[cfg(target_os = "linux")]
 mod vhost_user;
 

@@ -76,7 +76,15 @@ const TABLE: &[Row] = &[
         linux: Some(SOCKET_OPS),
     },
     Row {
-        kind: "vhost-user socket (the vhost crate's)",
+        kind: "vhost-user socket",
+        rights: Rights::SOCKET,
+        capsicum: SOCKET_CAPS,
+        ioctls: &[],
+        fcntls: &[],
+        linux: Some(SOCKET_OPS),
+    },
+    Row {
+        kind: "vhost-user gate pair",
         rights: Rights::SOCKET.union(Rights::SENDMSG),
         capsicum: SOCKET_CAPS,
         ioctls: &[],
@@ -102,12 +110,20 @@ const TABLE: &[Row] = &[
         linux: Some(""),
     },
     Row {
-        kind: "signalfd (Linux)",
+        kind: "signal pipe (read end)",
         rights: Rights::READ_ONLY,
         capsicum: &[C::Read, C::Event, C::Fstat],
         ioctls: &[],
         fcntls: &[],
         linux: Some("read fstat"),
+    },
+    Row {
+        kind: "signal pipe (write end)",
+        rights: Rights::WRITE_ONLY,
+        capsicum: &[C::Write, C::Event, C::Fstat],
+        ioctls: &[],
+        fcntls: &[],
+        linux: Some("write fstat"),
     },
     Row {
         kind: "polling's eventfd (Linux)",
@@ -272,19 +288,18 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
     };
     out.push(hypervisor("--qemu-dgram", link, b.into()));
 
-    // vhost-user: the reactor polls a duplicate of the socket the vhost
-    // crate reads and replies on.
+    // vhost-user: the reactor polls a duplicate of the socket the gate
+    // reads and replies on; the gate's pair carries messages to the vhost
+    // crate.
     let (a, b) = UnixStream::pair().unwrap();
     let polled = OwnedFd::from(a.try_clone().unwrap());
-    let crate_fd = a.as_raw_fd();
+    let gate_fd = a.as_raw_fd();
     let mut front = hypervisor(
         "--vhost-user",
-        crate::vhost_user::link(polled, a, 1500, true),
+        crate::vhost_user::link(polled, a, 1500, true).expect("the vhost-user link"),
         b.into(),
     );
-    front
-        .known
-        .push((crate_fd, "vhost-user socket (the vhost crate's)"));
+    front.known.push((gate_fd, "vhost-user socket"));
     out.push(front);
 
     // slirp4netns: a stand-in for the tap (the plan depends on the link's
@@ -327,14 +342,24 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
 }
 
 /// The kind of each planned descriptor, by its number or its label.
-fn kind_of(label: &str, fd: RawFd, known: &[(RawFd, &'static str)]) -> &'static str {
+fn kind_of(
+    label: &str,
+    fd: RawFd,
+    rights: Rights,
+    known: &[(RawFd, &'static str)],
+) -> &'static str {
     if let Some(&(_, k)) = known.iter().find(|(n, _)| *n == fd) {
         return k;
     }
     match label {
         "stderr" => "stderr",
+        "signal pipe (write end)" => "signal pipe (write end)",
+        "vhost-user gate (ours)" | "vhost-user gate (the vhost crate's)" => "vhost-user gate pair",
         "reactor event queue" => "event queue (epoll/kqueue)",
-        "reactor signalfd" => "signalfd (Linux)",
+        // The only registration the loop reads and polls, and nothing more.
+        l if l.starts_with("registration") && rights == Rights::READ_ONLY => {
+            "signal pipe (read end)"
+        }
         "reactor polling's notifier (eventfd)" => "polling's eventfd (Linux)",
         "reactor polling's timer (timerfd)" => "polling's timerfd (Linux)",
         // Every other registration is one of libslirp's sockets.
@@ -365,7 +390,7 @@ fn each_front_end_plans_each_descriptor_as_the_table_says() {
         let rules = seccomp_rules(plan.fds(), prepared.policy(), ProcessFacts::default());
         let mut kinds = Vec::new();
         for p in plan.fds() {
-            let kind = kind_of(&p.label, p.fd, &known);
+            let kind = kind_of(&p.label, p.fd, p.rights, &known);
             kinds.push(kind);
             let row = table[kind];
             assert_eq!(p.rights, row.rights, "{name}: {kind}");
@@ -404,7 +429,8 @@ fn each_front_end_plans_each_descriptor_as_the_table_says() {
         kinds.sort();
         let mut want: Vec<&str> = vec![
             "event queue (epoll/kqueue)",
-            "signalfd (Linux)",
+            "signal pipe (read end)",
+            "signal pipe (write end)",
             "polling's eventfd (Linux)",
             "polling's timerfd (Linux)",
             "stderr",
@@ -420,7 +446,11 @@ fn each_front_end_plans_each_descriptor_as_the_table_says() {
             want.extend(["link: bhyve/QEMU socket", "libslirp host-forward listener"]);
         }
         if name == "--vhost-user" {
-            want.push("vhost-user socket (the vhost crate's)");
+            want.extend([
+                "vhost-user socket",
+                "vhost-user gate pair",
+                "vhost-user gate pair",
+            ]);
         }
         want.sort();
         assert_eq!(kinds, want, "{name}: the descriptors planned");

@@ -28,6 +28,7 @@ use crate::inbound::Inbound;
 use crate::link::{Arrival, Link, LinkCounters, LinkKind, Thinned, Tx};
 use crate::privileges::{self, Privileges};
 use crate::startup;
+use crate::terminate;
 
 /// The largest MTU at which a VM guest's TCP downloads through libslirp
 /// were seen never to stall (10 of 10 QEMU guest runs; at 65,520 about one
@@ -152,6 +153,8 @@ pub struct Prepared {
     link_handle: Handle,
     ready_fd: Option<OwnedFd>,
     unpolled: Vec<(RawFd, Rights, &'static str)>,
+    /// The signal pipe's write end (the handler's).
+    stop_write: OwnedFd,
 }
 
 /// Sets up everything a session needs; nothing is given up or entered.
@@ -246,10 +249,23 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             end(r, &e, Ok(Outcome::PeerHungUp));
         })?;
     }
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        let e = ending.clone();
-        reactor.add_signal(sig, move |r, _, _| end(r, &e, Ok(Outcome::Terminated)))?;
-    }
+    // SIGTERM and SIGINT: a handler writes to this pipe (terminate.rs).
+    let (stop_read, stop_write) = terminate::pipe().map_err(|source| ServeError::Link {
+        what: "making the signal pipe".into(),
+        source,
+    })?;
+    let e = ending.clone();
+    let n = name.clone();
+    reactor.add(
+        stop_read,
+        Interest::READ,
+        Rights::READ_ONLY,
+        move |r, _, ev| {
+            let got = terminate::drain(ev.fd);
+            log::info!("{n}: signal {got:?}");
+            end(r, &e, Ok(Outcome::Terminated));
+        },
+    )?;
     if let Some((listener, guest)) = api {
         api::register(&mut reactor, listener, Forwards::new(stack.clone(), guest))?;
     }
@@ -265,6 +281,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         link_handle,
         ready_fd,
         unpolled,
+        stop_write,
     })
 }
 
@@ -274,7 +291,12 @@ impl Prepared {
     /// and the ready fd.
     #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub fn plan(&self) -> Plan {
-        plan_of(&self.reactor, self.ready_fd.as_ref(), &self.unpolled)
+        plan_of(
+            &self.reactor,
+            self.ready_fd.as_ref(),
+            &self.unpolled,
+            &self.stop_write,
+        )
     }
 
     /// The sandbox policy the session enters.
@@ -297,22 +319,32 @@ impl Prepared {
             link_handle,
             ready_fd,
             unpolled,
+            stop_write,
         } = self;
         let given_up = privileges::give_up(&privileges)?;
         log::info!("{name}: {given_up}");
         startup::quiet_stdio()?;
         // libslirp reads the host's resolver lazily; make it read now.
         stack.prime_dns(&mut reactor);
-        let plan = plan_of(&reactor, ready_fd.as_ref(), &unpolled);
+        if let Some(fd) = &ready_fd {
+            // Written after entry without waiting for its reader (and
+            // Capsicum would refuse F_SETFL then).
+            startup::set_nonblocking(fd).map_err(|source| ServeError::Link {
+                what: "making the ready fd non-blocking".into(),
+                source,
+            })?;
+        }
+        let plan = plan_of(&reactor, ready_fd.as_ref(), &unpolled, &stop_write);
+        terminate::install(&stop_write).map_err(|source| ServeError::Link {
+            what: "handling SIGTERM".into(),
+            source,
+        })?;
         #[cfg(debug_assertions)]
         let fault = crate::fault::prepare();
         let report = plan.apply_and_enter(&policy)?;
         log_entry(&name, &report);
         if let Some(fd) = ready_fd {
-            // SAFETY: write reads one byte from a static.
-            if unsafe { libc::write(fd.as_raw_fd(), b"1".as_ptr().cast(), 1) } != 1 {
-                log::warn!("ready fd: {}", std::io::Error::last_os_error());
-            }
+            say_ready(&mut reactor, fd);
         }
         #[cfg(debug_assertions)]
         fault.strike();
@@ -356,14 +388,16 @@ impl Prepared {
 }
 
 /// The plan of a session: the reactor's descriptors, stderr, the ready fd,
-/// the link's unpolled descriptors.
+/// the link's unpolled descriptors, the signal pipe's write end.
 fn plan_of(
     reactor: &Reactor<()>,
     ready_fd: Option<&OwnedFd>,
     unpolled: &[(RawFd, Rights, &'static str)],
+    stop_write: &OwnedFd,
 ) -> Plan {
     let mut plan = Plan::from_reactor(reactor);
     plan.add_raw(2, Rights::WRITE_ONLY, "stderr");
+    plan.add(stop_write, Rights::WRITE_ONLY, "signal pipe (write end)");
     for &(fd, rights, label) in unpolled {
         plan.add_raw(fd, rights, label);
     }
@@ -372,6 +406,41 @@ fn plan_of(
         plan.add(fd, Rights::WRITE_ONLY | Rights::EPHEMERAL, "ready fd");
     }
     plan
+}
+
+/// Writes "1" to the ready descriptor and closes it, without waiting for
+/// its reader: a pipe that cannot take it now gets it once writable.
+fn say_ready(reactor: &mut Reactor<()>, fd: OwnedFd) {
+    /// `Some(())` once written or failed for good, `None` to wait.
+    fn write_one(fd: RawFd) -> Option<()> {
+        // SAFETY: write reads one byte from a static.
+        if unsafe { libc::write(fd, b"1".as_ptr().cast(), 1) } == 1 {
+            return Some(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            log::debug!("ready fd: full, written once its reader reads");
+            return None;
+        }
+        log::warn!("ready fd: {e}");
+        Some(())
+    }
+    if write_one(fd.as_raw_fd()).is_some() {
+        return;
+    }
+    let res = reactor.add(
+        fd,
+        Interest::WRITE,
+        Rights::WRITE_ONLY | Rights::EPHEMERAL,
+        |r, _, ev| {
+            if write_one(ev.fd).is_some() {
+                let _ = r.delete_close(ev.handle);
+            }
+        },
+    );
+    if let Err(e) = res {
+        log::warn!("ready fd: {e}");
+    }
 }
 
 /// Whether a write failed because the peer is gone.

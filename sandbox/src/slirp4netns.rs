@@ -151,6 +151,7 @@ pub fn open(
     mtu: usize,
 ) -> Result<(Session, Link, Extras), ServeError> {
     let (config, network) = config(cli, mtu)?;
+    cli.api_socket()?;
     let target = Target::parse(target, cli.netns_type.as_deref())?;
     let mac = cli
         .macaddress
@@ -198,7 +199,7 @@ pub fn open(
         if vnet { ", with offloads" } else { "" }
     );
 
-    let api = match &cli.api_socket {
+    let api = match cli.api_socket()? {
         Some(path) => {
             startup::clear_socket_path(path, "--api-socket")?;
             let l = startup::listen_private(path).map_err(|e| ServeError::Link {

@@ -149,6 +149,18 @@ pub fn bind_private<T>(bind: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
 /// address.
 pub fn listen_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::net::UnixListener;
+    // Bound under a short sibling name and renamed, a path too long for a
+    // socket address would be served where no client can connect.
+    let max = sun_path_len();
+    if path.as_os_str().len() >= max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes: a unix socket's path must be shorter than {max} bytes",
+                path.as_os_str().len()
+            ),
+        ));
+    }
     let name = format!(".caploop-{}.sock", std::process::id());
     let staged = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
@@ -166,6 +178,15 @@ pub fn listen_private(path: &Path) -> io::Result<std::os::unix::net::UnixListene
         let _ = std::fs::remove_file(&staged);
     })?;
     Ok(listener)
+}
+
+/// The size of a unix socket address's path (108 on Linux, 104 on
+/// FreeBSD), its terminating NUL included.
+pub fn sun_path_len() -> usize {
+    // SAFETY: an all-zero sockaddr_un is valid; only its field's size is
+    // read.
+    let a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_path.len()
 }
 
 /// The descriptor ranges to close so that only stdio and `keep` stay open:

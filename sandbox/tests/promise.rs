@@ -191,6 +191,24 @@ fn a_fault_after_entry_ends_the_helper_with_its_signal_on_every_front_end() {
         let st = wait_exit(&mut h.0, Duration::from_secs(5));
         ended_by(st, signal, &format!("qemu-dgram {fault}"), &mut h.0);
 
+        // vhost-user handles SIGBUS in guest memory only: a fault
+        // anywhere else still kills.
+        let path = fresh(&scratch.0, "vu");
+        let child = Command::new(BIN)
+            .arg("--vhost-user")
+            .arg(&path)
+            .env(FAULT_ENV, fault)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut h = Reaper(child);
+        assert!(wait_for_path(&path, Duration::from_secs(10)), "no socket");
+        let _vmm = UnixStream::connect(&path).expect("connect like a VMM");
+        let st = wait_exit(&mut h.0, Duration::from_secs(5));
+        ended_by(st, signal, &format!("vhost-user {fault}"), &mut h.0);
+
         if is_root() {
             // slirp4netns: the fault follows "ready" at once.
             let ns = Netns::new();
@@ -517,5 +535,215 @@ fn socket_files_are_0600_whatever_the_umask() {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = c.read_to_string(&mut r);
         assert_eq!(r, "{\"entries\":[]}");
+    }
+}
+
+// ----- urgent data from the namespace --------------------------------------
+
+/// The kernel in the namespace sends urgent data (`MSG_OOB`) in the middle
+/// of a stream, over IPv4 and IPv6, with the tap's offloads on: the host
+/// reads every byte in order as ordinary data, the urgent one included,
+/// and nothing the namespace did not send.
+#[test]
+fn urgent_data_from_the_namespace_reaches_the_host_as_ordinary_bytes() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let ns = Netns::new();
+    common::s4nn::no_dad(&ns);
+    let mut s = s4nn_helper(&ns, &["-c", "--enable-ipv6"]);
+    common::s4nn::wait_slaac(&ns);
+    for (via, bind) in [("10.0.2.2", "127.0.0.1:0"), ("fd00::2", "[::1]:0")] {
+        let listener = TcpListener::bind(bind).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let host = common::s4nn::host_sink(listener, Vec::new());
+        // 200 KB, one urgent byte, 200 KB; the urgent pointer of the
+        // segments before it points up to 64 KiB ahead.
+        let out = ns.py(&format!(
+            "import socket,hashlib,time\n\
+             a=bytes(i*7%251 for i in range(200000))\n\
+             b=bytes(i*13%241 for i in range(200000))\n\
+             s=socket.create_connection(('{via}',{port}),timeout=10)\n\
+             s.sendall(a)\n\
+             s.send(b'!',socket.MSG_OOB)\n\
+             s.sendall(b)\n\
+             s.shutdown(socket.SHUT_WR)\n\
+             s.recv(1)\n\
+             print(hashlib.sha256(a+b'!'+b).hexdigest())\n"
+        ));
+        let got = host.join().unwrap().expect("the host read the stream");
+        assert_eq!(
+            got.len(),
+            400_001,
+            "{via}: the host read {} bytes",
+            got.len()
+        );
+        assert_eq!(
+            common::s4nn::sha256_hex(&got),
+            out.trim(),
+            "{via}: the bytes differ"
+        );
+    }
+    alive(&mut s.helper, "after urgent data");
+    let _ = s.helper.0.kill();
+}
+
+// ----- SIGTERM in every state ----------------------------------------------
+
+/// Waits until `pid` has entered its seccomp filter.
+fn entered(pid: u32) -> bool {
+    common::helper::wait_until(Duration::from_secs(10), || {
+        status_field(pid, "Seccomp").as_deref() == Some("2")
+    })
+}
+
+fn sigterm(h: &Reaper) {
+    // SAFETY: kill of our own child.
+    unsafe { libc::kill(h.0.id() as i32, libc::SIGTERM) };
+}
+
+/// SIGTERM ends the helper within a second, with exit 0.
+fn sigterm_ends(h: &mut Reaper, what: &str) {
+    sigterm(h);
+    let status = wait_exit(&mut h.0, Duration::from_secs(1));
+    let Some(status) = status else {
+        panic!("{what}: SIGTERM did not end the helper within a second");
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{what}: {status:?}: {}",
+        stderr_of(&mut h.0)
+    );
+}
+
+/// Sends `frame` on `send` until the peer stops taking them (its buffers
+/// and the helper's are full because nothing reads the helper's
+/// answers), or `max` were sent.
+fn flood(send: &mut dyn FnMut() -> bool, max: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut n, mut stuck) = (0, 0);
+    while n < max && Instant::now() < deadline {
+        if send() {
+            n += 1;
+            stuck = 0;
+        } else {
+            stuck += 1;
+            if stuck > 200 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    n
+}
+
+#[test]
+fn sigterm_ends_a_helper_whose_qemu_or_bhyve_peer_stops_reading() {
+    let scratch = Scratch::new("stopread");
+    let arp = common::frames::arp_request([10, 0, 2, 2]);
+
+    let (mut h, conn) = spawn_stream(&scratch.0, &[], &[]);
+    conn.set_nonblocking(true).unwrap();
+    let mut rec = (arp.len() as u32).to_be_bytes().to_vec();
+    rec.extend_from_slice(&arp);
+    let mut at = 0;
+    let n = flood(
+        &mut || {
+            // A record cut by a full socket is finished before the next.
+            if let Ok(k) = (&conn).write(&rec[at..]) {
+                at += k;
+            }
+            let whole = at == rec.len();
+            if whole {
+                at = 0;
+            }
+            whole
+        },
+        200_000,
+    );
+    alive(&mut h, "qemu-stream");
+    sigterm_ends(&mut h, &format!("qemu-stream, {n} ARP requests unanswered"));
+
+    let (mut h, sock) = spawn_bhyve(&[]);
+    nix::sys::socket::send(
+        sock.as_raw_fd(),
+        &bhyve_config(free_port()),
+        MsgFlags::MSG_EOR,
+    )
+    .unwrap();
+    let n = flood(
+        &mut || {
+            nix::sys::socket::send(
+                sock.as_raw_fd(),
+                &arp,
+                MsgFlags::MSG_EOR | MsgFlags::MSG_DONTWAIT,
+            )
+            .is_ok()
+        },
+        200_000,
+    );
+    alive(&mut h, "bhyve");
+    sigterm_ends(&mut h, &format!("bhyve, {n} ARP requests unanswered"));
+}
+
+#[test]
+fn sigterm_ends_a_helper_whose_ready_fd_nobody_reads_and_the_1_comes_once_read() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let args = |ns: &Netns| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-c", "-r", "5", "--netns-type=path", &ns.path(), "tap0"]);
+        cmd
+    };
+    // Nobody reads: SIGTERM still ends it.
+    let ns = Netns::new();
+    let mut s = common::s4nn::start_with(args(&ns), Some(5), None, true);
+    assert!(entered(s.pid()), "the helper did not enter its sandbox");
+    std::thread::sleep(Duration::from_millis(200));
+    alive(&mut s.helper, "a full ready fd");
+    sigterm_ends(&mut s.helper, "a full ready fd");
+
+    // The reader reads at last: "1" follows what filled the pipe.
+    let ns = Netns::new();
+    let mut s = common::s4nn::start_with(args(&ns), Some(5), None, true);
+    assert!(entered(s.pid()), "the helper did not enter its sandbox");
+    std::thread::sleep(Duration::from_millis(200));
+    let got = s.read_ready(Duration::from_secs(10));
+    assert_eq!(
+        got.last(),
+        Some(&b'1'),
+        "the ready fd gave {} bytes",
+        got.len()
+    );
+    assert!(got[..got.len() - 1].iter().all(|&b| b == 0));
+    alive(&mut s.helper, "after the ready fd was read");
+    sigterm_ends(&mut s.helper, "serving");
+}
+
+#[test]
+fn a_second_sigterm_ends_a_helper_stuck_where_the_first_cannot_reach_the_loop() {
+    let scratch = Scratch::new("hang");
+    let env = [(FAULT_ENV, "hang")];
+    let (h1, _sock) = spawn_bhyve(&env);
+    nix::sys::socket::send(
+        _sock.as_raw_fd(),
+        &bhyve_config(free_port()),
+        MsgFlags::MSG_EOR,
+    )
+    .unwrap();
+    let (h2, _conn) = spawn_stream(&scratch.0, &[], &env);
+    for (mut h, what) in [(h1, "bhyve"), (h2, "qemu-stream")] {
+        assert!(entered(h.0.id()), "{what}: no sandbox");
+        std::thread::sleep(Duration::from_millis(100));
+        sigterm(&h);
+        std::thread::sleep(Duration::from_millis(500));
+        alive(&mut h, &format!("{what}: stuck, after one SIGTERM"));
+        sigterm(&h);
+        let status = wait_exit(&mut h.0, Duration::from_secs(1));
+        ended_by(status, libc::SIGTERM, what, &mut h.0);
     }
 }

@@ -664,7 +664,18 @@ fn slow_api_client_neither_blocks_traffic_nor_lingers() {
 
 #[test]
 fn bad_flags_exit_1_with_one_line() {
+    // Longer than a unix socket address holds (108 bytes with its NUL).
+    // (A PID that does not exist: were a check missing, nothing is joined.)
+    let long = format!("/tmp/{}", "s".repeat(110));
     for (args, needle) in [
+        (
+            &["--cidr", "10.0.2.100/24", "999999", "tap0"][..],
+            "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24",
+        ),
+        (
+            &["--api-socket", &long, "999999", "tap0"][..],
+            "the specified API socket path is too long (>= 108)",
+        ),
         (&["--target-type=bess", "1", "tap0"][..], "bess"),
         (&["--mtu", "70000", "1", "tap0"][..], "70000"),
         (&["--netns-type=foo", "1"][..], "foo"),

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{IoSlice, Read};
+use std::io::{IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::guest::Scratch;
-use common::helper::{wait_exit, wait_for_path, BIN};
+use common::helper::{free_port, wait_exit, wait_for_path, BIN};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 const MEM: usize = 1 << 20;
@@ -52,38 +52,61 @@ impl Rng {
     }
 }
 
-/// The guest's memory as the front end holds it: a memfd, mapped here.
+/// The guest's memory as the front end holds it: a memfd (or another
+/// file), mapped here unless touching it would fault.
 struct Memory {
     fd: OwnedFd,
+    size: usize,
     base: *mut u8,
 }
 
 impl Memory {
     fn new() -> Memory {
         // SAFETY: memfd_create makes a descriptor owned below; ftruncate
-        // sizes it; the shared mapping of MEM bytes lives until drop.
-        unsafe {
+        // sizes it.
+        let fd = unsafe {
             let fd = libc::memfd_create(c"hostile-guest".as_ptr(), libc::MFD_CLOEXEC);
             assert!(fd >= 0);
             assert_eq!(libc::ftruncate(fd, MEM as libc::off_t), 0);
-            let base = libc::mmap(
+            OwnedFd::from_raw_fd(fd)
+        };
+        Memory::mapped(fd, MEM)
+    }
+
+    /// `fd` of `size` bytes, mapped shared here.
+    fn mapped(fd: OwnedFd, size: usize) -> Memory {
+        // SAFETY: a shared mapping of `size` bytes of `fd`, which lives
+        // until drop.
+        let base = unsafe {
+            libc::mmap(
                 std::ptr::null_mut(),
-                MEM,
+                size,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                fd,
+                fd.as_raw_fd(),
                 0,
-            );
-            assert_ne!(base, libc::MAP_FAILED);
-            Memory {
-                fd: OwnedFd::from_raw_fd(fd),
-                base: base.cast(),
-            }
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        Memory {
+            fd,
+            size,
+            base: base.cast(),
+        }
+    }
+
+    /// `fd` of `size` bytes, handed over but never touched here.
+    fn unmapped(fd: OwnedFd, size: usize) -> Memory {
+        Memory {
+            fd,
+            size,
+            base: std::ptr::null_mut(),
         }
     }
 
     fn write(&self, at: u64, bytes: &[u8]) {
-        assert!(at as usize + bytes.len() <= MEM);
+        assert!(!self.base.is_null());
+        assert!(at as usize + bytes.len() <= self.size);
         // SAFETY: inside the mapping (checked above); the helper may write
         // concurrently, which volatile-free byte copies tolerate here (the
         // contents are garbage on purpose).
@@ -95,8 +118,10 @@ impl Memory {
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in new.
-        unsafe { libc::munmap(self.base.cast(), MEM) };
+        if !self.base.is_null() {
+            // SAFETY: the mapping made in `mapped`.
+            unsafe { libc::munmap(self.base.cast(), self.size) };
+        }
     }
 }
 
@@ -106,6 +131,18 @@ fn eventfd() -> OwnedFd {
         let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
         assert!(fd >= 0);
         OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// An eventfd with `flags` (and close-on-exec) whose count is `value`.
+fn eventfd_at(flags: libc::c_int, value: u64) -> OwnedFd {
+    // SAFETY: eventfd makes a descriptor owned here; an 8-byte write sets
+    // its count (from 0, so it fits).
+    unsafe {
+        let e = OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC | flags));
+        let v = value.to_ne_bytes();
+        assert_eq!(libc::write(e.as_raw_fd(), v.as_ptr().cast(), 8), 8);
+        e
     }
 }
 
@@ -139,8 +176,22 @@ impl Front {
         Ok(u64::from_le_bytes(buf[12..20].try_into().unwrap()))
     }
 
+    /// Returns once the helper handled every message sent so far (they
+    /// are handled in order; this one is answered).
+    fn sync(&mut self) {
+        self.send(GET_FEATURES, &[], &[]).unwrap();
+        self.reply_u64().unwrap();
+    }
+
     /// Sets up the memory table and both rings, properly.
     fn set_up(&mut self, mem: &Memory, kicks: &[OwnedFd; 2], calls: &[OwnedFd; 2]) {
+        let kicks = [kicks[0].as_raw_fd(), kicks[1].as_raw_fd()];
+        let calls = [calls[0].as_raw_fd(), calls[1].as_raw_fd()];
+        self.set_up_raw(mem, kicks, calls);
+    }
+
+    /// [`set_up`](Front::set_up) with any descriptors as kicks and calls.
+    fn set_up_raw(&mut self, mem: &Memory, kicks: [RawFd; 2], calls: [RawFd; 2]) {
         self.send(GET_FEATURES, &[], &[]).unwrap();
         let offered = self.reply_u64().unwrap();
         self.send(SET_OWNER, &[], &[]).unwrap();
@@ -151,7 +202,7 @@ impl Front {
         let mut table = Vec::new();
         table.extend_from_slice(&1u32.to_le_bytes());
         table.extend_from_slice(&0u32.to_le_bytes());
-        for v in [0u64, MEM as u64, USER_ADDR, 0] {
+        for v in [0u64, mem.size as u64, USER_ADDR, 0] {
             table.extend_from_slice(&v.to_le_bytes());
         }
         self.send(SET_MEM_TABLE, &table, &[mem.fd.as_raw_fd()])
@@ -170,10 +221,8 @@ impl Front {
             }
             self.send(SET_VRING_ADDR, &addr, &[]).unwrap();
             let index = u64::from(idx).to_le_bytes();
-            self.send(SET_VRING_CALL, &index, &[calls[i].as_raw_fd()])
-                .unwrap();
-            self.send(SET_VRING_KICK, &index, &[kicks[i].as_raw_fd()])
-                .unwrap();
+            self.send(SET_VRING_CALL, &index, &[calls[i]]).unwrap();
+            self.send(SET_VRING_KICK, &index, &[kicks[i]]).unwrap();
         }
     }
 }
@@ -319,10 +368,15 @@ fn check_ending(status: std::process::ExitStatus, err: &str, seed: u64) {
 }
 
 fn spawn(scratch: &Scratch, n: u64) -> (Child, Front) {
+    spawn_with(scratch, n, &[])
+}
+
+fn spawn_with(scratch: &Scratch, n: u64, args: &[&str]) -> (Child, Front) {
     let sock = scratch.0.join(format!("vu{n}.sock"));
     let helper = Command::new(BIN)
         .arg("--vhost-user")
         .arg(&sock)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -399,8 +453,7 @@ fn the_helper_refuses_malformed_messages_cleanly() {
         if seed % 2 == 0 {
             front.set_up(&mem, &kicks, &calls);
         }
-        // Whole messages (so the helper never waits for a missing body)
-        // with any request code, flags and body, sometimes with
+        // Messages with any request code, flags and body, sometimes with
         // descriptors attached.
         for _ in 0..64 {
             let req = match rng.below(3) {
@@ -424,19 +477,11 @@ fn the_helper_refuses_malformed_messages_cleanly() {
         let status = match ended(&mut helper) {
             Some(s) => s,
             None => {
-                // SAFETY: kill of our own child.
-                unsafe { libc::kill(helper.id() as i32, libc::SIGTERM) };
-                match wait_exit(&mut helper, Duration::from_secs(5)) {
-                    Some(s) => s,
-                    None => {
-                        // Blocked on a message whose body never came (a
-                        // request with a reply the garbage never reads is
-                        // not one): closing our end unblocks it.
-                        drop(front);
-                        wait_exit(&mut helper, Duration::from_secs(10))
-                            .expect("helper exits once the front end closes")
-                    }
-                }
+                // Still serving, or waiting for the rest of a message
+                // whose size the garbage gave: SIGTERM ends it either way.
+                term(&helper);
+                wait_exit(&mut helper, Duration::from_secs(1))
+                    .expect("the helper exits within a second of SIGTERM")
             }
         };
         let err = stderr_text(&mut helper);
@@ -469,4 +514,401 @@ fn a_memory_region_past_the_end_of_its_file_is_refused() {
     let err = stderr_text(&mut helper);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("runs past its file"), "{err}");
+}
+
+// ----- a VMM that would wedge, spin or kill the helper ----------------------
+
+fn term(helper: &Child) {
+    // SAFETY: kill of our own child.
+    unsafe { libc::kill(helper.id() as i32, libc::SIGTERM) };
+}
+
+/// SIGTERM ends the helper within a second with exit 0.
+fn sigterm_ends_it(helper: &mut Child, what: &str) {
+    term(helper);
+    let Some(status) = wait_exit(helper, Duration::from_secs(1)) else {
+        let _ = helper.kill();
+        let _ = helper.wait();
+        panic!(
+            "{what}: SIGTERM did not end the helper within a second: {}",
+            stderr_text(helper)
+        );
+    };
+    let err = stderr_text(helper);
+    assert_eq!(status.code(), Some(0), "{what}: {status:?}\n{err}");
+}
+
+/// The helper ends by itself within `timeout` with exit 1 and a line that
+/// holds each of `needles`; its stderr.
+fn ends_with_error(helper: &mut Child, timeout: Duration, needles: &[&str], what: &str) -> String {
+    let Some(status) = wait_exit(helper, timeout) else {
+        let _ = helper.kill();
+        let _ = helper.wait();
+        panic!(
+            "{what}: still running after {timeout:?}: {}",
+            stderr_text(helper)
+        );
+    };
+    let err = stderr_text(helper);
+    assert_eq!(status.code(), Some(1), "{what}: {status:?}\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "{what}: no {n:?} in\n{err}");
+    }
+    err
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+fn set_flag(fd: &OwnedFd, nonblock: bool) {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        let fl = if nonblock {
+            fl | libc::O_NONBLOCK
+        } else {
+            fl & !libc::O_NONBLOCK
+        };
+        assert_eq!(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl), 0);
+    }
+}
+
+/// A pipe's write end that is full (and blocking).
+fn full_pipe() -> (OwnedFd, OwnedFd) {
+    let (r, w) = pipe();
+    set_flag(&w, true);
+    let chunk = [0u8; 4096];
+    // SAFETY: writes from a stack buffer until the pipe is full.
+    while unsafe { libc::write(w.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) } > 0 {}
+    set_flag(&w, false);
+    (r, w)
+}
+
+#[test]
+fn a_kick_that_stays_readable_ends_the_session_instead_of_spinning() {
+    let scratch = Scratch::new("vukick");
+    for (n, case) in [
+        "a pipe whose writer closed",
+        "a socket whose peer closed",
+        "a semaphore eventfd at 2^64-2",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut helper, mut front) = spawn(&scratch, n as u64);
+        let mem = Memory::new();
+        let calls = [eventfd(), eventfd()];
+        let rx_kick = eventfd();
+        let kick: OwnedFd = match n {
+            0 => pipe().0,
+            1 => UnixStream::pair().unwrap().0.into(),
+            _ => eventfd_at(libc::EFD_NONBLOCK | libc::EFD_SEMAPHORE, u64::MAX - 1),
+        };
+        front.set_up_raw(
+            &mem,
+            [rx_kick.as_raw_fd(), kick.as_raw_fd()],
+            [calls[0].as_raw_fd(), calls[1].as_raw_fd()],
+        );
+        let err = ends_with_error(
+            &mut helper,
+            Duration::from_secs(5),
+            &["vhost-user", "the transmit ring's kick descriptor"],
+            case,
+        );
+        eprintln!("{case}: {}", err.lines().last().unwrap_or(""));
+    }
+}
+
+#[test]
+fn a_call_descriptor_that_would_block_is_never_waited_on() {
+    let scratch = Scratch::new("vucall");
+    for (n, case) in [
+        "a blocking eventfd at its maximum count",
+        "a full blocking pipe",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut helper, mut front) = spawn(&scratch, n as u64);
+        let mem = Memory::new();
+        let kicks = [eventfd(), eventfd()];
+        let (call, _keep) = if n == 0 {
+            (eventfd_at(0, u64::MAX - 1), None)
+        } else {
+            let (r, w) = full_pipe();
+            (w, Some(r))
+        };
+        front.set_up_raw(
+            &mem,
+            [kicks[0].as_raw_fd(), kicks[1].as_raw_fd()],
+            [call.as_raw_fd(), call.as_raw_fd()],
+        );
+        for round in 0..4 {
+            valid_tx(&mem, round);
+            kick(&kicks[1]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            ended(&mut helper).is_none(),
+            "{case}: {}",
+            stderr_text(&mut helper)
+        );
+        sigterm_ends_it(&mut helper, case);
+    }
+}
+
+#[test]
+fn a_message_with_more_descriptors_than_its_type_carries_ends_the_session() {
+    let scratch = Scratch::new("vufds");
+    let evs: Vec<OwnedFd> = (0..200).map(|_| eventfd()).collect();
+    let raw: Vec<RawFd> = evs.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut table = Vec::new();
+    table.extend_from_slice(&1u32.to_le_bytes());
+    table.extend_from_slice(&0u32.to_le_bytes());
+    for v in [0u64, MEM as u64, USER_ADDR, 0] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    let cases: [(u32, Vec<u8>, usize, &str); 3] = [
+        (
+            SET_VRING_KICK,
+            1u64.to_le_bytes().to_vec(),
+            33,
+            "SET_VRING_KICK (12) carried 33 descriptors; it carries at most 1",
+        ),
+        (
+            SET_MEM_TABLE,
+            table,
+            200,
+            "SET_MEM_TABLE (5) carried 200 descriptors; it carries at most 1",
+        ),
+        (
+            GET_FEATURES,
+            Vec::new(),
+            1,
+            "GET_FEATURES (1) carried 1 descriptor; it carries at most 0",
+        ),
+    ];
+    for (n, (req, body, count, line)) in cases.into_iter().enumerate() {
+        let (mut helper, mut front) = spawn(&scratch, n as u64);
+        front.send(SET_OWNER, &[], &[]).unwrap();
+        front.send(req, &body, &raw[..count]).unwrap();
+        ends_with_error(&mut helper, Duration::from_secs(5), &[line], line);
+    }
+}
+
+#[test]
+fn a_vmm_that_never_reads_its_replies_cannot_hold_the_helper() {
+    let scratch = Scratch::new("vureplies");
+    for n in 0..2u64 {
+        let (mut helper, front) = spawn(&scratch, n);
+        front.sock.set_nonblocking(true).unwrap();
+        // About 1,000 requests, each with a 20-byte reply nobody reads:
+        // more than the socket holds, less than the helper queues.
+        let req = [
+            GET_FEATURES.to_le_bytes(),
+            1u32.to_le_bytes(),
+            0u32.to_le_bytes(),
+        ]
+        .concat();
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sent < 1000 && Instant::now() < deadline {
+            match (&front.sock).write(&req) {
+                Ok(12) => sent += 1,
+                Ok(_) => panic!("a short write"),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(sent, 1000, "the helper stopped reading requests");
+        std::thread::sleep(Duration::from_millis(300));
+        if n == 0 {
+            sigterm_ends_it(&mut helper, "replies unread, then SIGTERM");
+        } else {
+            let err = ends_with_error(
+                &mut helper,
+                Duration::from_secs(10),
+                &["vhost-user", "the VMM read none of", "bytes of replies"],
+                "replies unread",
+            );
+            eprintln!("{}", err.lines().last().unwrap_or(""));
+        }
+        drop(front);
+    }
+}
+
+#[test]
+fn half_a_message_leaves_sigterm_working_and_frees_the_forwarded_port() {
+    let scratch = Scratch::new("vuhalf");
+    let header = [
+        SET_FEATURES.to_le_bytes(),
+        1u32.to_le_bytes(),
+        8u32.to_le_bytes(),
+    ]
+    .concat();
+    for (n, (part, case)) in [
+        (&header[..6], "six header bytes"),
+        (&header[..], "a header without its body"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = free_port();
+        let rule = format!("tcp:127.0.0.1:{port}-:22");
+        let (mut helper, mut front) = spawn_with(&scratch, n as u64, &["--hostfwd", &rule]);
+        front.sock.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            ended(&mut helper).is_none(),
+            "{case}: {}",
+            stderr_text(&mut helper)
+        );
+        sigterm_ends_it(&mut helper, case);
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{case}: the forwarded port is still bound: {e}"));
+        drop(front);
+    }
+}
+
+// ----- guest memory that faults --------------------------------------------
+
+#[test]
+fn a_memory_file_shrunk_under_a_live_ring_ends_the_session_with_exit_1() {
+    let scratch = Scratch::new("vushrink");
+    let (mut helper, mut front) = spawn(&scratch, 0);
+    let mem = Memory::new();
+    let kicks = [eventfd(), eventfd()];
+    let calls = [eventfd(), eventfd()];
+    front.set_up(&mem, &kicks, &calls);
+    valid_tx(&mem, 0);
+    front.sync();
+    // Emptied under the live rings (our own mapping is not touched again).
+    // SAFETY: ftruncate of a descriptor we own.
+    assert_eq!(unsafe { libc::ftruncate(mem.fd.as_raw_fd(), 0) }, 0);
+    kick(&kicks[1]);
+    let err = ends_with_error(
+        &mut helper,
+        Duration::from_secs(5),
+        &[
+            "vhost-user",
+            "guest memory faulted (SIGBUS)",
+            "memory region 0 (guest 0x0, 1048576 bytes)",
+        ],
+        "shrunk memfd",
+    );
+    eprintln!("{}", err.lines().last().unwrap_or(""));
+}
+
+/// A tmpfs mounted for a test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_sparse_file_on_a_full_tmpfs_ends_the_session_with_exit_1() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let scratch = Scratch::new("vutmpfs");
+    let dir = scratch.0.join("tmpfs");
+    std::fs::create_dir_all(&dir).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256k"),
+    )
+    .expect("mount a tmpfs");
+    let _mounted = Tmpfs(dir.clone());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("guest"))
+        .unwrap();
+    file.set_len(MEM as u64).unwrap(); // sparse: 1 MiB on a 256 KiB tmpfs
+    let mem = Memory::mapped(file.into(), MEM);
+    // Every page we touch now is backed; the receive buffer's page at
+    // 0x80000 is not.
+    mem.write(0, &[0u8; 0x8000]);
+    let (mut helper, mut front) = spawn(&scratch, 0);
+    let kicks = [eventfd(), eventfd()];
+    let calls = [eventfd(), eventfd()];
+    front.set_up(&mem, &kicks, &calls);
+    valid_tx(&mem, 0);
+    let (desc, avail, _) = RINGS[0];
+    let mut d = Vec::new();
+    d.extend_from_slice(&0x80000u64.to_le_bytes());
+    d.extend_from_slice(&4096u32.to_le_bytes());
+    d.extend_from_slice(&2u16.to_le_bytes()); // device-writable
+    d.extend_from_slice(&0u16.to_le_bytes());
+    mem.write(desc, &d);
+    mem.write(avail + 4, &0u16.to_le_bytes());
+    mem.write(avail + 2, &1u16.to_le_bytes());
+    // Fill the tmpfs.
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    kick(&kicks[1]);
+    kick(&kicks[0]);
+    let err = ends_with_error(
+        &mut helper,
+        Duration::from_secs(5),
+        &[
+            "vhost-user",
+            "guest memory faulted (SIGBUS) at guest address 0x80000",
+            "memory region 0",
+        ],
+        "sparse file on a full tmpfs",
+    );
+    eprintln!("{}", err.lines().last().unwrap_or(""));
+}
+
+#[test]
+fn a_huge_page_memfd_without_huge_pages_ends_the_session_with_exit_1() {
+    let pages = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+    if pages.trim() != "0" {
+        eprintln!("skipped: this host has huge pages ({})", pages.trim());
+        return;
+    }
+    const HUGE: usize = 2 << 20;
+    // SAFETY: memfd_create makes a descriptor owned below.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"hostile-huge".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_HUGETLB,
+        )
+    };
+    if fd < 0 {
+        eprintln!("skipped: no hugetlbfs: {}", std::io::Error::last_os_error());
+        return;
+    }
+    // SAFETY: fd was just made; ftruncate sizes it (no page is allocated).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::ftruncate(fd.as_raw_fd(), HUGE as libc::off_t) },
+        0
+    );
+    let mem = Memory::unmapped(fd, HUGE);
+    let scratch = Scratch::new("vuhuge");
+    let (mut helper, mut front) = spawn(&scratch, 0);
+    let kicks = [eventfd(), eventfd()];
+    let calls = [eventfd(), eventfd()];
+    front.set_up(&mem, &kicks, &calls);
+    kick(&kicks[1]);
+    let err = ends_with_error(
+        &mut helper,
+        Duration::from_secs(5),
+        &["vhost-user", "memory region 0"],
+        "huge-page memfd",
+    );
+    eprintln!("{}", err.lines().last().unwrap_or(""));
 }

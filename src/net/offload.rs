@@ -216,6 +216,8 @@ const TCP: usize = ETH + IP4;
 const TCP6: usize = ETH + IP6;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
+/// TCP's URG flag.
+const URG: u8 = 0x20;
 
 impl Coalescer {
     /// Merges TCP/IPv4 runs if `ipv4` (`GUEST_TSO4`), TCP/IPv6 runs if
@@ -360,7 +362,8 @@ impl Coalescer {
 /// [`Coalescer`]) into IP datagrams of at most `mtu` bytes with complete
 /// checksums, as a NIC doing TSO would: each with the first one's headers,
 /// its sequence number advanced, IPv4's identification counted up, CWR
-/// only on the first and FIN and PSH only on the last. Returns how many it
+/// only on the first, FIN and PSH only on the last, and no urgent data on
+/// any (URG off, urgent pointer zero). Returns how many it
 /// handed to `emit`; a frame that is not one TCP segment, or an `mtu` that
 /// leaves no room for payload, is an error naming it.
 pub fn segment(frame: &[u8], mtu: usize, emit: &mut dyn FnMut(&[u8])) -> Result<usize, Error> {
@@ -408,7 +411,10 @@ pub fn segment(frame: &[u8], mtu: usize, emit: &mut dyn FnMut(&[u8])) -> Result<
         if !last {
             f &= !(0x01 | PSH); // FIN, PSH
         }
-        out[tcp + 13] = f;
+        // Never urgent data: a pointer copied onto every piece would point
+        // past most of them (libslirp then invents bytes).
+        out[tcp + 13] = f & !URG;
+        out[tcp + 18..tcp + 20].copy_from_slice(&[0, 0]);
         out[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
         let addrs = if tcp == TCP {
             &out[ETH + 12..TCP]
@@ -840,7 +846,7 @@ mod tests {
             id0 in any::<u16>(),
         ) {
             let tail = tail % mss;
-            let sizes: Vec<usize> = std::iter::repeat(mss).take(full).chain((tail > 0).then_some(tail)).collect();
+            let sizes: Vec<usize> = std::iter::repeat_n(mss, full).chain((tail > 0).then_some(tail)).collect();
             let mut frames = Vec::new();
             let mut at = seq0;
             for (i, &n) in sizes.iter().enumerate() {

@@ -50,6 +50,9 @@ pub struct Counters {
     pub dropped_fragments: u64,
     /// Frames given after the stack was closed, dropped.
     pub dropped_closed: u64,
+    /// TCP segments from the guest whose urgent data (URG, urgent
+    /// pointer) was cleared before libslirp saw them.
+    pub urgent_cleared: u64,
     /// Guest misbehaviour libslirp reported.
     pub guest_errors: u64,
     /// Reactor calls that failed while syncing libslirp's sockets (logged).

@@ -41,6 +41,7 @@ mod poll;
 pub mod reass;
 mod stack;
 mod timers;
+mod urgent;
 
 pub use config::{Config, ConfigError, MTU_MAX, MTU_MIN};
 pub use hostfwd::{parse_rules, Proto, Rule, RuleError};

@@ -10,6 +10,7 @@ use super::ffi;
 use super::hostfwd::{Proto, Rule};
 use super::inner::{Inner, State};
 use super::reass::{self, Reassembler, Verdict};
+use super::urgent;
 use super::{Error, Result};
 use crate::reactor::Reactor;
 
@@ -157,6 +158,10 @@ impl Stack {
             // libslirp takes an IPv6 payload of at most its MTU, and this
             // stack frames of at most the MRU.
             let mtu = inner.config.mtu.min(inner.config.mru);
+            // The pieces carry no urgent data (`segment` leaves it off).
+            if urgent::carries(frame) {
+                inner.count(|c| c.urgent_cleared += 1);
+            }
             let cut = crate::net::offload::segment(frame, mtu, &mut |seg| self.deliver(seg));
             if cut.is_ok() {
                 inner.count(|c| c.segments_in += 1);
@@ -167,8 +172,17 @@ impl Stack {
     }
 
     /// Hands one checked frame (or a reassembled datagram, or a piece of
-    /// a cut super-segment) to libslirp.
+    /// a cut super-segment) to libslirp, without TCP urgent data
+    /// ([`urgent`](super::urgent)).
     fn deliver(&self, frame: &[u8]) {
+        let cleared = urgent::cleared(frame);
+        let frame = match &cleared {
+            Some(f) => {
+                self.inner.count(|c| c.urgent_cleared += 1);
+                f.as_slice()
+            }
+            None => frame,
+        };
         let inner = &self.inner;
         let len = frame.len() as c_int;
         // SAFETY: `s` is the live instance; `frame` is valid for `len`

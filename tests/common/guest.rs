@@ -15,7 +15,7 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{dhcpv4, tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr};
 
 /// The guest's MAC address.
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -210,7 +210,13 @@ pub struct Net {
     pub guest: Guest,
     /// ARP frames the stack sent.
     pub arp: ArpLog,
+    /// How the guest's frames reach the stack: `Stack::input` unless set
+    /// (a test may rewrite, merge or hold them).
+    pub feed: Option<Feed>,
 }
+
+/// A test's way of handing the guest's frames to the stack.
+pub type Feed = Box<dyn FnMut(&Stack, Vec<u8>)>;
 
 impl Net {
     /// A stack for `config` with a guest on it (no lease yet).
@@ -232,6 +238,7 @@ impl Net {
             stack,
             guest: Guest::new(rx, mtu),
             arp,
+            feed: None,
         }
     }
 
@@ -246,7 +253,10 @@ impl Net {
                 continue;
             }
             while let Some(f) = self.guest.wire.tx.pop_front() {
-                self.stack.input(&f);
+                match self.feed.as_mut() {
+                    Some(feed) => feed(&self.stack, f),
+                    None => self.stack.input(&f),
+                }
             }
         }
     }
@@ -303,6 +313,27 @@ impl Net {
         }
         panic!("no free host port for a {proto} forward");
     }
+
+    /// Gives the guest `guest6` (/64) and adds a TCP forward from a free
+    /// port on [::1] to its `guest_port`. Returns the host port.
+    pub fn forward6(&mut self, guest6: std::net::Ipv6Addr, guest_port: u16) -> u16 {
+        self.guest.iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv6(guest6), 64)).unwrap();
+        });
+        for _ in 0..20 {
+            let port = TcpListener::bind("[::1]:0")
+                .and_then(|l| l.local_addr())
+                .expect("bind [::1]")
+                .port();
+            let rule: Rule = format!("tcp:[::1]:{port}-[{guest6}]:{guest_port}")
+                .parse()
+                .expect("an IPv6 rule");
+            if self.stack.add_hostfwd(&mut self.reactor, &rule).is_ok() {
+                return port;
+            }
+        }
+        panic!("no free host port for an IPv6 forward");
+    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -331,4 +362,39 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// A guest socket's upload: `data` sent as the socket takes it, then the
+/// socket closed, over as many steps as that needs.
+pub struct Upload {
+    data: Vec<u8>,
+    /// Bytes the socket has taken.
+    pub sent: usize,
+    closed: bool,
+}
+
+impl Upload {
+    /// An upload of `data`.
+    pub fn new(data: Vec<u8>) -> Upload {
+        Upload {
+            data,
+            sent: 0,
+            closed: false,
+        }
+    }
+
+    /// Hands `s` what it takes now; closes it once all is taken.
+    pub fn step(&mut self, s: &mut tcp::Socket<'static>) {
+        while self.sent < self.data.len() && s.can_send() {
+            let k = s.send_slice(&self.data[self.sent..]).unwrap();
+            if k == 0 {
+                break;
+            }
+            self.sent += k;
+        }
+        if self.sent == self.data.len() && !self.closed {
+            s.close();
+            self.closed = true;
+        }
+    }
 }

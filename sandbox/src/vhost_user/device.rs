@@ -237,6 +237,25 @@ fn file_len(file: &File) -> std::io::Result<u64> {
     Ok(u64::try_from(st.st_size).unwrap_or(0))
 }
 
+/// Makes a descriptor the VMM handed over non-blocking: a kick is read
+/// and a call written without ever waiting for the VMM. Its file status
+/// flags are shared with the VMM (QEMU's eventfds are non-blocking
+/// already).
+fn set_nonblocking(file: &File) -> Result<()> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: fcntl on a descriptor `file` keeps open; F_GETFL and F_SETFL
+    // take and return plain integers.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ReqHandlerError(std::io::Error::last_os_error()))
+    }
+}
+
 /// The vhost-user request handler: [`Device`] behind the shared cell the
 /// reactor's callbacks use too (never borrowed across a callback).
 pub struct Handler {
@@ -307,7 +326,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
             // a ring points there.
             let (offset, mem_size) = (r.mmap_offset, r.memory_size);
             let len = file_len(&file).map_err(Error::ReqHandlerError)?;
-            if offset.checked_add(mem_size).map_or(true, |end| end > len) {
+            if offset.checked_add(mem_size).is_none_or(|end| end > len) {
                 log::error!(
                     "vhost-user: a memory region ({mem_size:#x} bytes at offset {offset:#x}) runs past its file ({len:#x} bytes)"
                 );
@@ -336,6 +355,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
             Error::InvalidParam
         })?;
         let mut d = self.dev.borrow_mut();
+        super::faults::watch(&mem);
         d.mem = Some(mem);
         d.windows = windows;
         Ok(None)
@@ -403,6 +423,7 @@ impl VhostUserBackendReqHandlerMut for Handler {
         let Some(fd) = fd else {
             return unsupported("polling a ring without a kick eventfd");
         };
+        set_nonblocking(&fd)?;
         d.try_ready(i)?;
         d.vrings[i].started = true;
         d.new_kicks.push((i, fd));
@@ -410,6 +431,9 @@ impl VhostUserBackendReqHandlerMut for Handler {
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> Result<()> {
+        if let Some(fd) = &fd {
+            set_nonblocking(fd)?;
+        }
         self.dev.borrow_mut().vring(u32::from(index))?.call = fd;
         Ok(())
     }

@@ -6,23 +6,31 @@
 //! receive TCP super-frames behind a virtio-net header.
 //!
 //! All of it runs on the serve loop's one reactor: the socket is the
-//! link's descriptor (one message per readable event, handled by the
-//! `vhost` crate's [`BackendReqHandler`] and our [`device::Handler`]), the
+//! link's descriptor (whole messages, handled by the `vhost` crate's
+//! [`BackendReqHandler`] and our [`device::Handler`]), the
 //! kick eventfds are registrations [`VhostRx`] adds as they arrive, and the
 //! call eventfds are written after buffers are used. Frames from libslirp
 //! queue in [`VhostTx`] and go into the receive ring once per round.
 //!
-//! The socket stays blocking: `handle_request` reads one whole message
-//! (header, body, descriptors), which the VMM sends at once.
+//! The socket is never read by the vhost crate directly: [`gate`] reads
+//! whole messages off it without waiting, checks their size and
+//! descriptors, and hands them to the crate over a socketpair; replies
+//! wait in a bounded queue until the VMM reads them (a VMM that reads none
+//! for 5 s is dropped). The kick and call eventfds the VMM hands over are
+//! made non-blocking (their file status flags are shared with the VMM;
+//! QEMU's are non-blocking already): a call eventfd at its maximum count
+//! is skipped, never waited on, and a kick that hangs up, reports an
+//! error or end of file, or stays readable however often it is read (a
+//! semaphore eventfd) ends the session with exit 1. A fault in the
+//! guest's memory (a memory file truncated under a live ring, or one
+//! whose pages cannot be backed: a full tmpfs, no huge pages) ends the
+//! helper with exit 1 and a line naming the region ([`faults`]).
 //!
 //! Known limits:
-//! - a VMM that sends part of a message stalls the helper in `recvmsg`
-//!   (SIGTERM waits behind it; closing the socket or SIGKILL ends it): the
-//!   vhost crate retries a short read in a loop, so a non-blocking socket
-//!   would spin instead;
-//! - a VMM that shrinks a memory file it handed over can make the helper
-//!   fault (SIGBUS) when a ring points past the new end; a region past the
-//!   file's end when it arrives is refused (`fstat`);
+//! - a VMM that sends part of a message stalls only its own guest's
+//!   network until the rest comes (SIGTERM still ends the helper);
+//! - a region past its file's end when it arrives is refused (`fstat`);
+//!   one that faults later ends the session as above;
 //! - QEMU sends `SET_VRING_ENABLE 1` before `SET_FEATURES`, which the
 //!   vhost crate refuses; rings are therefore enabled unless disabled
 //!   after negotiation;
@@ -37,18 +45,22 @@
 //!   and addresses stay valid.
 
 mod device;
+mod faults;
+mod gate;
 mod rings;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use caploop::net::offload::{Coalescer, Offloaded, VNET_HDR_SIZE};
-use caploop::reactor::{Handle, Interest, Reactor};
+use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use virtio_bindings::virtio_net::{
@@ -61,10 +73,18 @@ use crate::serve::Feed;
 use crate::startup;
 
 pub use device::{Device, Handler};
+use gate::{Gate, Step};
 
 /// Frames held for the guest while its receive ring is full or not yet
 /// set up; past this the oldest are dropped and counted.
 const OUTBOX_LIMIT: usize = 4096;
+/// Messages handled per wake-up of the socket; the rest wait for the next
+/// round (the socket stays readable), so a flood cannot starve the rings.
+const MESSAGES_PER_WAKEUP: usize = 32;
+/// Reads of a kick eventfd per wake-up: an eventfd is empty after one (a
+/// semaphore one after as many as its count); one still readable after
+/// this many would wake the loop forever.
+const KICK_READS: usize = 64;
 
 /// Listens on `path`, waits for the VMM's connection, removes the socket
 /// file and returns the link. `mtu` is what the config space reports;
@@ -89,12 +109,13 @@ pub fn open(path: &Path, mtu: usize, offload: bool) -> Result<Link, ServeError> 
     if let Err(e) = std::fs::remove_file(path) {
         log::warn!("removing {}: {e}", path.display());
     }
-    // The reactor polls a second descriptor for the socket; the vhost
-    // crate reads and writes the first.
+    faults::install().map_err(err("installing the guest-memory fault handler".into()))?;
+    // The reactor polls a second descriptor for the socket; the gate reads
+    // and writes the first.
     let polled = conn
         .try_clone()
         .map_err(err("duplicating the vhost-user socket".into()))?;
-    Ok(link(OwnedFd::from(polled), conn, mtu, offload))
+    link(OwnedFd::from(polled), conn, mtu, offload)
 }
 
 /// The link for a connected vhost-user socket: `polled` (a duplicate of
@@ -104,12 +125,16 @@ pub fn link(
     conn: std::os::unix::net::UnixStream,
     mtu: usize,
     offload: bool,
-) -> Link {
+) -> Result<Link, ServeError> {
     let offered = if offload {
         device::OFFERED
     } else {
         device::OFFERED & !device::OFFLOADS
     };
+    let (gate, crate_end) = Gate::new(conn).map_err(|source| ServeError::Link {
+        what: "setting up the vhost-user socket".into(),
+        source,
+    })?;
     let dev = Rc::new(RefCell::new(Device::new(
         u16::try_from(mtu).unwrap_or(u16::MAX),
         offered,
@@ -119,18 +144,21 @@ pub fn link(
     #[allow(clippy::arc_with_non_send_sync)]
     let handler = Arc::new(Mutex::new(Handler { dev: dev.clone() }));
     let out = Rc::new(RefCell::new(Outbox::default()));
-    Link {
+    let gate = Rc::new(RefCell::new(gate));
+    Ok(Link {
         fd: polled,
         kind: LinkKind::Socket,
         rx: Box::new(VhostRx {
-            req: BackendReqHandler::from_stream(conn, handler),
+            req: BackendReqHandler::from_stream(crate_end, handler),
+            gate: gate.clone(),
             dev: dev.clone(),
             out: out.clone(),
             feed: None,
             kicks: [None, None],
+            deadline_armed: Rc::new(Cell::new(false)),
         }),
-        tx: Box::new(VhostTx { dev, out }),
-    }
+        tx: Box::new(VhostTx { dev, out, gate }),
+    })
 }
 
 /// Frames on their way to the guest, and how to frame them.
@@ -197,29 +225,32 @@ impl Outbox {
     }
 }
 
-/// The receiving half: the vhost-user socket's messages, and the kick
-/// eventfds registered as they arrive.
+/// The receiving half: the vhost-user socket's messages (through the
+/// [`Gate`]), and the kick eventfds registered as they arrive.
 pub struct VhostRx {
+    /// The vhost crate's side, reading our end of the gate's pair.
     req: BackendReqHandler<Mutex<Handler>>,
+    gate: Rc<RefCell<Gate>>,
     dev: Rc<RefCell<Device>>,
     out: Rc<RefCell<Outbox>>,
     feed: Option<Feed>,
     kicks: [Option<Handle>; 2],
+    /// A timer watches replies the VMM has not read.
+    deadline_armed: Rc<Cell<bool>>,
 }
 
 impl VhostRx {
-    /// Handles one message; `Ok(false)` once the VMM hung up.
-    fn message(&mut self) -> Result<bool, ServeError> {
+    /// Has the crate handle the message the gate just passed on.
+    fn message(&mut self) -> Result<(), ServeError> {
         match self.req.handle_request() {
-            Ok(()) => Ok(true),
-            Err(VuError::Disconnected) => Ok(false),
+            Ok(()) => Ok(()),
             // QEMU disables the rings (SET_VRING_ENABLE 0) before it
             // accepts any feature; the crate refuses that for want of
             // PROTOCOL_FEATURES, after reading the whole message and
             // without a reply to send. Rings start disabled anyway.
             Err(e @ VuError::InactiveFeature(_)) => {
                 log::debug!("vhost-user: ignored: {e}");
-                Ok(true)
+                Ok(())
             }
             Err(VuError::PartialMessage) => Err(vhost_err("a message was cut short".into())),
             Err(e) => Err(vhost_err(format!("a message was refused: {e}"))),
@@ -267,6 +298,28 @@ impl VhostRx {
         }
         Ok(())
     }
+
+    /// While replies wait for the VMM, a timer checks that it reads them
+    /// within the gate's deadline, and ends the session if not.
+    fn watch_replies(&mut self, r: &mut Reactor<()>) {
+        if !self.gate.borrow().pending() || self.deadline_armed.get() {
+            return;
+        }
+        let Some(feed) = self.feed.clone() else {
+            return;
+        };
+        let (gate, armed) = (self.gate.clone(), self.deadline_armed.clone());
+        armed.set(true);
+        r.add_timer(Duration::from_secs(1), move |r, _, h| {
+            let g = gate.borrow();
+            if let Some(e) = g.overdue(Instant::now()) {
+                feed.end(r, Err(vhost_err(e.to_string())));
+            } else if g.pending() && r.rearm_timer(h, Duration::from_secs(1)).is_ok() {
+                return;
+            }
+            armed.set(false);
+        });
+    }
 }
 
 fn vhost_err(what: String) -> ServeError {
@@ -276,22 +329,60 @@ fn vhost_err(what: String) -> ServeError {
     }
 }
 
+/// The name of ring `i`, for errors.
+fn ring_name(i: usize) -> &'static str {
+    if i == device::TX {
+        "transmit"
+    } else {
+        "receive"
+    }
+}
+
+/// Empties a kick eventfd (non-blocking, see [`device`]): an error names
+/// what is wrong with it.
+fn drain_kick(kick: &File, ev: Event) -> Result<(), String> {
+    let mut count = [0u8; 8];
+    for _ in 0..KICK_READS {
+        match (&*kick).read(&mut count) {
+            Ok(0) => {
+                return Err(
+                    "end of file (a pipe or socket whose writer is gone, not an eventfd)".into(),
+                )
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return if ev.hangup || ev.error {
+                    Err("it hung up or reported an error".into())
+                } else {
+                    Ok(())
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading it: {e}")),
+        }
+    }
+    Err(format!(
+        "still readable after {KICK_READS} reads (a semaphore eventfd, or a pipe kept full?)"
+    ))
+}
+
 /// What a kick on ring `i` does: drain the transmit ring into the stack,
 /// or fill the receive ring the guest just gave buffers to.
 fn kick_callback(
     i: usize,
-    kick: Rc<std::fs::File>,
+    kick: Rc<File>,
     dev: Rc<RefCell<Device>>,
     out: Rc<RefCell<Outbox>>,
     feed: Feed,
-) -> impl FnMut(&mut Reactor<()>, &mut (), caploop::reactor::Event) + 'static {
+) -> impl FnMut(&mut Reactor<()>, &mut (), Event) + 'static {
     let mut buf = Vec::with_capacity(rings::MAX_TX);
     let mut stats = rings::TxStats::default();
-    move |r, _, _| {
-        // Reset the eventfd's counter (it is non-blocking; a spurious
-        // wake-up reads nothing).
-        let mut count = [0u8; 8];
-        let _ = (&*kick).read(&mut count);
+    move |r, _, ev| {
+        if let Err(why) = drain_kick(&kick, ev) {
+            let what = format!("the {} ring's kick descriptor: {why}", ring_name(i));
+            feed.end(r, Err(vhost_err(what)));
+            return;
+        }
         let res = if i == device::TX {
             let mut d = dev.borrow_mut();
             let hdr_len = d.hdr_len();
@@ -328,21 +419,32 @@ impl Rx for VhostRx {
         _hangup: bool,
         _deliver: &mut dyn FnMut(Arrival<'_>),
     ) -> Result<bool, ServeError> {
-        self.message()
+        // The serve loop calls `pull_with`; without the reactor no kick
+        // could be registered.
+        Err(vhost_err("messages need the reactor".into()))
     }
 
     fn attach(&mut self, feed: Feed) {
         self.feed = Some(feed);
     }
 
-    /// The socket the vhost crate reads messages (with descriptors) from
-    /// and sends replies on.
+    /// The VMM's socket as the gate reads and writes it, and the gate's
+    /// pair (our end and the vhost crate's), which carry descriptors.
     fn unpolled(&self) -> Vec<(RawFd, Rights, &'static str)> {
-        vec![(
-            self.req.as_raw_fd(),
-            Rights::SOCKET | Rights::SENDMSG,
-            "vhost-user socket",
-        )]
+        let g = self.gate.borrow();
+        vec![
+            (g.vmm_fd(), Rights::SOCKET, "vhost-user socket"),
+            (
+                g.inner_fd(),
+                Rights::SOCKET | Rights::SENDMSG,
+                "vhost-user gate (ours)",
+            ),
+            (
+                self.req.as_raw_fd(),
+                Rights::SOCKET | Rights::SENDMSG,
+                "vhost-user gate (the vhost crate's)",
+            ),
+        ]
     }
 
     fn pull_with(
@@ -351,19 +453,35 @@ impl Rx for VhostRx {
         _hangup: bool,
         _deliver: &mut dyn FnMut(Arrival<'_>),
     ) -> Result<bool, ServeError> {
-        let alive = self.message()?;
-        self.sync(reactor)?;
+        let gate_err = |e: gate::GateError| vhost_err(e.to_string());
+        let mut alive = true;
+        for _ in 0..MESSAGES_PER_WAKEUP {
+            let step = self.gate.borrow_mut().next_message().map_err(gate_err)?;
+            match step {
+                Step::Wait => break,
+                Step::HungUp => {
+                    alive = false;
+                    break;
+                }
+                Step::Passed(_) => {}
+            }
+            self.message()?;
+            self.gate.borrow_mut().take_replies().map_err(gate_err)?;
+            self.sync(reactor)?;
+        }
+        self.watch_replies(reactor);
         Ok(alive)
     }
 }
 
 /// The sending half: frames from libslirp wait in the outbox and go into
-/// the receive ring once per round (or when the guest adds buffers).
-/// Nothing here waits for the socket to be writable, so it never asks
-/// the loop to watch for that.
+/// the receive ring once per round (or when the guest adds buffers);
+/// replies the VMM's socket could not take wait in the gate, and only
+/// they make the loop watch the socket for writability.
 pub struct VhostTx {
     dev: Rc<RefCell<Device>>,
     out: Rc<RefCell<Outbox>>,
+    gate: Rc<RefCell<Gate>>,
 }
 
 impl Tx for VhostTx {
@@ -372,19 +490,21 @@ impl Tx for VhostTx {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Ok(mut dev) = self.dev.try_borrow_mut() else {
-            return Ok(());
-        };
-        let mut out = self.out.borrow_mut();
-        if let Err(e) = out.write(&mut dev) {
-            // Taken by `failure`, which ends the session with it.
-            out.broken = Some(e.0);
+        if let Ok(mut dev) = self.dev.try_borrow_mut() {
+            let mut out = self.out.borrow_mut();
+            if let Err(e) = out.write(&mut dev) {
+                // Taken by `failure`, which ends the session with it.
+                out.broken = Some(e.0);
+            }
         }
-        Ok(())
+        match self.gate.try_borrow_mut() {
+            Ok(mut g) => g.flush(),
+            Err(_) => Ok(()),
+        }
     }
 
     fn pending(&self) -> bool {
-        false
+        self.gate.try_borrow().is_ok_and(|g| g.pending())
     }
 
     fn failure(&mut self) -> Option<ServeError> {

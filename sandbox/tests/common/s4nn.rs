@@ -177,8 +177,31 @@ impl Started {
 
 /// Spawns `cmd` with a fresh pipe's write end as fd `ready_at` and another
 /// pipe's read end as fd `exit_at`, as rootlesskit and Podman pass them.
-pub fn start(mut cmd: Command, ready_at: Option<RawFd>, exit_at: Option<RawFd>) -> Started {
+pub fn start(cmd: Command, ready_at: Option<RawFd>, exit_at: Option<RawFd>) -> Started {
+    start_with(cmd, ready_at, exit_at, false)
+}
+
+/// [`start`], with the ready pipe already full when `full_ready`: a reader
+/// that never reads, as far as the helper can tell.
+pub fn start_with(
+    mut cmd: Command,
+    ready_at: Option<RawFd>,
+    exit_at: Option<RawFd>,
+    full_ready: bool,
+) -> Started {
     let ready = ready_at.map(|_| pipe());
+    if let (true, Some((_, w))) = (full_ready, &ready) {
+        let raw = w.as_raw_fd();
+        let chunk = [0u8; 4096];
+        // SAFETY: fcntl on our own pipe end, then writes from a stack
+        // buffer until the pipe is full, then blocking again.
+        unsafe {
+            let fl = libc::fcntl(raw, libc::F_GETFL);
+            libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            while libc::write(raw, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+            libc::fcntl(raw, libc::F_SETFL, fl);
+        }
+    }
     let exit = exit_at.map(|_| pipe());
     let mut map: [(RawFd, RawFd); 2] = [(-1, -1); 2];
     if let (Some(at), Some((_, w))) = (ready_at, &ready) {

@@ -101,7 +101,7 @@ impl Ring {
         // The slot array must lie in the region.
         let slots_len = (num_slots as usize).checked_mul(SLOT_SIZE);
         let slots_end = slots_len.and_then(|n| (ofs + RING_SLOTS).checked_add(n));
-        if slots_end.map_or(true, |end| end > region.len()) {
+        if slots_end.is_none_or(|end| end > region.len()) {
             return Err(corrupt(format!(
                 "{label}: {num_slots} slots at offset {ofs} run past the {}-byte region",
                 region.len()
