@@ -102,6 +102,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod closing;
 pub mod net;
 pub mod reactor;
 pub mod rights;

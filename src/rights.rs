@@ -55,12 +55,14 @@ bitflags::bitflags! {
         const POLLER = 1 << 18;
         /// `lseek`.
         const SEEK = 1 << 19;
-        /// The descriptor may be closed while the sandbox is in force (a
-        /// library's socket, a ready pipe written once), after which its
-        /// number can come back as a descriptor of another kind. Linux's
-        /// seccomp rules can only name descriptor numbers, so none are made
-        /// for it (the syscall allowlist still applies); FreeBSD's
-        /// capability rights follow the open file and apply as usual.
+        /// The descriptor may be closed while the sandbox is in force and
+        /// its number freed (a library's socket, a ready pipe written
+        /// once), after which the number can come back as a descriptor of
+        /// another kind. Linux's seccomp rules can only name descriptor
+        /// numbers, so none are made for it (the syscall allowlist still
+        /// applies); FreeBSD's capability rights follow the open file and
+        /// apply as usual. Without it a planned number is never freed
+        /// after entry ([`closing`](crate::closing)).
         const EPHEMERAL = 1 << 20;
         /// The netmap ioctls: `NIOCTXSYNC`, `NIOCRXSYNC` and `NIOCCTRL`
         /// (a port's virtio-net header length).

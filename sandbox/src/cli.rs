@@ -131,7 +131,7 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR", help_heading = "slirp4netns")]
     pub cidr: Option<String>,
 
-    /// Prohibit connecting to 127.0.0.1:* on the host (10.0.2.2 and [fd00::2]).
+    /// Prohibit connecting to 127.0.0.1:* on the host (10.0.2.2 and fd00::2).
     #[arg(long = "disable-host-loopback", help_heading = "slirp4netns")]
     pub disable_host_loopback: bool,
 

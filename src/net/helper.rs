@@ -131,7 +131,8 @@ pub struct SlirpHelperBackend<D> {
     name: String,
     helper: String,
     /// Our end of the socketpair, shared with the registration.
-    sock: Rc<OwnedFd>,
+    /// Closed through `closing` (a sandbox in force retires the number).
+    sock: Rc<crate::closing::ClosingFd>,
     reg: Registration,
     child: Option<Child>,
     /// A frame received ahead (by `peek_recvlen`, or one that did not fit).
@@ -192,7 +193,7 @@ impl<D: 'static> SlirpHelperBackend<D> {
             opts.helper
         )))?;
         set_nonblocking(&ours).map_err(io("making the helper's socket non-blocking".into()))?;
-        let sock = Rc::new(ours);
+        let sock = Rc::new(crate::closing::ClosingFd::new(ours));
         let handle = reactor.add_disabled(
             Rc::clone(&sock),
             Interest::READ,
@@ -400,7 +401,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// Sends one record, never raising SIGPIPE.
-fn send_record(sock: &OwnedFd, record: &[u8]) -> io::Result<usize> {
+fn send_record(sock: &impl AsRawFd, record: &[u8]) -> io::Result<usize> {
     use nix::sys::socket::send;
     Ok(send(
         sock.as_raw_fd(),

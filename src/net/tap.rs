@@ -107,7 +107,8 @@ const TUN_F_TSO_ECN: u32 = 0x08;
 /// An open, non-blocking tap descriptor, not yet registered anywhere.
 #[derive(Debug)]
 pub struct TapDevice {
-    fd: OwnedFd,
+    /// Closed through `closing` (a sandbox in force retires the number).
+    fd: crate::closing::ClosingFd,
     name: String,
 }
 
@@ -121,7 +122,7 @@ impl TapDevice {
 
     /// Linux: opens the tap `name` like [`open`](Self::open), but with
     /// `IFF_VNET_HDR`: every read and write on it carries a 10-byte
-    /// virtio-net header ([`offload::VnetHdr`](super::offload::VnetHdr)).
+    /// virtio-net header ([`VnetHdr`](super::offload::VnetHdr)).
     /// Offloads are then asked for with [`set_offload`](Self::set_offload).
     #[cfg(target_os = "linux")]
     pub fn open_vnet(name: &str) -> Result<TapDevice, Error> {
@@ -133,7 +134,7 @@ impl TapDevice {
     /// (`TUNSETOFFLOAD`, `TUN_F_*` flags; 0 for none). Only for a tap opened
     /// with [`open_vnet`](Self::open_vnet): with `TUN_F_CSUM` frames may
     /// come with a partial checksum, with `TUN_F_TSO4` as TCP/IPv4
-    /// super-segments ([`offload::finish`](super::offload::finish)).
+    /// super-segments ([`finish`](super::offload::finish)).
     #[cfg(target_os = "linux")]
     pub fn set_offload(&self, flags: u32) -> Result<(), Error> {
         use std::os::fd::AsRawFd;
@@ -186,7 +187,7 @@ impl TapDevice {
 
     /// The descriptor, handed over.
     pub fn into_fd(self) -> OwnedFd {
-        self.fd
+        self.fd.into_inner()
     }
 }
 
@@ -295,7 +296,10 @@ mod sys {
             .unwrap_or(IFNAMSIZ);
         let bytes: Vec<u8> = req.ifr_name[..len].iter().map(|&c| c as u8).collect();
         let name = String::from_utf8(bytes).unwrap_or_else(|_| name.to_owned());
-        Ok(TapDevice { fd, name })
+        Ok(TapDevice {
+            fd: fd.into(),
+            name,
+        })
     }
 }
 
@@ -325,7 +329,7 @@ mod sys {
             ));
         }
         Ok(TapDevice {
-            fd,
+            fd: fd.into(),
             name: name.to_owned(),
         })
     }

@@ -212,11 +212,15 @@ impl<D> Reactor<D> {
     /// Deletes the registration and closes its descriptor, which the
     /// reactor must own; a shared one is released (closed when its last
     /// holder drops it); a raw borrowed one is refused, still registered.
+    /// Once a sandbox is in force a planned descriptor's number is retired
+    /// rather than freed ([`closing`](crate::closing)).
     pub fn delete_close(&mut self, h: Handle) -> Result<()> {
         if let SourceKind::Raw(fd) = self.entry(h)?.source.0 {
             return Err(Error::NotOwned(fd));
         }
-        drop(self.delete(h)?);
+        if let Some(fd) = self.delete(h)? {
+            crate::closing::close(fd);
+        }
         Ok(())
     }
 
@@ -234,7 +238,9 @@ impl<D> Reactor<D> {
         }
         let queued = std::mem::take(&mut *self.removals.borrow_mut());
         for h in queued {
-            let _ = self.delete(h);
+            if let Ok(Some(fd)) = self.delete(h) {
+                crate::closing::close(fd);
+            }
         }
     }
 

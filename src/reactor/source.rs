@@ -131,7 +131,9 @@ impl Registration {
     /// Deletes the registration now (a no-op once it is gone).
     pub fn delete<D>(&mut self, reactor: &mut super::Reactor<D>) -> super::Result<()> {
         match self.handle.take() {
-            Some(h) => reactor.delete(h).map(drop),
+            Some(h) => reactor
+                .delete(h)
+                .map(|fd| fd.map_or((), crate::closing::close)),
             None => Ok(()),
         }
     }

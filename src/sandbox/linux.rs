@@ -133,9 +133,16 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
             None
         }
     };
+    // Planned numbers are retired to it after entry, never freed
+    // (crate::closing).
+    let placeholder = crate::closing::placeholder().map_err(|source| Error::Syscall {
+        syscall: "pipe2 (the placeholder for retired descriptors)",
+        source,
+    })?;
     let facts = ProcessFacts {
         pid: Some(std::process::id()),
         status_fd: status_fd.as_ref().map(|f| f.as_raw_fd()),
+        placeholder: Some(placeholder.as_raw_fd()),
     };
     let rules = seccomp_rules(&plan.fds, policy, facts);
     // Built before anything is applied: building allocates and can fail.
@@ -183,6 +190,13 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
             .map_err(|e| Error::Seccomp(format!("installing the ENOSYS filter: {e}")))?;
     }
     seccompiler::apply_filter_all_threads(&program).map_err(|e| Error::Seccomp(e.to_string()))?;
+    let planned: Vec<_> = plan
+        .fds
+        .iter()
+        .filter(|p| !p.rights.contains(crate::Rights::EPHEMERAL))
+        .map(|p| p.fd)
+        .collect();
+    crate::closing::arm(placeholder, &planned);
     report.seccomp = Some(SeccompReport {
         syscalls: rules.allow.keys().copied().collect(),
         instructions,
@@ -319,6 +333,7 @@ pub(super) fn number(sys: Sys) -> i64 {
         Fcntl => libc::SYS_fcntl,
         Ioctl => libc::SYS_ioctl,
         Close => libc::SYS_close,
+        Dup3 => libc::SYS_dup3,
         EpollPwait => libc::SYS_epoll_pwait,
         EpollPwait2 => libc::SYS_epoll_pwait2,
         EpollCtl => libc::SYS_epoll_ctl,
@@ -511,6 +526,7 @@ mod tests {
                 ProcessFacts {
                     pid: Some(1),
                     status_fd: Some(9),
+                    placeholder: Some(10),
                 },
             );
             let prog = build_filter(&rules, false, target_arch().unwrap()).unwrap();

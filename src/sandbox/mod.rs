@@ -98,15 +98,20 @@
 //! # What each layer enforces, and what it does not
 //!
 //! - **seccomp (Linux)** is the allowlist above, per thread. Rules keyed by
-//!   descriptor number ("fd 5 may not be written") hold only for
-//!   descriptors that live as long as the sandbox; a descriptor closed
-//!   after entry gives its number to the next one, so those planned with
+//!   descriptor number ("fd 5 may not be written") would follow the number
+//!   to whatever file got it next, so a planned number is never freed
+//!   while the sandbox is in force ([`closing`](crate::closing)): closing
+//!   it through the reactor, a net back end or [`closing::close`](crate::closing::close)
+//!   releases the file and leaves a placeholder at the number, and a plain
+//!   `close()` of it is refused (the descriptor stays open). The embedder
+//!   need not know the rule; sockets made after entry, thousands of them,
+//!   get other numbers. Descriptors planned with
 //!   [`Rights::EPHEMERAL`](crate::Rights::EPHEMERAL) (libslirp's sockets,
-//!   a ready pipe) get none, and neither do descriptors made after entry
-//!   (accepted sockets, libslirp's sockets in open mode): they are held by
-//!   the allowlist and Landlock alone. seccomp cannot read memory, so it
-//!   cannot check a path, a socket address (beyond "none given") or a
-//!   `sendmsg` header.
+//!   a ready pipe) get no rules by number and close as usual, and neither
+//!   get descriptors made after entry (accepted sockets, libslirp's
+//!   sockets in open mode): they are held by the allowlist and Landlock
+//!   alone. seccomp cannot read memory, so it cannot check a path, a
+//!   socket address (beyond "none given") or a `sendmsg` header.
 //! - **Landlock (Linux)** refuses every filesystem access and, from ABI 4,
 //!   TCP bind and connect (open mode with [`Policy::connect_ports`]:
 //!   connects to other ports); from ABI 6 it scopes signals and abstract
@@ -117,8 +122,9 @@
 //!   Landlock is a warning in [`Report::warnings`]
 //!   ([`LandlockReport::summary`]).
 //! - **Capsicum (FreeBSD)** rights travel with the open file: a descriptor
-//!   keeps its limits whatever its number, and an accepted socket inherits
-//!   its listener's. Capability mode refuses every global namespace
+//!   keeps its limits whatever its number (a number freed and reused
+//!   carries nothing over, so closing is a plain close there), and an
+//!   accepted socket inherits its listener's. Capability mode refuses every global namespace
 //!   (paths, `connect`/`sendto` with an address, `bind`, pids).
 //! - **No layer** limits CPU time, memory, or how much the process writes
 //!   to descriptors it may write (a compromised process can still flood its

@@ -19,7 +19,7 @@ use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
 /// Ethernet header length: the shortest frame accepted.
 pub const ETH_HLEN: usize = 14;
 
-/// What a [`Stack`] has done, for monitoring and tests.
+/// What a [`Stack`](super::Stack) has done, for monitoring and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Frames from the guest handed to libslirp.

@@ -1,7 +1,7 @@
 //! The slirp4netns front end's way into the target: join its namespaces,
 //! open the tap there, and bring the descriptor back.
 //!
-//! slirp4netns does this in a forked child, and so does [`open_tap`]:
+//! slirp4netns does this in a forked child, and so does [`open_tap_with`]:
 //!
 //! 1. The parent opens the namespace files: `/proc/PID/ns/net` (or the path
 //!    given with `--netns-type=path`), and a user namespace to join, if any:
@@ -12,7 +12,7 @@
 //!    wrong PID or path is reported here, naming it.
 //! 2. The child joins the user namespace (`setns(CLONE_NEWUSER)`, which needs
 //!    a single-threaded caller: a forked child always is), then the network
-//!    namespace, opens the tap ([`TapDevice::open`]: it attaches to a tap of
+//!    namespace, opens the tap ([`TapDevice::open`](caploop::net::tap::TapDevice::open): it attaches to a tap of
 //!    that name, as rootlesskit pre-creates `tap0`, or makes one) and, with
 //!    `-c` ([`Configure`]), sets it up with ioctls on an `AF_INET` datagram
 //!    socket made inside the namespace: MTU, MAC, cidr+100 with its netmask,
@@ -161,7 +161,7 @@ pub fn open_tap(
     open_tap_with(target, userns_path, tapname, configure, false)
 }
 
-/// [`open_tap`], and with `offload` the tap is opened with a virtio-net
+/// `open_tap`, and with `offload` the tap is opened with a virtio-net
 /// header on every frame and asked for checksum and TCP segmentation
 /// offload ([`OFFLOADS`]); where the kernel refuses either, the tap comes
 /// without (ask [`caploop::net::tap::has_vnet_hdr`] which it is).

@@ -41,7 +41,7 @@ pub enum RingError {
         capacity: usize,
     },
     /// The next received frame is longer than the buffers given. It stays
-    /// in the ring; [`Port::peek`] tells its length.
+    /// in the ring; [`Port::peek`](super::ring::Port::peek) tells its length.
     #[error("a {len}-byte frame does not fit in {room} bytes of buffers; it stays in the ring")]
     DoesNotFit {
         /// The frame's length.
@@ -108,7 +108,7 @@ impl Region {
     /// # Safety
     ///
     /// `base .. base + len` must be mapped, readable and writable, and
-    /// stay so for as long as this region, a copy of it or a [`Port`] built
+    /// stay so for as long as this region, a copy of it or a [`Port`](super::ring::Port) built
     /// on it is used. Other mappings of the same memory (the kernel's) may
     /// change it between calls; no Rust reference into it is ever made.
     pub unsafe fn new(base: NonNull<u8>, len: usize) -> Region {

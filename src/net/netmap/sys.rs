@@ -5,7 +5,7 @@
 //! netmap(4); never run against a netmap kernel here.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 use nix::fcntl::{open as nix_open, OFlag};
@@ -27,7 +27,8 @@ pub(super) struct NetmapFd {
     len: usize,
     nifp: usize,
     port: String,
-    fd: OwnedFd,
+    /// Closed through `closing` (a sandbox in force retires the number).
+    fd: crate::closing::ClosingFd,
 }
 
 impl NetmapFd {
@@ -130,7 +131,7 @@ impl NetmapFd {
             len,
             nifp,
             port: kname,
-            fd,
+            fd: fd.into(),
         })
     }
 }

@@ -38,6 +38,7 @@ pub enum Sys {
     Fcntl,
     Ioctl,
     Close,
+    Dup3,
     EpollPwait,
     EpollPwait2,
     EpollCtl,
@@ -102,6 +103,7 @@ impl Sys {
             Fcntl => "fcntl",
             Ioctl => "ioctl",
             Close => "close",
+            Dup3 => "dup3",
             EpollPwait => "epoll_pwait",
             EpollPwait2 => "epoll_pwait2",
             EpollCtl => "epoll_ctl",
@@ -248,7 +250,6 @@ impl SeccompRules {
 /// Syscalls allowed whatever the arguments, in every mode. Found by running
 /// the tests and the example under `strace -f` (see the `linux` module docs).
 pub const BASE_SYSCALLS: &[Sys] = &[
-    Sys::Close,
     Sys::EpollPwait,
     Sys::EpollPwait2,
     Sys::EpollCtl,
@@ -345,6 +346,10 @@ pub struct ProcessFacts {
     /// `/proc/thread-self/status`, so [`status`](crate::sandbox::status)
     /// works after entry.
     pub status_fd: Option<RawFd>,
+    /// The placeholder planned numbers are retired to
+    /// ([`closing`](crate::closing)): the one descriptor `dup3` may copy,
+    /// and only onto a planned number. `None`: no `dup3` at all.
+    pub placeholder: Option<RawFd>,
 }
 
 /// Builds the Linux seccomp rules for `fds` under `policy`.
@@ -423,6 +428,30 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
             _ => {}
         }
         allow.insert(sys, rule(conds));
+    }
+
+    // close: never of a planned number (or the placeholder), which would
+    // free the number for a later socket to take with these rules; the
+    // library retires such a number with dup3 instead (crate::closing).
+    // Refused, the descriptor stays open. EPHEMERAL ones close as usual.
+    let mut kept: Vec<Cond> = fds
+        .iter()
+        .filter(|p| !p.rights.contains(Rights::EPHEMERAL))
+        .map(|p| Cond::fd_ne(0, p.fd))
+        .collect();
+    kept.extend(process.placeholder.map(|fd| Cond::fd_ne(0, fd)));
+    kept.sort_by_key(|c| c.value);
+    kept.dedup();
+    allow.insert(Sys::Close, rule(kept));
+    if let Some(ph) = process.placeholder {
+        let groups: Vec<Vec<Cond>> = fds
+            .iter()
+            .filter(|p| !p.rights.contains(Rights::EPHEMERAL))
+            .map(|p| vec![Cond::fd_eq(0, ph), Cond::fd_eq(1, p.fd)])
+            .collect();
+        if !groups.is_empty() {
+            allow.insert(Sys::Dup3, SysRule::AnyOf(groups));
+        }
     }
 
     // sendmsg: only on the planned descriptors given SENDMSG (vhost-user's
@@ -885,10 +914,41 @@ mod tests {
     }
 
     #[test]
+    fn planned_numbers_are_retired_never_closed() {
+        let plan = [
+            fd(5, Rights::SOCKET),
+            fd(6, Rights::READ | Rights::WRITE | Rights::EVENT),
+            fd(7, Rights::LISTENER | Rights::EPHEMERAL),
+        ];
+        let facts = ProcessFacts {
+            placeholder: Some(9),
+            ..ProcessFacts::default()
+        };
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&plan, &p, facts);
+            assert!(!r.permits(Sys::Close, args(5, 0)), "a planned socket");
+            assert!(!r.permits(Sys::Close, args(6, 0)), "a planned tap");
+            assert!(!r.permits(Sys::Close, args(9, 0)), "the placeholder");
+            assert!(r.permits(Sys::Close, args(7, 0)), "an ephemeral one");
+            assert!(r.permits(Sys::Close, args(100, 0)), "one made after entry");
+            assert!(r.permits(Sys::Dup3, [9, 5, 0x80000, 0, 0, 0]));
+            assert!(r.permits(Sys::Dup3, [9, 6, 0x80000, 0, 0, 0]));
+            assert!(!r.permits(Sys::Dup3, [9, 7, 0, 0, 0, 0]), "not planned");
+            assert!(!r.permits(Sys::Dup3, [9, 100, 0, 0, 0, 0]), "not planned");
+            assert!(
+                !r.permits(Sys::Dup3, [5, 6, 0, 0, 0, 0]),
+                "not the placeholder"
+            );
+        }
+        let r = seccomp_rules(&plan, &Policy::restricted(), ProcessFacts::default());
+        assert!(!r.allows(Sys::Dup3), "no placeholder, no dup3");
+    }
+
+    #[test]
     fn crashes_may_reset_fatal_handlers_and_abort_only_this_process() {
         let facts = ProcessFacts {
             pid: Some(4242),
-            status_fd: None,
+            ..ProcessFacts::default()
         };
         for p in [Policy::restricted(), Policy::open()] {
             let r = seccomp_rules(&[], &p, facts);
