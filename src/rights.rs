@@ -72,6 +72,12 @@ bitflags::bitflags! {
         /// socket rights, Linux allows `sendmsg` on the planned
         /// descriptors that carry it and on no other descriptor.
         const SENDMSG = 1 << 22;
+        /// A process descriptor (Linux's pidfd, FreeBSD's process
+        /// descriptor): waiting for the process's exit and killing it
+        /// (`waitid(P_PIDFD)` and `pidfd_send_signal` of SIGTERM or
+        /// SIGKILL; `CAP_PDWAIT` and `CAP_PDKILL`), so a sandboxed VMM
+        /// can still reap and end the helper it spawned.
+        const PROCESS = 1 << 23;
     }
 }
 

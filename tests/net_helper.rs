@@ -144,3 +144,88 @@ fn a_frame_too_long_for_the_buffers_is_kept_whole_for_bigger_ones() {
     assert_eq!(f, vec![b'Q'; 3000]);
     net.close(&mut r).unwrap();
 }
+
+// ----- the helper after the VMM entered its sandbox ------------------------
+
+mod common;
+
+use caploop::sandbox::{Plan, Policy};
+use common::child::{announce, child_ok, is_child, Child};
+
+/// Whether process `pid` is gone for good (not running, not a zombie).
+fn reaped(pid: u32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A child of this test's process: a fake helper that never exits on
+/// hang-up, opened, the sandbox entered, its pid announced.
+fn sandboxed_with_helper(name: &str) -> (Reactor<Vm>, Netbe<Vm>, u32) {
+    // Its stderr not kept: a helper left behind must not hold the test's.
+    let helper = fake_helper(name, "#!/bin/sh\nexec sleep 1000 2>/dev/null\n");
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let net = Netbe::open(
+        &format!("slirp-helper,helper={}", helper.display()),
+        &mut r,
+        |_, _| {},
+    )
+    .expect("spawning the fake helper");
+    let pid = net.helper_pid().expect("a helper pid");
+    Plan::from_reactor(&r)
+        .apply_and_enter(&Policy::restricted())
+        .expect("entering the sandbox");
+    announce(&format!("PID {pid}"));
+    (r, net, pid)
+}
+
+#[test]
+fn a_helper_killed_after_entry_is_reaped_and_reported_with_its_signal() {
+    const NAME: &str = "a_helper_killed_after_entry_is_reaped_and_reported_with_its_signal";
+    if is_child(NAME) {
+        let (mut r, mut net, _pid) = sandboxed_with_helper("killed");
+        let e = recv_one(&mut net, 2048).expect_err("the helper's death");
+        announce(&format!("ERROR {e}"));
+        net.close(&mut r).unwrap();
+        announce("CLOSED");
+        child_ok();
+    }
+    let mut child = Child::spawn(NAME, &[]);
+    let pid: u32 = child
+        .wait_line("PID ", Duration::from_secs(10))
+        .parse()
+        .unwrap();
+    // SAFETY: kill with integer arguments, of the helper the child spawned.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let err = child.wait_line("ERROR ", Duration::from_secs(10));
+    child.wait_line("CLOSED", Duration::from_secs(10));
+    child.finish();
+    assert!(
+        err.contains(&format!("(pid {pid}) exited (signal: 9 (SIGKILL))")),
+        "{err}"
+    );
+    assert!(reaped(pid), "the helper {pid} was left a zombie");
+}
+
+#[test]
+fn closing_a_helper_that_ignores_the_hangup_kills_and_reaps_it_within_a_bound() {
+    const NAME: &str = "closing_a_helper_that_ignores_the_hangup_kills_and_reaps_it_within_a_bound";
+    if is_child(NAME) {
+        let (mut r, net, _pid) = sandboxed_with_helper("stubborn");
+        let start = Instant::now();
+        net.close(&mut r).unwrap();
+        announce(&format!("CLOSED {}", start.elapsed().as_millis()));
+        assert!(r.is_empty(), "registrations left behind");
+        child_ok();
+    }
+    let mut child = Child::spawn(NAME, &[]);
+    let pid: u32 = child
+        .wait_line("PID ", Duration::from_secs(10))
+        .parse()
+        .unwrap();
+    let ms: u128 = child
+        .wait_line("CLOSED ", Duration::from_secs(10))
+        .parse()
+        .unwrap();
+    child.finish();
+    assert!(ms < 5000, "close took {ms} ms");
+    assert!(reaped(pid), "the helper {pid} is still there");
+}

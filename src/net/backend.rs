@@ -66,6 +66,12 @@ pub trait NetBackend<D> {
     /// (bhyve's `netbe_cleanup`). Dropping a back end without closing it
     /// closes its descriptors but leaves stale entries in the reactor.
     fn close(self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error>;
+
+    /// The process id of the helper process the back end runs, if it runs
+    /// one (`slirp-helper`), for the VMM's logs and monitoring.
+    fn helper_pid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The header lengths a back end with no offloads takes: none. What

@@ -20,9 +20,11 @@
 //! on `/dev/null` and the hypervisor's stderr (it writes one line per
 //! warning or error there). Spawn it before entering the hypervisor's own
 //! sandbox (no `exec` after). When the helper dies, `send` and `recv` say
-//! so ([`io::ErrorKind::ConnectionAborted`], with its exit status when it
-//! can be had) and the registration is dropped, so the loop does not spin
-//! on a dead socket; nothing hangs.
+//! so ([`io::ErrorKind::ConnectionAborted`], with its exit status) and the
+//! registration is dropped, so the loop does not spin on a dead socket;
+//! nothing hangs. On Linux the helper is reaped and, on `close`, killed if
+//! it outstays the hang-up, through a pidfd the sandbox plan carries
+//! (`child.rs`), so this holds inside the VMM's sandbox too.
 //!
 //! Linux and FreeBSD (where `caploop-sandbox` runs); elsewhere
 //! [`open`](super::open()) refuses the name as unsupported.
@@ -30,19 +32,24 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
+use super::child::{self, Process};
 use super::options::split_options;
 use super::pending::Pending;
 use super::{vnet, Error};
 use crate::reactor::{Interest, Reactor, Registration};
 use crate::rights::Rights;
 use crate::wire::nvlist::{Endian, NvList, Value};
+
+/// How long [`close`](NetBackend::close) waits for the helper to exit,
+/// then again after killing it.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The helper binary when no `helper=` option is given: found in `PATH`.
 pub const DEFAULT_HELPER: &str = "caploop-sandbox";
@@ -134,7 +141,9 @@ pub struct SlirpHelperBackend<D> {
     /// Closed through `closing` (a sandbox in force retires the number).
     sock: Rc<crate::closing::ClosingFd>,
     reg: Registration,
-    child: Option<Child>,
+    /// The helper process (reaped and killed through a pidfd on Linux, so
+    /// also after the VMM entered its sandbox).
+    proc: Option<Process>,
     /// A frame received ahead (by `peek_recvlen`, or one that did not fit).
     pending: Pending,
     /// Where a frame of several iovecs is gathered to be sent.
@@ -148,7 +157,7 @@ impl<D> std::fmt::Debug for SlirpHelperBackend<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlirpHelperBackend")
             .field("name", &self.name)
-            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("pid", &self.pid())
             .field("gone", &self.gone)
             .finish()
     }
@@ -194,6 +203,7 @@ impl<D: 'static> SlirpHelperBackend<D> {
         )))?;
         set_nonblocking(&ours).map_err(io("making the helper's socket non-blocking".into()))?;
         let sock = Rc::new(crate::closing::ClosingFd::new(ours));
+        let proc = Process::new(child, reactor)?;
         let handle = reactor.add_disabled(
             Rc::clone(&sock),
             Interest::READ,
@@ -205,7 +215,7 @@ impl<D: 'static> SlirpHelperBackend<D> {
             helper: opts.helper,
             sock,
             reg: Registration::new(reactor, handle),
-            child: Some(child),
+            proc: Some(proc),
             pending: Pending::default(),
             scratch: Vec::new(),
             gone: None,
@@ -217,18 +227,20 @@ impl<D: 'static> SlirpHelperBackend<D> {
 impl<D> SlirpHelperBackend<D> {
     /// The helper's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.proc.as_ref().map(Process::id)
     }
 
-    /// The helper is gone: say why (with its exit status if it can be
-    /// had), stop watching its socket, and keep saying so.
+    /// The helper is gone: say why (with its exit status, reaping it:
+    /// the socket's hang-up comes a moment before the process can be
+    /// reaped, so that moment is waited for, up to 200 ms), stop watching
+    /// its socket, and keep saying so.
     fn gone(&mut self, what: &str) -> io::Error {
         if self.gone.is_none() {
-            let status = match self.child.as_mut().map(Child::try_wait) {
-                Some(Ok(Some(st))) => format!("exited ({st})"),
-                Some(Ok(None)) => "closed its socket".to_owned(),
-                Some(Err(_)) | None => "is gone".to_owned(),
-            };
+            let status = self
+                .proc
+                .as_mut()
+                .and_then(|p| p.wait_for(Duration::from_millis(200)));
+            let status = child::describe(status, "closed its socket");
             self.gone = Some(format!(
                 "the slirp helper {:?} (pid {}) {status}",
                 self.helper,
@@ -360,24 +372,35 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
         refuse_offloads(&self.name, features, vnet_hdr_len)
     }
 
-    /// Hangs up on the helper (it exits 0 on the hangup) and waits a
-    /// moment for it; a helper that does not go is killed.
+    fn helper_pid(&self) -> Option<u32> {
+        self.pid()
+    }
+
+    /// Hangs up on the helper (it exits 0 on the hang-up) and waits up to
+    /// 2 s for it; one that does not go is killed and waited for up to 2 s
+    /// more. Either way it is reaped (on Linux also inside the VMM's
+    /// sandbox) and never waited for longer; a helper that had to be
+    /// killed, or would not die, is logged with its pid.
     fn close(mut self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error> {
         self.reg.delete(reactor)?;
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+        if let Some(mut p) = self.proc.take() {
+            if p.wait_for(CLOSE_WAIT).is_none() {
+                p.kill();
+                match p.wait_for(CLOSE_WAIT) {
+                    Some(st) => log::warn!(
+                        "the slirp helper {:?} (pid {}) did not exit on hang-up; killed: {st}",
+                        self.helper,
+                        p.id()
+                    ),
+                    None => log::warn!(
+                        "the slirp helper {:?} (pid {}) did not die within {CLOSE_WAIT:?} of SIGKILL; left",
+                        self.helper,
+                        p.id()
+                    ),
                 }
             }
+            p.forget(reactor);
         }
         Ok(())
     }

@@ -49,6 +49,8 @@
 
 pub mod acks;
 pub mod backend;
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+mod child;
 mod error;
 pub mod gro;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]

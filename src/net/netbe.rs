@@ -201,6 +201,12 @@ impl<D> Netbe<D> {
     pub fn close(self, reactor: &mut Reactor<D>) -> Result<(), Error> {
         self.be.close(reactor)
     }
+
+    /// The helper process's id, for a back end that runs one
+    /// (`slirp-helper`).
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.be.helper_pid()
+    }
 }
 
 /// Whether the back end dropped a frame no buffer could hold (and the next

@@ -128,5 +128,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Ioctl => Right::Ioctl,
         CapRight::KqueueEvent => Right::KqueueEvent,
         CapRight::KqueueChange => Right::KqueueChange,
+        CapRight::Pdwait => Right::Pdwait,
+        CapRight::Pdkill => Right::Pdkill,
     }
 }

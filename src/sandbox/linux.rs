@@ -109,7 +109,8 @@ use seccompiler::{
 };
 
 use super::rules::{
-    landlock_missing, landlock_rules, seccomp_rules, Cmp, ProcessFacts, SeccompRules, Sys, SysRule,
+    landlock_missing, landlock_rules_for, seccomp_rules, Cmp, ProcessFacts, SeccompRules, Sys,
+    SysRule,
 };
 use super::{Enforcement, Error, LandlockReport, Plan, Policy, Report, Result, SeccompReport};
 
@@ -167,7 +168,7 @@ pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result
     }
     report.no_new_privs = true;
 
-    let (landlock, all_threads) = apply_landlock(policy)?;
+    let (landlock, all_threads) = apply_landlock(plan, policy)?;
     if landlock.enforcement != Enforcement::Full {
         report.warnings.push(landlock.summary());
     }
@@ -243,8 +244,12 @@ fn build_enosys_filter(
 }
 
 /// Applies Landlock; says whether it covers every thread (ABI 8).
-fn apply_landlock(policy: &Policy) -> Result<(LandlockReport, bool)> {
-    let want = landlock_rules(policy);
+fn apply_landlock(plan: &Plan, policy: &Policy) -> Result<(LandlockReport, bool)> {
+    let process_descriptors = plan
+        .fds
+        .iter()
+        .any(|p| p.rights.contains(crate::Rights::PROCESS));
+    let want = landlock_rules_for(policy, process_descriptors);
     let err = |e: landlock::RulesetError| Error::Landlock(e.to_string());
 
     let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
@@ -264,9 +269,12 @@ fn apply_landlock(policy: &Policy) -> Result<(LandlockReport, bool)> {
         ruleset = ruleset.handle_access(net).map_err(err)?;
     }
     if want.scope {
-        ruleset = ruleset
-            .scope(Scope::AbstractUnixSocket | Scope::Signal)
-            .map_err(err)?;
+        let scope = if want.scope_signals {
+            Scope::AbstractUnixSocket | Scope::Signal
+        } else {
+            Scope::AbstractUnixSocket.into()
+        };
+        ruleset = ruleset.scope(scope).map_err(err)?;
     }
     let mut created = ruleset.create().map_err(err)?;
     if want.handle_connect_tcp {
@@ -334,6 +342,8 @@ pub(super) fn number(sys: Sys) -> i64 {
         Ioctl => libc::SYS_ioctl,
         Close => libc::SYS_close,
         Dup3 => libc::SYS_dup3,
+        Waitid => libc::SYS_waitid,
+        PidfdSendSignal => libc::SYS_pidfd_send_signal,
         EpollPwait => libc::SYS_epoll_pwait,
         EpollPwait2 => libc::SYS_epoll_pwait2,
         EpollCtl => libc::SYS_epoll_ctl,

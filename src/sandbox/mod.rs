@@ -218,9 +218,9 @@ use std::sync::OnceLock;
 
 pub use plan::{Mode, Plan, PlannedFd, Policy};
 pub use rules::{
-    capsicum_limits, landlock_missing, landlock_rules, linux_abi, seccomp_rules, CapFcntl,
-    CapIoctl, CapLimits, CapRight, Cmp, Cond, LandlockRules, ProcessFacts, SeccompRules, Sys,
-    SysRule, BASE_SYSCALLS, FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,
+    capsicum_limits, landlock_missing, landlock_rules, landlock_rules_for, linux_abi,
+    seccomp_rules, CapFcntl, CapIoctl, CapLimits, CapRight, Cmp, Cond, LandlockRules, ProcessFacts,
+    SeccompRules, Sys, SysRule, BASE_SYSCALLS, FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,
 };
 
 /// What went wrong while entering the sandbox.

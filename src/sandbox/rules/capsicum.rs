@@ -44,6 +44,10 @@ pub enum CapRight {
     KqueueEvent,
     /// `CAP_KQUEUE_CHANGE`: change a kqueue's filters.
     KqueueChange,
+    /// `CAP_PDWAIT`: wait for a process descriptor's process.
+    Pdwait,
+    /// `CAP_PDKILL`: signal it.
+    Pdkill,
 }
 
 /// An fcntl command left to a descriptor that has [`CapRight::Fcntl`].
@@ -112,6 +116,8 @@ pub fn capsicum_limits(rights: Rights) -> CapLimits {
         (Rights::IOCTL_NETMAP, CapRight::Ioctl),
         (Rights::POLLER, CapRight::KqueueEvent),
         (Rights::POLLER, CapRight::KqueueChange),
+        (Rights::PROCESS, CapRight::Pdwait),
+        (Rights::PROCESS, CapRight::Pdkill),
     ];
     let mut out = CapLimits::default();
     for &(r, c) in MAP {

@@ -17,6 +17,13 @@ pub struct LandlockRules {
     pub connect_ports: Vec<u16>,
     /// Scope abstract unix sockets and signals to the sandbox (ABI 6).
     pub scope: bool,
+    /// With `scope`: signals too. Left out when the plan holds a process
+    /// descriptor ([`Rights::PROCESS`](crate::Rights::PROCESS)): the
+    /// helper it names was started before entry, outside the sandbox, and
+    /// must still be killable; seccomp alone then limits signals (to
+    /// `pidfd_send_signal` on those descriptors, and a fatal signal to
+    /// the process itself).
+    pub scope_signals: bool,
 }
 
 /// What Landlock handles under `policy`.
@@ -32,6 +39,16 @@ pub fn landlock_rules(policy: &Policy) -> LandlockRules {
             Vec::new()
         },
         scope: true,
+        scope_signals: true,
+    }
+}
+
+/// [`landlock_rules`] for a plan that does (`true`) or does not hold a
+/// process descriptor.
+pub fn landlock_rules_for(policy: &Policy, process_descriptors: bool) -> LandlockRules {
+    LandlockRules {
+        scope_signals: !process_descriptors,
+        ..landlock_rules(policy)
     }
 }
 

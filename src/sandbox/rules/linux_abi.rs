@@ -84,6 +84,12 @@ pub const SIGFPE: u64 = 8;
 pub const SIGSEGV: u64 = 11;
 /// `SIGSYS`.
 pub const SIGSYS: u64 = 31;
+/// `SIGKILL`.
+pub const SIGKILL: u64 = 9;
+/// `SIGTERM`.
+pub const SIGTERM: u64 = 15;
+/// `P_PIDFD`: `waitid`'s id is a pidfd.
+pub const P_PIDFD: u64 = 3;
 /// `CLONE_THREAD`: a `clone` that makes a thread, not a process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 /// `PR_SET_NAME`.

@@ -9,7 +9,7 @@ pub mod linux_abi;
 mod seccomp;
 
 pub use capsicum::{capsicum_limits, CapFcntl, CapIoctl, CapLimits, CapRight};
-pub use landlock::{landlock_missing, landlock_rules, LandlockRules};
+pub use landlock::{landlock_missing, landlock_rules, landlock_rules_for, LandlockRules};
 pub use seccomp::{
     seccomp_rules, Cmp, Cond, ProcessFacts, SeccompRules, Sys, SysRule, BASE_SYSCALLS,
     FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,

@@ -39,6 +39,8 @@ pub enum Sys {
     Ioctl,
     Close,
     Dup3,
+    Waitid,
+    PidfdSendSignal,
     EpollPwait,
     EpollPwait2,
     EpollCtl,
@@ -104,6 +106,8 @@ impl Sys {
             Ioctl => "ioctl",
             Close => "close",
             Dup3 => "dup3",
+            Waitid => "waitid",
+            PidfdSendSignal => "pidfd_send_signal",
             EpollPwait => "epoll_pwait",
             EpollPwait2 => "epoll_pwait2",
             EpollCtl => "epoll_ctl",
@@ -452,6 +456,38 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
         if !groups.is_empty() {
             allow.insert(Sys::Dup3, SysRule::AnyOf(groups));
         }
+    }
+
+    // Process descriptors (PROCESS): waitid(P_PIDFD, fd) to reap, and
+    // pidfd_send_signal(fd, SIGTERM or SIGKILL) to end, the child each
+    // names; never a pid (wait4, kill).
+    let procs: Vec<RawFd> = fds
+        .iter()
+        .filter(|p| p.rights.contains(Rights::PROCESS))
+        .map(|p| p.fd)
+        .collect();
+    if !procs.is_empty() {
+        allow.insert(
+            Sys::Waitid,
+            SysRule::AnyOf(
+                procs
+                    .iter()
+                    .map(|&fd| vec![Cond::dword(0, Cmp::Eq, P_PIDFD), Cond::fd_eq(1, fd)])
+                    .collect(),
+            ),
+        );
+        allow.insert(
+            Sys::PidfdSendSignal,
+            SysRule::AnyOf(
+                procs
+                    .iter()
+                    .flat_map(|&fd| {
+                        [SIGTERM, SIGKILL]
+                            .map(|sig| vec![Cond::fd_eq(0, fd), Cond::dword(1, Cmp::Eq, sig)])
+                    })
+                    .collect(),
+            ),
+        );
     }
 
     // sendmsg: only on the planned descriptors given SENDMSG (vhost-user's
@@ -911,6 +947,25 @@ mod tests {
             "SCTP"
         );
         assert!(!r.permits(Sys::Socket, sock(AF_INET6, SOCK_DGRAM, IPPROTO_ICMP)));
+    }
+
+    #[test]
+    fn a_process_descriptor_may_be_reaped_and_killed_and_nothing_else() {
+        use linux_abi::{P_PIDFD, SIGKILL, SIGTERM};
+        let plan = [fd(5, Rights::PROCESS), fd(6, Rights::SOCKET)];
+        for p in [Policy::restricted(), Policy::open()] {
+            let r = seccomp_rules(&plan, &p, ProcessFacts::default());
+            assert!(r.permits(Sys::Waitid, [P_PIDFD, 5, 0x1000, 4, 0, 0]));
+            assert!(!r.permits(Sys::Waitid, [P_PIDFD, 6, 0x1000, 4, 0, 0]));
+            assert!(!r.permits(Sys::Waitid, [1, 5, 0x1000, 4, 0, 0]), "P_PID");
+            assert!(!r.permits(Sys::Waitid, [0, 0, 0x1000, 4, 0, 0]), "P_ALL");
+            assert!(r.permits(Sys::PidfdSendSignal, [5, SIGKILL, 0, 0, 0, 0]));
+            assert!(r.permits(Sys::PidfdSendSignal, [5, SIGTERM, 0, 0, 0, 0]));
+            assert!(!r.permits(Sys::PidfdSendSignal, [5, 10, 0, 0, 0, 0]));
+            assert!(!r.permits(Sys::PidfdSendSignal, [6, SIGKILL, 0, 0, 0, 0]));
+        }
+        let r = seccomp_rules(&plan[1..], &Policy::restricted(), ProcessFacts::default());
+        assert!(!r.allows(Sys::Waitid) && !r.allows(Sys::PidfdSendSignal));
     }
 
     #[test]
