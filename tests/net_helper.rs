@@ -8,7 +8,7 @@
 
 #![cfg(target_os = "linux")]
 
-use std::io::{IoSliceMut, Write};
+use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,21 @@ use caploop::Reactor;
 /// The loop's data: nothing, these tests receive by hand.
 struct Vm;
 
-/// Writes `script` as an executable helper in a fresh directory.
+/// Writes `script` as an executable helper in a fresh directory, which
+/// first acknowledges its configuration as caploop-sandbox does (one
+/// record, before any frame).
 fn fake_helper(name: &str, script: &str) -> std::path::PathBuf {
+    let (shebang, rest) = script.split_once('\n').expect("a script");
+    fake_helper_raw(
+        name,
+        &format!(
+            "{shebang}\nprintf '\\000caploop-sandbox ack\\000ok' | dd bs=64 count=1 status=none >&3\n{rest}"
+        ),
+    )
+}
+
+/// Writes `script` as an executable helper, as it is.
+fn fake_helper_raw(name: &str, script: &str) -> std::path::PathBuf {
     let dir =
         std::env::temp_dir().join(format!("caploop-fake-helper-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -123,6 +136,7 @@ fn a_frame_too_long_for_the_buffers_is_kept_whole_for_bigger_ones() {
         "toolong",
         "#!/bin/sh\n\
          head -c 3000 /dev/zero | tr '\\0' Q | dd bs=3000 count=1 status=none >&3\n\
+         head -c 3000 /dev/zero | tr '\\0' R | dd bs=3000 count=1 status=none >&3\n\
          cat <&3 >/dev/null\n",
     );
     let mut r: Reactor<Vm> = Reactor::new().unwrap();
@@ -142,6 +156,43 @@ fn a_frame_too_long_for_the_buffers_is_kept_whole_for_bigger_ones() {
     assert_eq!(net.peek_recvlen().unwrap(), 3000);
     let f = recv_one(&mut net, 4096).unwrap().unwrap();
     assert_eq!(f, vec![b'Q'; 3000]);
+    // Behind the front end's 12-byte header, the error counts the header
+    // as peek_recvlen does: 3,012 bytes do not fit in 1,000.
+    net.set_cap(0, 12).unwrap();
+    let e = recv_one(&mut net, 1000).unwrap_err();
+    assert!(
+        matches!(
+            frame_error(&e),
+            Some(Error::FrameTooBig {
+                len: 3012,
+                room: 1000
+            })
+        ),
+        "{e}"
+    );
+    assert_eq!(net.peek_recvlen().unwrap(), 3012);
+    let f = recv_one(&mut net, 4096).unwrap().unwrap();
+    assert_eq!(&f[12..], &vec![b'R'; 3000][..]);
+    net.close(&mut r).unwrap();
+}
+
+#[test]
+fn a_frame_longer_than_the_helper_carries_is_refused_with_both_lengths() {
+    let helper = fake_helper("mtu", "#!/bin/sh\ncat <&3 >/dev/null\n");
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    assert_eq!((net.mtu(), net.max_frame_len()), (1500, 1514));
+    for len in [1515, 9000, 70_000] {
+        let e = net.send(&[IoSlice::new(&vec![0u8; len])]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(
+            matches!(frame_error(&e), Some(&Error::FrameTooLong { len: l, max: 1514 }) if l == len),
+            "{len}: {e}"
+        );
+        assert!(e.to_string().contains(&format!("{len}-byte")), "{e}");
+    }
+    assert_eq!(net.send(&[IoSlice::new(&[0u8; 1514])]).unwrap(), 1514);
     net.close(&mut r).unwrap();
 }
 
@@ -228,4 +279,26 @@ fn closing_a_helper_that_ignores_the_hangup_kills_and_reaps_it_within_a_bound() 
     child.finish();
     assert!(ms < 5000, "close took {ms} ms");
     assert!(reaped(pid), "the helper {pid} is still there");
+}
+
+#[test]
+fn a_helper_that_does_not_acknowledge_is_served_as_it_is_its_first_frame_kept() {
+    // bhyve's own helper never sends the acknowledgement: a frame first.
+    let helper = fake_helper_raw(
+        "noack",
+        "#!/bin/sh\n\
+         head -c 60 /dev/zero | tr '\\0' F | dd bs=60 count=1 status=none >&3\n\
+         cat <&3 >/dev/null\n",
+    );
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let start = Instant::now();
+    let name = format!("slirp-helper,helper={}", helper.display());
+    let mut net = Netbe::open(&name, &mut r, |_, _| {}).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(recv_one(&mut net, 2048).unwrap().unwrap(), vec![b'F'; 60]);
+    net.close(&mut r).unwrap();
 }

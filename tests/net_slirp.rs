@@ -519,3 +519,67 @@ fn smoltcp_guest_through_the_slirp_netbackend() {
     net.close(&mut r).unwrap();
     assert!(r.is_empty());
 }
+
+/// The error an I/O error carries, if it is one of the net layer's.
+fn net_error(e: &io::Error) -> Option<&caploop::net::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref())
+}
+
+#[test]
+fn a_frame_longer_than_the_stack_carries_is_refused_with_both_lengths() {
+    let mut r: Reactor<()> = Reactor::new().unwrap();
+    let mut net = Netbe::open("slirp", &mut r, |_, _| {}).unwrap();
+    assert_eq!((net.mtu(), net.max_frame_len()), (1500, 1514));
+    // Behind a 12-byte header too: the header is not part of the frame.
+    net.set_cap(0, 12).unwrap();
+    for len in [1515, 9000, 70_000] {
+        let rec = vec![0u8; 12 + len];
+        let e = net.send(&[IoSlice::new(&rec)]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        assert!(
+            matches!(net_error(&e), Some(&caploop::net::Error::FrameTooLong { len: l, max: 1514 }) if l == len),
+            "{len}: {e}"
+        );
+    }
+    let mut arp = vec![0u8; 12];
+    arp.extend_from_slice(&[0xff; 6]);
+    arp.extend_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x08, 0x06]);
+    arp.resize(12 + 1514, 0);
+    assert_eq!(net.send(&[IoSlice::new(&arp)]).unwrap(), 12 + 1514);
+    net.close(&mut r).unwrap();
+}
+
+#[test]
+fn both_slirp_back_ends_refuse_the_same_mistakes_the_same_way() {
+    use caploop::net::Error;
+    let mut r: Reactor<()> = Reactor::new().unwrap();
+    for (options, option, says) in [
+        ("hostfwd=tcp:bogus", "hostfwd", "bogus"),
+        ("open=maybe", "open", "\"maybe\" is not a boolean"),
+        ("open,open=no", "open", "given twice"),
+        ("mac=52:54:00:12:34:56", "mac", "unknown"),
+        (
+            "vmname=a,hostfwd=tcp::1-:2,vmname=b",
+            "vmname",
+            "given twice",
+        ),
+    ] {
+        for kind in ["slirp", "slirp-helper,helper=/nonexistent"] {
+            let name = format!("{kind},{options}");
+            let e = Netbe::open(&name, &mut r, |_, _| {}).unwrap_err();
+            match &e {
+                Error::BadOption {
+                    backend,
+                    option: o,
+                    reason,
+                } => {
+                    assert_eq!(backend, &name);
+                    assert_eq!(o, option, "{name}: {e}");
+                    assert!(reason.contains(says), "{name}: {e}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+    assert!(r.is_empty());
+}

@@ -40,7 +40,16 @@ pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
     }
     startup::close_other_fds(&[fd])?;
     let sock = take_socket(fd)?;
-    let options = decode_config(&read_config(&sock)?)?;
+    let record = read_config(&sock)?;
+    let cfg = HelperConfig::from_packed(&record)
+        .map_err(|e| ServeError::BhyveConfig(format!("bad nvlist: {e}")))?;
+    if cfg.ack {
+        crate::ack::owe(&sock).map_err(|e| ServeError::Link {
+            what: "keeping bhyve's socket for the start-up acknowledgement".into(),
+            source: e,
+        })?;
+    }
+    let options = options_of(cfg)?;
     for key in &options.ignored {
         log::debug!("configuration key {key:?} ignored");
     }
@@ -125,10 +134,8 @@ fn read_config(sock: &OwnedFd) -> Result<Vec<u8>, ServeError> {
     Ok(buf)
 }
 
-/// Decodes a configuration record.
-pub fn decode_config(record: &[u8]) -> Result<SlirpOptions, ServeError> {
-    let cfg = HelperConfig::from_packed(record)
-        .map_err(|e| ServeError::BhyveConfig(format!("bad nvlist: {e}")))?;
+/// The options of a decoded configuration.
+fn options_of(cfg: HelperConfig) -> Result<SlirpOptions, ServeError> {
     SlirpOptions::from_helper("bhyve", cfg)
         .map_err(|e| ServeError::BhyveConfig(format!("hostfwd: {e}")))
 }

@@ -12,6 +12,7 @@
 //! line on stderr and exit 1, as is every warning (a missing Landlock)
 //! whether or not `RUST_LOG` asks for more.
 
+mod ack;
 mod api;
 mod bhyve;
 mod cli;
@@ -56,6 +57,8 @@ fn main() {
     let mtu = cli.mtu_for(&front).unwrap_or_else(|e| fail(e)) as usize;
     init_logging();
     if let Err(e) = run(&cli, front, mtu) {
+        // caploop's slirp-helper back end, if it asked, hears why too.
+        ack::fail(&e.to_string());
         fail(e);
     }
 }

@@ -269,6 +269,9 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     if let Some((listener, guest)) = api {
         api::register(&mut reactor, listener, Forwards::new(stack.clone(), guest))?;
     }
+    // Everything is applied (the forwards are bound): caploop's
+    // slirp-helper back end, if it asked, hears so before any frame.
+    crate::ack::ok();
     Ok(Prepared {
         name,
         policy,

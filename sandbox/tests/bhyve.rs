@@ -182,3 +182,62 @@ fn an_empty_record_ends_the_session_as_a_hangup_does() {
     let status = wait_exit(&mut helper.0, Duration::from_secs(5)).expect("exit on an empty record");
     assert!(status.success(), "{status:?}: {}", stderr_of(&mut helper.0));
 }
+
+/// Every record the helper sent until `quiet` passes with none.
+fn records_until_quiet(sock: &OwnedFd, quiet: Duration) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut last = Instant::now();
+    while last.elapsed() < quiet {
+        match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => {
+                out.push(buf[..n].to_vec());
+                last = Instant::now();
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    out
+}
+
+#[test]
+fn the_start_up_acknowledgement_comes_only_when_asked_and_bhyve_never_asks() {
+    use caploop::wire::nvlist::{parse_ack, ACK_KEY};
+    // bhyve's own record: only frames ever come back, the first the
+    // answer to the first frame sent.
+    let (_h, sock) = spawn(&[]);
+    send(&sock, &config(free_port()));
+    send(&sock, &dhcp_discover(0xac00_0001));
+    let got = records_until_quiet(&sock, Duration::from_millis(500));
+    assert!(!got.is_empty(), "no DHCP answer");
+    assert!(
+        dhcp_reply(&got[0], 0xac00_0001).is_some(),
+        "the first record is the offer"
+    );
+    assert!(
+        got.iter().all(|r| parse_ack(r).is_none()),
+        "bhyve got an acknowledgement"
+    );
+
+    // caploop's back end asks: the acknowledgement first, then frames.
+    let (_h, sock) = spawn(&[]);
+    let port = free_port();
+    let rule = format!("tcp:127.0.0.1:{port}-:22");
+    send(&sock, &packed(&[("hostfwd", &rule), (ACK_KEY, "1")]));
+    let first = expect(&sock, "the acknowledgement", |r| Some(r.to_vec()));
+    assert_eq!(parse_ack(&first), Some(Ok(())));
+    TcpStream::connect(("127.0.0.1", port)).expect("the forward is bound by then");
+
+    // A forward it cannot bind: the acknowledgement says why, then exit 1.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let (mut h, sock) = spawn(&[]);
+    let rule = format!("tcp:127.0.0.1:{port}-:22");
+    send(&sock, &packed(&[("hostfwd", &rule), (ACK_KEY, "1")]));
+    let first = expect(&sock, "the acknowledgement", |r| Some(r.to_vec()));
+    let why = parse_ack(&first).expect("an acknowledgement").unwrap_err();
+    assert!(why.contains(&port.to_string()), "{why}");
+    assert!(why.to_lowercase().contains("in use"), "{why}");
+    let status = wait_exit(&mut h.0, Duration::from_secs(5)).expect("exit");
+    assert_eq!(status.code(), Some(1), "{}", stderr_of(&mut h.0));
+}

@@ -201,3 +201,27 @@ fn a_helper_that_cannot_be_spawned_is_a_clear_error() {
     assert!(e.contains("mtu"), "{e}");
     assert!(r.is_empty());
 }
+
+#[test]
+fn open_returns_once_the_helper_applied_its_configuration_or_with_its_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let mut r: Reactor<Vm> = Reactor::new().unwrap();
+    let name = format!("slirp-helper,helper={BIN},hostfwd=tcp:127.0.0.1:{port}-:22");
+    let e = Netbe::open(&name, &mut r, drain).expect_err("a forward on a busy port");
+    match &e {
+        caploop::net::Error::HelperFailed { helper, reason } => {
+            assert_eq!(helper, BIN);
+            assert!(reason.contains(&port.to_string()), "{e}");
+            assert!(reason.to_lowercase().contains("in use"), "{e}");
+            assert!(reason.contains("exit status: 1"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.is_empty(), "registrations left behind");
+    drop(busy);
+    // Free now: open returns with the forward bound.
+    let net = Netbe::open(&name, &mut r, drain).expect("the helper starts");
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("bound when open returned");
+    net.close(&mut r).unwrap();
+}

@@ -67,6 +67,14 @@ pub trait NetBackend<D> {
     /// closes its descriptors but leaves stale entries in the reactor.
     fn close(self: Box<Self>, reactor: &mut Reactor<D>) -> Result<(), Error>;
 
+    /// The longest frame the back end carries, Ethernet header included
+    /// and virtio-net header left out: `send` refuses a longer one with
+    /// [`Error::FrameTooLong`]. By default whatever a front end can take
+    /// ([`MAX_FRAME_LEN`](super::MAX_FRAME_LEN)).
+    fn max_frame_len(&self) -> usize {
+        super::MAX_FRAME_LEN
+    }
+
     /// The process id of the helper process the back end runs, if it runs
     /// one (`slirp-helper`), for the VMM's logs and monitoring.
     fn helper_pid(&self) -> Option<u32> {

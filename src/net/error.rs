@@ -58,7 +58,9 @@ pub enum Error {
     },
     /// A received frame does not fit in the buffers given. It stays
     /// pending: the next `recv` with enough room gets it, or
-    /// `Netbe::recv_discard` drops it.
+    /// `Netbe::recv_discard` drops it. Through [`Netbe`](super::Netbe)
+    /// both lengths count the front end's virtio-net header, as
+    /// `Netbe::peek_recvlen` does.
     #[error(
         "a {len}-byte frame does not fit in {room} bytes of buffers; it stays pending \
          (receive it with more room, or discard it)"
@@ -84,6 +86,20 @@ pub enum Error {
         /// Its length, without a virtio-net header.
         len: usize,
     },
+    /// A frame to send is longer than the back end carries
+    /// ([`Netbe::max_frame_len`](super::Netbe::max_frame_len): its MTU
+    /// and the Ethernet header); it was not sent.
+    #[error(
+        "a {len}-byte frame is longer than this back end carries ({max} bytes: \
+         an MTU of {} and the 14-byte Ethernet header): not sent",
+        max.saturating_sub(14)
+    )]
+    FrameTooLong {
+        /// Its length, without a virtio-net header.
+        len: usize,
+        /// The longest the back end carries.
+        max: usize,
+    },
     /// A frame's virtio-net header asks for what was not offered or cannot
     /// be done (a checksum beyond the frame, a GSO type not negotiated, a
     /// super-segment that is not one TCP datagram).
@@ -97,6 +113,16 @@ pub enum Error {
         /// The option, as given.
         option: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The slirp helper could not apply its configuration (a host forward
+    /// it could not bind, a rule it refused...): what it said, and how it
+    /// ended.
+    #[error("the slirp helper {helper:?} could not start: {reason}")]
+    HelperFailed {
+        /// The helper binary.
+        helper: String,
+        /// Its error, and its exit status when known.
         reason: String,
     },
     /// A system call failed.
@@ -132,13 +158,14 @@ impl From<Error> for io::Error {
             | Error::FrameTooBig { .. }
             | Error::FrameDropped { .. }
             | Error::Runt { .. }
+            | Error::FrameTooLong { .. }
             | Error::BadOffload(_)
             | Error::BadOption { .. }
             | Error::BadVnetHdrLen(_)
             | Error::BadName { .. }
             | Error::UnknownBackend { .. } => io::ErrorKind::InvalidInput,
             Error::Unsupported { .. } | Error::CapRefused { .. } => io::ErrorKind::Unsupported,
-            Error::Reactor(_) => io::ErrorKind::Other,
+            Error::Reactor(_) | Error::HelperFailed { .. } => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
     }

@@ -16,6 +16,14 @@
 //! `vmname=NAME`, which go to the helper in the configuration record.
 //! Unknown options are an error.
 //!
+//! The configuration record carries one key bhyve never sends,
+//! `caploop-ack`: `caploop-sandbox` then answers with one record before
+//! any frame, once it applied the configuration (host forwards bound) or
+//! with what stopped it, so [`open`](SlirpHelperBackend::open) fails with
+//! the helper's own words ([`Error::HelperFailed`]) instead of a later
+//! `recv` learning "exit status 1". A helper that does not speak it is
+//! served as it is after at most 10 s, with a warning.
+//!
 //! The helper is spawned with only its socket (as fd 3), stdin and stdout
 //! on `/dev/null` and the hypervisor's stderr (it writes one line per
 //! warning or error there). Spawn it before entering the hypervisor's own
@@ -40,12 +48,16 @@ use nix::sys::socket::MsgFlags;
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::child::{self, Process};
-use super::options::split_options;
+use super::options::SlirpKeys;
 use super::pending::Pending;
 use super::{vnet, Error};
 use crate::reactor::{Interest, Reactor, Registration};
 use crate::rights::Rights;
-use crate::wire::nvlist::{Endian, NvList, Value};
+use crate::wire::nvlist::{parse_ack, Endian, NvList, Value, ACK_KEY};
+
+/// The longest frame the helper takes: its default MTU, 1500 (bhyve's
+/// configuration record has no MTU), and the Ethernet header.
+pub const HELPER_MAX_FRAME: usize = 1500 + 14;
 
 /// How long [`close`](NetBackend::close) waits for the helper to exit,
 /// then again after killing it.
@@ -68,47 +80,16 @@ pub struct HelperOptions {
 }
 
 impl HelperOptions {
-    /// Reads `slirp-helper[,option]...`.
+    /// Reads `slirp-helper[,option]...` (the options as the `slirp` back
+    /// end reads them, plus `helper`).
     pub fn parse(name: &str) -> Result<HelperOptions, Error> {
-        let bad = |option: &str, reason: String| Error::BadOption {
-            backend: name.to_owned(),
-            option: option.to_owned(),
-            reason,
-        };
-        let (_, options) = split_options(name);
-        let mut out = HelperOptions {
-            helper: DEFAULT_HELPER.to_owned(),
-            hostfwd: None,
-            open: false,
-            vmname: None,
-        };
-        for (key, value) in options {
-            match key {
-                "helper" if !value.is_empty() => out.helper = value.to_owned(),
-                "hostfwd" => {
-                    // Checked here when the rule parser is built in; the
-                    // helper checks them in any case.
-                    #[cfg(feature = "slirp")]
-                    crate::slirp::parse_rules(value).map_err(|e| bad(key, e.to_string()))?;
-                    out.hostfwd = Some(value.to_owned());
-                }
-                "open" => {
-                    out.open = match value {
-                        "" | "true" | "on" | "yes" | "1" => true,
-                        "false" | "off" | "no" | "0" => false,
-                        other => return Err(bad(key, format!("{other:?} is not a boolean"))),
-                    }
-                }
-                "vmname" => out.vmname = Some(value.to_owned()),
-                other => {
-                    return Err(bad(
-                        other,
-                        "unknown (slirp-helper takes helper, hostfwd, open, vmname)".into(),
-                    ))
-                }
-            }
-        }
-        Ok(out)
+        let keys = SlirpKeys::parse(name, true)?;
+        Ok(HelperOptions {
+            helper: keys.helper.unwrap_or_else(|| DEFAULT_HELPER.to_owned()),
+            hostfwd: keys.hostfwd,
+            open: keys.open,
+            vmname: keys.vmname,
+        })
     }
 
     /// The configuration record bhyve would send: every value a string.
@@ -124,6 +105,9 @@ impl HelperOptions {
         if let Some(v) = &self.vmname {
             l.push("vmname", Value::String(v.clone()));
         }
+        // Ours alone: the helper says whether it could apply this before
+        // any frame (bhyve never asks, and never gets one).
+        l.push(ACK_KEY, Value::String("1".into()));
         let endian = if cfg!(target_endian = "big") {
             Endian::Big
         } else {
@@ -202,8 +186,18 @@ impl<D: 'static> SlirpHelperBackend<D> {
             opts.helper
         )))?;
         set_nonblocking(&ours).map_err(io("making the helper's socket non-blocking".into()))?;
+        let mut proc = Process::new(child, reactor)?;
+        let mut pending = Pending::default();
+        if let Err(reason) = await_ack(&ours, &mut proc, &mut pending) {
+            proc.kill();
+            proc.wait_for(CLOSE_WAIT);
+            proc.forget(reactor);
+            return Err(Error::HelperFailed {
+                helper: opts.helper,
+                reason,
+            });
+        }
         let sock = Rc::new(crate::closing::ClosingFd::new(ours));
-        let proc = Process::new(child, reactor)?;
         let handle = reactor.add_disabled(
             Rc::clone(&sock),
             Interest::READ,
@@ -216,7 +210,7 @@ impl<D: 'static> SlirpHelperBackend<D> {
             sock,
             reg: Registration::new(reactor, handle),
             proc: Some(proc),
-            pending: Pending::default(),
+            pending,
             scratch: Vec::new(),
             gone: None,
             _loop: std::marker::PhantomData,
@@ -267,6 +261,14 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
     fn send(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         if self.gone.is_some() {
             return Err(self.gone("sending a frame"));
+        }
+        let len = vnet::iov_len(iov);
+        if len > HELPER_MAX_FRAME {
+            return Err(Error::FrameTooLong {
+                len,
+                max: HELPER_MAX_FRAME,
+            }
+            .into());
         }
         // One record per frame, with send (no sendmsg: a sandbox may not
         // allow it): a frame in several pieces is gathered first.
@@ -376,6 +378,12 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
         self.pid()
     }
 
+    /// The helper's MTU (1500: bhyve's protocol carries none) and the
+    /// Ethernet header.
+    fn max_frame_len(&self) -> usize {
+        HELPER_MAX_FRAME
+    }
+
     /// Hangs up on the helper (it exits 0 on the hang-up) and waits up to
     /// 2 s for it; one that does not go is killed and waited for up to 2 s
     /// more. Either way it is reaped (on Linux also inside the VMM's
@@ -403,6 +411,68 @@ impl<D> NetBackend<D> for SlirpHelperBackend<D> {
             p.forget(reactor);
         }
         Ok(())
+    }
+}
+
+/// How long `open` waits for the helper to say it applied its
+/// configuration (caploop-sandbox does in milliseconds).
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits for the helper's start-up acknowledgement on `sock`
+/// (non-blocking): `Ok` once it applied its configuration, or the reason
+/// it could not (its own words and exit status). A helper that answers
+/// with a frame instead, or not within [`ACK_WAIT`], does not speak the
+/// acknowledgement (not caploop-sandbox): its frame is kept in `pending`
+/// and it is served as it is, with a warning.
+fn await_ack(sock: &OwnedFd, proc: &mut Process, pending: &mut Pending) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + ACK_WAIT;
+    loop {
+        let got = nix::sys::socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut [IoSliceMut::new(pending.buf())],
+            None,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|m| (m.bytes, m.flags.contains(MsgFlags::MSG_TRUNC)));
+        match got {
+            Ok((0, _)) | Err(nix::errno::Errno::ECONNRESET) => {
+                let status = proc.wait_for(Duration::from_secs(1));
+                return Err(child::describe(status, "it closed its socket"));
+            }
+            Ok((n, cut)) => match parse_ack(&pending.buf()[..n]) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(text)) => {
+                    let status = proc.wait_for(Duration::from_secs(1));
+                    return Err(format!(
+                        "{text} ({})",
+                        child::describe(status, "still running")
+                    ));
+                }
+                None => {
+                    log::warn!(
+                        "the slirp helper sent a frame before any acknowledgement; served as it is"
+                    );
+                    // One longer than any frame is dropped (the first
+                    // recv says so).
+                    let _ = pending.hold(n, cut);
+                    return Ok(());
+                }
+            },
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("reading its acknowledgement: {e}")),
+        }
+        if let Some(st) = proc.try_reap() {
+            return Err(child::describe(Some(st), ""));
+        }
+        if std::time::Instant::now() >= deadline {
+            log::warn!(
+                "the slirp helper did not acknowledge its configuration in {ACK_WAIT:?}; \
+                 served as it is"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

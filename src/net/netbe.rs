@@ -132,12 +132,21 @@ impl<D> Netbe<D> {
     /// Sends one frame, the front end's header first (bhyve's
     /// `netbe_send`). Returns the bytes of `iov` consumed, header included.
     /// An `iov` shorter than the header is [`Error::ShortIov`], a frame
-    /// shorter than an Ethernet header [`Error::Runt`] (both kind
+    /// shorter than an Ethernet header [`Error::Runt`], one longer than the
+    /// back end carries [`Error::FrameTooLong`] (all of kind
     /// `InvalidInput`), and nothing is sent.
     pub fn send(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         let frame_len = vnet::iov_len(iov).saturating_sub(self.fe_hdr.len());
         if frame_len < MIN_FRAME_LEN && vnet::iov_len(iov) >= self.fe_hdr.len() {
             return Err(Error::Runt { len: frame_len }.into());
+        }
+        let max = self.be.max_frame_len();
+        if frame_len > max {
+            return Err(Error::FrameTooLong {
+                len: frame_len,
+                max,
+            }
+            .into());
         }
         if !self.adapting() {
             return self.be.send(iov);
@@ -150,14 +159,19 @@ impl<D> Netbe<D> {
     /// Receives one frame without blocking, the front end's header first
     /// (bhyve's `netbe_recv`): `Ok(Some(len))` with the header counted, or
     /// `Ok(None)` when nothing is pending. An `iov` shorter than the header
-    /// is [`Error::ShortIov`] and no frame is taken.
+    /// is [`Error::ShortIov`] and no frame is taken; a frame that does not
+    /// fit is [`Error::FrameTooBig`], its length and the room counted with
+    /// the header too, as [`peek_recvlen`](Self::peek_recvlen) counts it.
     pub fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
         if !self.adapting() {
             return self.be.recv(iov);
         }
         let hlen = self.fe_hdr.len();
         let mut frame = vnet::write_rx_header(iov, self.fe_hdr)?;
-        Ok(self.be.recv(&mut frame)?.map(|n| n + hlen))
+        match self.be.recv(&mut frame) {
+            Ok(n) => Ok(n.map(|n| n + hlen)),
+            Err(e) => Err(with_header(e, hlen)),
+        }
     }
 
     /// What [`recv`](Netbe::recv) would return next, header counted; 0
@@ -202,10 +216,37 @@ impl<D> Netbe<D> {
         self.be.close(reactor)
     }
 
+    /// The longest frame the back end carries, Ethernet header included,
+    /// the front end's virtio-net header left out (smoltcp's
+    /// `DeviceCapabilities::max_transmission_unit` for an Ethernet
+    /// device).
+    pub fn max_frame_len(&self) -> usize {
+        self.be.max_frame_len()
+    }
+
+    /// The IP MTU the back end carries: [`max_frame_len`](Self::max_frame_len)
+    /// less the 14-byte Ethernet header.
+    pub fn mtu(&self) -> usize {
+        self.max_frame_len().saturating_sub(14)
+    }
+
     /// The helper process's id, for a back end that runs one
     /// (`slirp-helper`).
     pub fn helper_pid(&self) -> Option<u32> {
         self.be.helper_pid()
+    }
+}
+
+/// A back end's [`Error::FrameTooBig`] as the front end sees it: the
+/// header this layer adds counted in both lengths.
+fn with_header(e: io::Error, hlen: usize) -> io::Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(&Error::FrameTooBig { len, room }) => Error::FrameTooBig {
+            len: len + hlen,
+            room: room + hlen,
+        }
+        .into(),
+        _ => e,
     }
 }
 

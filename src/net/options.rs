@@ -13,6 +13,78 @@ pub fn split_options(name: &str) -> (&str, Vec<(&str, &str)>) {
     (device, options)
 }
 
+/// The options the two slirp back ends (`slirp`, `slirp-helper`) take,
+/// read the same way for both: each key at most once, `open` bare or a
+/// bhyve boolean, `hostfwd` bhyve's rules (checked when the rule parser is
+/// built in), `helper` only where `takes_helper`. Every mistake is one
+/// [`Error::BadOption`] naming the option and what is wrong with its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SlirpKeys {
+    pub hostfwd: Option<String>,
+    pub open: bool,
+    pub vmname: Option<String>,
+    pub helper: Option<String>,
+}
+
+impl SlirpKeys {
+    /// Reads `name`'s options (everything after its first comma).
+    pub(crate) fn parse(name: &str, takes_helper: bool) -> Result<SlirpKeys, super::Error> {
+        let bad = |option: &str, reason: String| super::Error::BadOption {
+            backend: name.to_owned(),
+            option: option.to_owned(),
+            reason,
+        };
+        let (_, options) = split_options(name);
+        let mut out = SlirpKeys::default();
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in options {
+            if key.is_empty() {
+                return Err(bad(key, format!("an option with no name: \"={value}\"")));
+            }
+            if seen.contains(&key) {
+                return Err(bad(key, "given twice".into()));
+            }
+            seen.push(key);
+            match key {
+                "hostfwd" => {
+                    #[cfg(feature = "slirp")]
+                    crate::slirp::parse_rules(value).map_err(|e| bad(key, e.to_string()))?;
+                    out.hostfwd = Some(value.to_owned());
+                }
+                "open" => {
+                    out.open = match value {
+                        "" => true,
+                        v => crate::wire::nvlist::bhyve_bool(v).ok_or_else(|| {
+                            bad(
+                                key,
+                                format!(
+                                "{v:?} is not a boolean (true, on, yes, 1 or false, off, no, 0)"
+                            ),
+                            )
+                        })?,
+                    }
+                }
+                "vmname" => out.vmname = Some(value.to_owned()),
+                "helper" if takes_helper => {
+                    if value.is_empty() {
+                        return Err(bad(key, "an empty path".into()));
+                    }
+                    out.helper = Some(value.to_owned());
+                }
+                other => {
+                    let takes = if takes_helper {
+                        "helper, hostfwd, open, vmname"
+                    } else {
+                        "hostfwd, open, vmname"
+                    };
+                    return Err(bad(other, format!("unknown (this back end takes {takes})")));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

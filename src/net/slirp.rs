@@ -29,8 +29,10 @@
 //! options, `slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open`.
 //! `hostfwd` takes rules in bhyve syntax separated by `;`; `open` (bare, or
 //! with a bhyve boolean: `true`, `on`, `yes`, `1`, ...) lets the guest reach
-//! the outside; `vmname` is accepted; other keys (front-end options such as
-//! `mac`) are ignored with a warning, as bhyve's helper ignores them.
+//! the outside; `vmname` is accepted. Any other key (a front-end option
+//! such as `mac` included: a back end's name carries its own options
+//! only), a key given twice, a bad rule or boolean is
+//! [`Error::BadOption`] naming it, as for `slirp-helper`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,11 +41,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::backend::{refuse_offloads, NetBackend, RxCallback};
+use super::options::SlirpKeys;
 use super::vnet;
 use super::Error;
 use crate::reactor::{PrepareHandle, Reactor, TimerHandle};
 use crate::slirp::{self, Config, Inbound, Rule, Stack};
-use crate::wire::nvlist::{NvList, Value};
 use crate::wire::HelperConfig;
 
 /// Frames for the guest the back end queues at most.
@@ -72,35 +74,36 @@ pub struct SlirpOptions {
 
 impl SlirpOptions {
     /// Parses `slirp[,key[=value]]...` as bhyve splits a backend string: a
-    /// key without a value is `true`. Keys are read as bhyve's slirp helper
-    /// reads its configuration (a key given twice is an error).
+    /// key without a value is `true`. Each key at most once; an unknown
+    /// one, a repeated one, a bad rule or boolean is
+    /// [`Error::BadOption`] naming it (the same for `slirp-helper`).
     pub fn parse(s: &str) -> Result<SlirpOptions, Error> {
-        let mut fields = s.split(',');
-        let name = fields.next().unwrap_or_default();
+        let name = s.split(',').next().unwrap_or_default();
         if !name.starts_with("slirp") {
-            return Err(bad_option(s, format!("{name:?} is not a slirp backend")));
-        }
-        let mut list = NvList::new();
-        for field in fields.filter(|f| !f.is_empty()) {
-            let (key, value) = field.split_once('=').unwrap_or((field, "true"));
-            if key.is_empty() {
-                return Err(bad_option(s, format!("option {field:?} has no name")));
-            }
-            list.push(key, Value::String(value.to_owned()));
-        }
-        let cfg = HelperConfig::from_nvlist(&list).map_err(|e| bad_option(s, e.to_string()))?;
-        let opts =
-            SlirpOptions::from_helper(name, cfg).map_err(|e| bad_option(s, e.to_string()))?;
-        // A back end's name carries its own options only (bhyve's helper
-        // ignores the rest of the device's node; a name has no such rest).
-        if let Some(key) = opts.ignored.first() {
             return Err(Error::BadOption {
                 backend: s.to_owned(),
-                option: key.clone(),
-                reason: "unknown (slirp takes hostfwd, open, vmname)".into(),
+                option: name.to_owned(),
+                reason: "not a slirp backend".into(),
             });
         }
-        Ok(opts)
+        let keys = SlirpKeys::parse(s, false)?;
+        let hostfwd = match keys.hostfwd.as_deref() {
+            Some(rules) if !rules.trim().is_empty() => {
+                slirp::parse_rules(rules).map_err(|e| Error::BadOption {
+                    backend: s.to_owned(),
+                    option: "hostfwd".into(),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => Vec::new(),
+        };
+        Ok(SlirpOptions {
+            name: name.to_owned(),
+            hostfwd,
+            open: keys.open,
+            vmname: keys.vmname,
+            ignored: Vec::new(),
+        })
     }
 
     /// The options of a decoded bhyve configuration (the helper's first
@@ -127,13 +130,6 @@ impl SlirpOptions {
             Config::default()
         }
     }
-}
-
-fn bad_option(s: &str, why: String) -> Error {
-    Error::io(
-        format!("parsing slirp backend options {s:?}"),
-        io::Error::new(io::ErrorKind::InvalidInput, why),
-    )
 }
 
 fn slirp_error(name: &str, e: slirp::Error) -> Error {
@@ -259,6 +255,8 @@ pub struct SlirpBackend<D> {
     kick: Option<TimerHandle>,
     /// Where a frame sent in several pieces is gathered.
     scratch: Vec<u8>,
+    /// The longest frame the stack takes: its MRU and the Ethernet header.
+    max_frame: usize,
     _loop: std::marker::PhantomData<fn(&mut D)>,
 }
 
@@ -306,6 +304,7 @@ impl<D: 'static> SlirpBackend<D> {
             prepare: Cell::new(None),
         });
         let sink_rx = Rc::clone(&rx);
+        let max_frame = config.mru + crate::slirp::ETH_HLEN;
         let stack = Stack::new(reactor, config, move |f: &[u8]| sink_rx.push(f))
             .map_err(|e| slirp_error(name, e))?;
         for rule in hostfwd {
@@ -352,6 +351,7 @@ impl<D: 'static> SlirpBackend<D> {
             rx,
             kick: Some(kick),
             scratch: Vec::new(),
+            max_frame,
             _loop: std::marker::PhantomData,
         })
     }
@@ -404,6 +404,13 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
         if len < super::MIN_FRAME_LEN {
             return Err(Error::Runt { len }.into());
         }
+        if len > self.max_frame {
+            return Err(Error::FrameTooLong {
+                len,
+                max: self.max_frame,
+            }
+            .into());
+        }
         let mut inbound = self.inbound.borrow_mut();
         if let [one] = iov {
             inbound.frame(stack, one);
@@ -415,6 +422,11 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
         }
         inbound.frame(stack, &self.scratch);
         Ok(self.scratch.len())
+    }
+
+    /// The stack's MRU and the Ethernet header.
+    fn max_frame_len(&self) -> usize {
+        self.max_frame
     }
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {

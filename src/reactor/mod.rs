@@ -298,6 +298,15 @@ impl<D> Reactor<D> {
     /// Routes signal `signo` to `cb` on the loop thread. The signal is
     /// blocked in this thread's mask; create the reactor and add signals
     /// before starting other threads so they inherit the mask.
+    ///
+    /// A blocked signal waits until the loop reads it: while the thread is
+    /// held anywhere outside [`run`](Self::run) (a blocking call on a peer
+    /// that stopped reading, a long computation), a routed SIGTERM does
+    /// nothing, and no second one gets through either. A process that
+    /// must always stop on SIGTERM handles it with a handler instead
+    /// (`caploop-sandbox` writes to a pipe the loop watches, and resets
+    /// the action so that a second SIGTERM kills), or never blocks outside
+    /// the loop.
     pub fn add_signal<F>(&mut self, signo: i32, cb: F) -> Result<SignalHandle>
     where
         F: FnMut(&mut Reactor<D>, &mut D, i32) + 'static,

@@ -16,8 +16,47 @@ pub struct HelperConfig {
     pub open: bool,
     /// The VM's name.
     pub vmname: Option<String>,
+    /// caploop's own `slirp-helper` back end asked for a start-up
+    /// acknowledgement ([`ACK_KEY`]); bhyve never does.
+    pub ack: bool,
     /// Names of the keys the helper does not use, in wire order.
     pub ignored: Vec<String>,
+}
+
+/// The configuration key with which caploop's `slirp-helper` back end
+/// asks the helper to say, in one record before any frame, whether it
+/// could apply the configuration ([`ack_record`]). bhyve never sends it,
+/// so bhyve never receives the record: its protocol is unchanged.
+pub const ACK_KEY: &str = "caploop-ack";
+
+/// What an acknowledgement record starts with.
+const ACK_PREFIX: &[u8] = b"\0caploop-sandbox ack\0";
+
+/// The acknowledgement record: `Ok` once the configuration is applied
+/// (host forwards bound, sandbox entered), or the error that stopped the
+/// helper. It cannot be taken for a frame: it starts with a NUL byte and a
+/// text no Ethernet frame carries there, and it only ever comes first.
+pub fn ack_record(result: Result<(), &str>) -> Vec<u8> {
+    let mut r = ACK_PREFIX.to_vec();
+    match result {
+        Ok(()) => r.extend_from_slice(b"ok"),
+        Err(e) => {
+            r.extend_from_slice(b"error: ");
+            r.extend_from_slice(e.as_bytes());
+        }
+    }
+    r
+}
+
+/// Reads an acknowledgement record: `None` if `record` is not one,
+/// `Some(Err(text))` for the helper's error.
+pub fn parse_ack(record: &[u8]) -> Option<Result<(), String>> {
+    let rest = record.strip_prefix(ACK_PREFIX)?;
+    if rest == b"ok" {
+        return Some(Ok(()));
+    }
+    let text = rest.strip_prefix(b"error: ").unwrap_or(rest);
+    Some(Err(String::from_utf8_lossy(text).into_owned()))
 }
 
 /// A configuration record the helper cannot use.
@@ -46,7 +85,7 @@ pub enum ConfigError {
 
 /// bhyve's boolean spellings (config.c `_bool_value`): `true`, `on`,
 /// `yes` and `false`, `off`, `no` in any case, and `1`, `0`.
-fn bhyve_bool(s: &str) -> Option<bool> {
+pub fn bhyve_bool(s: &str) -> Option<bool> {
     let is = |w: &str| s.eq_ignore_ascii_case(w);
     if is("true") || is("on") || is("yes") || s == "1" {
         Some(true)
@@ -69,6 +108,10 @@ impl HelperConfig {
         let mut cfg = HelperConfig::default();
         let mut seen = [false; 3];
         for (name, value) in list.pairs() {
+            if list.same_name(name, ACK_KEY) {
+                cfg.ack = true;
+                continue;
+            }
             let known = ["hostfwd", "open", "vmname"]
                 .iter()
                 .position(|k| list.same_name(name, k));
@@ -100,7 +143,7 @@ impl HelperConfig {
     }
 
     /// The nvlist bhyve would send for this configuration (values as
-    /// strings, `vmname` last, ignored keys left out).
+    /// strings, `vmname` last, ignored keys and [`ACK_KEY`] left out).
     pub fn to_nvlist(&self) -> NvList {
         let mut l = NvList::new();
         if let Some(h) = &self.hostfwd {

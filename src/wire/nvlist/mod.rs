@@ -30,7 +30,7 @@ mod tests;
 mod write;
 
 pub use error::{NvError, PackError};
-pub use helper::{ConfigError, HelperConfig};
+pub use helper::{ack_record, bhyve_bool, parse_ack, ConfigError, HelperConfig, ACK_KEY};
 
 /// Bytes in an nvlist header.
 pub const HEADER_SIZE: usize = 19;

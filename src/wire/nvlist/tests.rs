@@ -124,6 +124,7 @@ fn bhyve_record_byte_exact() {
             hostfwd: Some("tcp:127.0.0.1:2222-:22;udp::5353-:53".into()),
             open: true,
             vmname: Some("vm0".into()),
+            ack: false,
             ignored: vec!["device".into(), "backend".into()],
         }
     );
@@ -491,6 +492,7 @@ fn helper_config_values() {
         hostfwd: Some("tcp::1-:2".into()),
         open: false,
         vmname: Some("vm".into()),
+        ack: false,
         ignored: vec![],
     };
     let rec = c.to_nvlist().pack(Endian::Little).unwrap();
@@ -625,4 +627,27 @@ proptest! {
             prop_assert_eq!(NvList::unpack(&again).unwrap(), l);
         }
     }
+}
+
+#[test]
+fn the_acknowledgement_is_asked_for_by_its_own_key_and_never_a_frame() {
+    use super::{ack_record, parse_ack, ACK_KEY};
+    let asked = NvList::new()
+        .with("hostfwd", Value::String("tcp::1-:2".into()))
+        .with(ACK_KEY, Value::String("1".into()));
+    let c = HelperConfig::from_nvlist(&asked).unwrap();
+    assert!(c.ack && c.ignored.is_empty());
+    let plain = NvList::new().with("open", Value::String("true".into()));
+    assert!(!HelperConfig::from_nvlist(&plain).unwrap().ack);
+    assert_eq!(parse_ack(&ack_record(Ok(()))), Some(Ok(())));
+    assert_eq!(
+        parse_ack(&ack_record(Err("--hostfwd: port 22 busy"))),
+        Some(Err("--hostfwd: port 22 busy".into()))
+    );
+    // A frame (any starting with a MAC address) is never one.
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&[0x52, 0x55, 10, 0, 2, 2, 0x08, 0x06]);
+    arp.resize(60, 0);
+    assert_eq!(parse_ack(&arp), None);
+    assert_eq!(parse_ack(&[]), None);
 }
