@@ -61,6 +61,7 @@ pub mod offload;
 mod options;
 mod pending;
 pub mod registry;
+pub mod relay;
 #[cfg(feature = "slirp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub mod slirp;

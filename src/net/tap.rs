@@ -120,6 +120,40 @@ impl TapDevice {
         sys::open(name)
     }
 
+    /// Linux: opens the tap `name` (made if it does not exist) inside the
+    /// network namespace whose file is `netns` (`/var/run/netns/NAME`,
+    /// `/proc/PID/ns/net`), from a thread that joins that namespace and
+    /// ends once the tap is open: the process stays in its own. Needs
+    /// `CAP_SYS_ADMIN` over the namespace and `CAP_NET_ADMIN` in it.
+    #[cfg(target_os = "linux")]
+    pub fn open_in_netns(netns: &std::path::Path, name: &str) -> Result<TapDevice, Error> {
+        check_name(name)?;
+        let ns = std::fs::File::open(netns)
+            .map_err(|e| Error::io(format!("opening the namespace {}", netns.display()), e))?;
+        let name = name.to_owned();
+        let what = netns.display().to_string();
+        std::thread::spawn(move || -> Result<TapDevice, Error> {
+            // SAFETY: setns takes a descriptor, open for the call, and a
+            // flag; it moves only this thread, which ends once the tap is
+            // open.
+            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0
+            {
+                return Err(Error::io(
+                    format!("joining the network namespace {what}"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            sys::open(&name)
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::io(
+                "opening a tap in a namespace",
+                std::io::Error::other("the thread panicked"),
+            ))
+        })
+    }
+
     /// Linux: opens the tap `name` like [`open`](Self::open), but with
     /// `IFF_VNET_HDR`: every read and write on it carries a 10-byte
     /// virtio-net header ([`VnetHdr`](super::offload::VnetHdr)).
