@@ -362,8 +362,14 @@ fn open_mode_dns_forwarding_after_entry() {
         assert_eq!(lease.dns, vec![NAMESERVER]);
         let u = net.guest.udp_bind(40053);
         net.stack.prime_dns(&mut net.reactor);
-        // libslirp sets IP_TTL on its DNS socket before each datagram.
-        let udp = Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD | Rights::EPHEMERAL;
+        // libslirp sets IP_TTL on its DNS socket before each datagram; in
+        // open mode it sends to an address (CONNECT: FreeBSD's kern_sendit
+        // asks CAP_CONNECT for that).
+        let udp = Rights::SOCKET
+            | Rights::SETSOCKOPT
+            | Rights::IOCTL_FIONREAD
+            | Rights::CONNECT
+            | Rights::EPHEMERAL;
         assert!(
             net.reactor.fds().iter().any(|f| f.rights == udp),
             "libslirp's DNS socket is not registered with datagram rights"

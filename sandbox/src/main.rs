@@ -121,7 +121,7 @@ fn run(cli: &Cli, front: FrontEnd, mtu: usize) -> Result<(), ServeError> {
         }
         FrontEnd::QemuDgram { path } => {
             let session = hypervisor_session(cli, mtu, "qemu")?;
-            (session, qemu::open_dgram(&path)?, Extras::default())
+            (session, qemu::open_dgram(&path, mtu)?, Extras::default())
         }
         #[cfg(target_os = "linux")]
         FrontEnd::VhostUser { path } => {

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use caploop::wire::stream::DEFAULT_MAX_FRAME;
 
+use crate::cli::UsageError;
 use crate::error::ServeError;
 use crate::link::{Link, LinkKind};
 use crate::record::{Medium, RecordRx, RecordTx};
@@ -60,11 +61,14 @@ pub fn open_stream(path: &Path) -> Result<Link, ServeError> {
 /// frame, whose sender address it connects to (left queued, so the frame
 /// is served). The socket file stays while QEMU sends to it; the helper
 /// cannot remove it from inside the sandbox.
-pub fn open_dgram(path: &Path) -> Result<Link, ServeError> {
+pub fn open_dgram(path: &Path, mtu: usize) -> Result<Link, ServeError> {
     startup::close_other_fds(&[])?;
     startup::clear_socket_path(path, "--qemu-dgram")?;
     let sock = startup::bind_private(|| UnixDatagram::bind(path))
         .map_err(link_err(format!("binding {}", path.display())))?;
+    if let Some((limit, what)) = local_dgram_limit(&sock) {
+        dgram_fits(mtu, limit, what)?;
+    }
     eprintln!(
         "caploop-sandbox: waiting for QEMU on {p}: qemu-system-x86_64 ... \
          -netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path={p} \
@@ -116,4 +120,87 @@ pub fn open_dgram(path: &Path) -> Result<Link, ServeError> {
             "QEMU",
         )),
     })
+}
+
+/// Refuses an MTU whose frames (MTU + 14) would not fit one local
+/// datagram of at most `limit` bytes (`what` says where the limit comes
+/// from): such frames would fail with `EMSGSIZE`, one by one, all session.
+pub fn dgram_fits(mtu: usize, limit: usize, what: &str) -> Result<(), UsageError> {
+    let frame = mtu + 14;
+    if frame <= limit {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--mtu {mtu}: its {frame}-byte frames do not fit a local datagram here \
+         ({limit} bytes, {what}); use --mtu {} or less, or --qemu-stream",
+        limit.saturating_sub(14)
+    )))
+}
+
+/// The largest datagram a local socket carries here, and where that limit
+/// comes from. FreeBSD: `net.local.dgram.maxdgram` (8 KiB by default;
+/// uipc_usrreq.c refuses larger with EMSGSIZE). Linux: the socket's send
+/// buffer less 32 bytes (af_unix.c: `len > sk->sk_sndbuf - 32`).
+fn local_dgram_limit(sock: &UnixDatagram) -> Option<(usize, &'static str)> {
+    #[cfg(target_os = "freebsd")]
+    {
+        let _ = sock;
+        let mut v: libc::c_ulong = 0;
+        let mut len = std::mem::size_of::<libc::c_ulong>();
+        // SAFETY: sysctlbyname writes at most `len` bytes into `v` and
+        // reads the NUL-terminated name.
+        let rc = unsafe {
+            libc::sysctlbyname(
+                c"net.local.dgram.maxdgram".as_ptr(),
+                (&mut v as *mut libc::c_ulong).cast(),
+                &mut len,
+                std::ptr::null(),
+                0,
+            )
+        };
+        (rc == 0).then_some((v as usize, "net.local.dgram.maxdgram"))
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0 && v > 32).then_some(((v - 32) as usize, "the socket's send buffer"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mtu_whose_frames_do_not_fit_a_local_datagram_is_refused_naming_both() {
+        // FreeBSD's default net.local.dgram.maxdgram.
+        let limit = 8192;
+        assert!(dgram_fits(8178, limit, "net.local.dgram.maxdgram").is_ok());
+        let e = dgram_fits(8179, limit, "net.local.dgram.maxdgram")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--mtu 8179") && e.contains("8193-byte"), "{e}");
+        assert!(e.contains("8192 bytes, net.local.dgram.maxdgram"), "{e}");
+        assert!(e.contains("--mtu 8178 or less"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(dgram_fits(65520, limit, "x").is_err());
+    }
+
+    #[test]
+    fn linux_local_datagrams_carry_the_largest_mtu() {
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let (limit, _) = local_dgram_limit(&a).expect("a limit");
+        assert!(dgram_fits(65520, limit, "here").is_ok(), "{limit}");
+    }
 }

@@ -28,8 +28,11 @@ const BATCH: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Medium {
     /// A SOCK_SEQPACKET socket (bhyve): `recv`/`send`; an empty record is
-    /// the end of the stream (bhyve never sends one, and kqueue reports no
-    /// hangup to tell them apart).
+    /// the end of the stream. bhyve never sends one, and the loop cannot
+    /// tell the two apart on FreeBSD: kqueue does report the peer's close
+    /// (`EV_EOF` from `filt_soread`), but polling 3.11 drops `EV_EOF` from
+    /// read events, so all the loop sees is a readable socket whose `recv`
+    /// gives 0 bytes, as an empty record would.
     Seqpacket,
     /// A connected datagram socket (QEMU's dgram): `recv`/`send`; an empty
     /// datagram is skipped (a datagram peer never hangs up).
@@ -65,6 +68,12 @@ impl RecordRx {
 
     fn read(&mut self) -> isize {
         match self.medium {
+            // MSG_TRUNC makes Linux return a record's full length, so one
+            // longer than the buffer is caught. FreeBSD ignores MSG_TRUNC
+            // on SEQPACKET sockets (bhyve's own backend says so) and
+            // returns what fit: the check never fires there, which is
+            // harmless since net.local.seqpacket.maxseqpacket (8 KiB) is
+            // far below the buffer.
             // SAFETY: recv writes at most buf.len() bytes into buf.
             Medium::Seqpacket | Medium::Datagram => unsafe {
                 libc::recv(

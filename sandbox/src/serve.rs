@@ -172,6 +172,14 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
             session.config.mtu
         );
     }
+    #[cfg(target_os = "freebsd")]
+    if !session.config.restricted {
+        log::warn!(
+            "{name}: open mode on FreeBSD: the guest's pings to the outside get no answer \
+             (no ICMP datagram socket; libslirp's raw socket needs root; its UDP echo \
+             fallback reaches only hosts with an echo service)"
+        );
+    }
     let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(Box::new(Thinned::new(tx))));
     let unpolled = rx.unpolled();
     let rx = Rc::new(RefCell::new(rx));

@@ -171,9 +171,10 @@ fn bhyve_frames_stay_within_its_record_size() {
 
 #[test]
 fn an_empty_record_ends_the_session_as_a_hangup_does() {
-    // kqueue (FreeBSD) reports no hangup on a SOCK_SEQPACKET socket: the
-    // end of the stream shows only as a read of 0 bytes, which an empty
-    // record also gives. bhyve never sends one, so both mean the end.
+    // On FreeBSD the loop sees no hangup on a SOCK_SEQPACKET socket
+    // (kqueue's EV_EOF, which polling drops): the end of the stream shows
+    // only as a read of 0 bytes, which an empty record also gives. bhyve
+    // never sends one, so both mean the end.
     let (mut helper, sock) = spawn(&[]);
     send(&sock, &config(free_port()));
     send(&sock, &dhcp_discover(7));

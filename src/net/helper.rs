@@ -39,8 +39,6 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -158,52 +156,43 @@ impl<D: 'static> SlirpHelperBackend<D> {
         let opts = HelperOptions::parse(name)?;
         let io = |what: String| move |e: io::Error| Error::io(what, e);
         let (ours, theirs) = socketpair().map_err(io("making the helper's socketpair".into()))?;
-        let child_end = theirs.as_raw_fd();
-        let mut cmd = Command::new(&opts.helper);
-        cmd.args(["-S", "3"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // SAFETY: between fork and exec only dup2, which is
-        // async-signal-safe: it moves the helper's end to fd 3 (without
-        // close-on-exec); every other descriptor of ours is close-on-exec
-        // or closed by the helper at start-up.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(child_end, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(io(format!("spawning the slirp helper {:?}", opts.helper)))?;
+        let mut proc = Process::spawn(&opts.helper, &theirs, reactor)?;
         drop(theirs);
-        let record = opts.config_record();
-        send_record(&ours, &record).map_err(io(format!(
-            "sending the configuration to the slirp helper {:?}",
-            opts.helper
-        )))?;
-        set_nonblocking(&ours).map_err(io("making the helper's socket non-blocking".into()))?;
-        let mut proc = Process::new(child, reactor)?;
-        let mut pending = Pending::default();
-        if let Err(reason) = await_ack(&ours, &mut proc, &mut pending) {
+        // A helper that will not be served is ended and reaped.
+        let give_up = |mut proc: Process, r: &mut Reactor<D>, e: Error| {
             proc.kill();
             proc.wait_for(CLOSE_WAIT);
-            proc.forget(reactor);
-            return Err(Error::HelperFailed {
+            proc.forget(r);
+            e
+        };
+        let record = opts.config_record();
+        let sent = send_record(&ours, &record)
+            .and_then(|_| set_nonblocking(&ours))
+            .map_err(io(format!(
+                "sending the configuration to the slirp helper {:?}",
+                opts.helper
+            )));
+        if let Err(e) = sent {
+            return Err(give_up(proc, reactor, e));
+        }
+        let mut pending = Pending::default();
+        if let Err(reason) = await_ack(&ours, &mut proc, &mut pending) {
+            let e = Error::HelperFailed {
                 helper: opts.helper,
                 reason,
-            });
+            };
+            return Err(give_up(proc, reactor, e));
         }
         let sock = Rc::new(crate::closing::ClosingFd::new(ours));
-        let handle = reactor.add_disabled(
+        let handle = match reactor.add_disabled(
             Rc::clone(&sock),
             Interest::READ,
             Rights::SOCKET,
             move |r, d, _| cb(r, d),
-        )?;
+        ) {
+            Ok(h) => h,
+            Err(e) => return Err(give_up(proc, reactor, e.into())),
+        };
         Ok(SlirpHelperBackend {
             name: name.to_owned(),
             helper: opts.helper,

@@ -98,6 +98,8 @@ impl<D> Reactor<D> {
     }
 
     fn poll_add(&self, fd: RawFd, index: u32, interest: Interest) -> Result<()> {
+        // A number detached earlier and reused: this registration is new.
+        self.detached.borrow_mut().remove(&fd);
         let ev = poll_event(index, interest);
         // SAFETY: `fd` was checked non-negative. On epoll and kqueue a
         // registration that outlives its descriptor cannot touch freed
@@ -108,11 +110,34 @@ impl<D> Reactor<D> {
     }
 
     pub(super) fn poll_delete(&self, fd: RawFd) {
+        if self.detached.borrow_mut().remove(&fd) {
+            // Taken out while it was open (a Detacher): nothing left.
+            return;
+        }
         // SAFETY: only the descriptor number is used, to remove its
-        // registration; a closed descriptor yields an error we ignore.
+        // registration; a closed descriptor yields an error, counted.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         if let Err(e) = self.poller.delete(fd) {
+            self.queue_errors.set(self.queue_errors.get() + 1);
             log::debug!("removing fd {} from the event queue: {e}", fd.as_raw_fd());
+        }
+    }
+
+    /// How many removals from the event queue failed so far (a descriptor
+    /// closed before its registration was deleted). On epoll that is
+    /// harmless; polling's kqueue back end keeps such a number and refuses
+    /// the next registration of it (`AlreadyExists`), so caploop's own
+    /// code keeps this at zero, and tests check it.
+    pub fn event_queue_errors(&self) -> u64 {
+        self.queue_errors.get()
+    }
+
+    /// A [`Detacher`] for this reactor.
+    #[cfg_attr(not(feature = "slirp"), allow(dead_code))]
+    pub(crate) fn detacher(&self) -> Detacher {
+        Detacher {
+            poller: self.poller.clone(),
+            detached: self.detached.clone(),
         }
     }
 
@@ -346,5 +371,33 @@ fn classify(fd: RawFd, what: &str, e: std::io::Error) -> Error {
         Some(libc::EBADF) => Error::BadFd(fd),
         Some(libc::EPERM) => Error::NotPollable(fd),
         _ => Error::io(format!("{what} fd {fd}"), e),
+    }
+}
+
+/// Takes a registered descriptor out of the event queue at once, while it
+/// is still open, for code that learns of a close only from inside a
+/// library call, without the reactor (libslirp's `unregister_poll_fd`,
+/// right before it closes the socket): kqueue forgets a descriptor only
+/// while it is open. The registration itself is deleted later as usual.
+#[derive(Clone)]
+#[cfg_attr(not(feature = "slirp"), allow(dead_code))]
+pub(crate) struct Detacher {
+    poller: std::sync::Arc<polling::Poller>,
+    detached: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<RawFd>>>,
+}
+
+#[cfg_attr(not(feature = "slirp"), allow(dead_code))]
+impl Detacher {
+    /// Removes `fd` from the event queue if it is there.
+    pub(crate) fn detach(&self, fd: RawFd) {
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: `fd` is open (the caller is told so before the close);
+        // only its number is used.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if self.poller.delete(borrowed).is_ok() {
+            self.detached.borrow_mut().insert(fd);
+        }
     }
 }

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use polling::Poller;
 
 pub use error::{Error, Result};
+#[cfg_attr(not(feature = "slirp"), allow(unused_imports))]
+pub(crate) use fds::Detacher;
 pub use source::{Registration, Remover, Source};
 pub use timer::TimerHandle;
 pub use waker::Waker;
@@ -178,6 +180,11 @@ pub struct Reactor<D = ()> {
     stopped: bool,
     dispatching: bool,
     removals: std::rc::Rc<std::cell::RefCell<Vec<Handle>>>,
+    /// Descriptors taken out of the event queue by a `Detacher` while
+    /// still open; their registration's delete does not touch the queue.
+    detached: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<RawFd>>>,
+    /// Event-queue removals the kernel (or polling) refused.
+    queue_errors: std::cell::Cell<u64>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -214,6 +221,8 @@ impl<D> Reactor<D> {
             stopped: false,
             dispatching: false,
             removals: Default::default(),
+            detached: Default::default(),
+            queue_errors: std::cell::Cell::new(0),
             _not_send: std::marker::PhantomData,
         })
     }

@@ -171,6 +171,33 @@
 //!   `linux` module's source. x86_64 and aarch64.
 //! - Elsewhere: [`Plan::apply_and_enter`] returns [`Error::Unsupported`].
 //!
+//! # FreeBSD: what has been checked, and how
+//!
+//! Nothing here has run on FreeBSD. Each point was checked by the compiler
+//! (`.ci/cross`: type-checked and linted against FreeBSD's own `libc`,
+//! `nix`, `polling` and `capsicum`), by a test on Linux of the portable
+//! plan that FreeBSD's code applies, or by reading FreeBSD's sources:
+//!
+//! | what | how |
+//! |---|---|
+//! | every `cfg(target_os = "freebsd")` item (this module's Capsicum calls, kqueue signals, taps, netmap, the bhyve and QEMU front ends, process descriptors) | compiler |
+//! | the rights, ioctls and fcntls each descriptor gets, per front end and mode ([`capsicum_limits`]; `sandbox/src/plan_table.rs` for every front end) | Linux test |
+//! | libslirp's sockets leave kqueue while still open (polling 3.11 keeps a closed descriptor's number and refuses it later: `kqueue.rs`) | Linux test (`tests/slirp_closes.rs`: no removal fails) |
+//! | open mode, libslirp's datagram sockets: `sendto` with an address needs `CAP_SEND` and `CAP_CONNECT` (`kern_sendit`), which they get | Linux test of the rights; reading |
+//! | `--qemu-dgram`: an MTU whose frames exceed `net.local.dgram.maxdgram` (8 KiB by default, `uipc_usrreq.c`) is refused before serving | Linux test of the check given the limit; reading |
+//! | the slirp helper spawned with `pdfork`, ended with `pdkill`, its status from `EVFILT_PROCDESC`/`NOTE_EXIT` (`sys_procdesc.c`), all allowed in capability mode | compiler; reading |
+//! | kqueue's `EV_EOF` on a SEQPACKET peer's close (`filt_soread`) is dropped by polling, so an empty record ends the stream; `MSG_TRUNC` is ignored on SEQPACKET, harmless below `net.local.seqpacket.maxseqpacket` | reading |
+//! | restricted mode: `cap_enter` leaves libslirp working on its planned sockets | reading only |
+//!
+//! A guest's ping in open mode gets no answer from outside on FreeBSD:
+//! there is no ICMP datagram socket, libslirp's raw-socket fallback needs
+//! root (given up), and its last fallback, UDP to the echo port, reaches
+//! only hosts that run an echo service; `caploop-sandbox` says so once at
+//! start. Pings to the gateway and DNS addresses are answered by libslirp
+//! itself on every platform. In restricted mode libslirp drops every UDP
+//! datagram from the guest on every platform, so a UDP host forward is
+//! one-way there (the stack warns when one is added).
+//!
 //! # Libraries running inside
 //!
 //! libslirp (4.7) is tested inside the sandbox by `tests/sandbox_slirp.rs`.

@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     /// Callback records lost to a busy cell (never expected; counted to be
     /// sure instead of panicking across the FFI boundary).
     pub lost: Cell<u64>,
+    /// Takes a socket libslirp is about to close out of the reactor's event
+    /// queue at once (kqueue forgets only an open descriptor).
+    pub detacher: RefCell<Option<crate::reactor::Detacher>>,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
             next_timer: Cell::new(1),
             guest_errors: Cell::new(0),
             lost: Cell::new(0),
+            detacher: RefCell::new(None),
         }
     }
 
@@ -304,6 +308,15 @@ unsafe extern "C" fn register_poll_fd(fd: c_int, opaque: *mut c_void) {
 unsafe extern "C" fn unregister_poll_fd(fd: c_int, opaque: *mut c_void) {
     // SAFETY: libslirp passes back the opaque pointer given to slirp_new.
     let sh = unsafe { shared(opaque) };
+    // libslirp closes `fd` right after this: out of the event queue now,
+    // while it is open (on kqueue a closed one could not be, and polling
+    // would refuse its number to the next socket that gets it); the
+    // registration itself goes when the op is applied.
+    if let Ok(d) = sh.detacher.try_borrow() {
+        if let Some(d) = d.as_ref() {
+            d.detach(fd);
+        }
+    }
     sh.push_op(Op::Unregister(fd));
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct State {
     pub gen: u64,
     /// Registrations, timers and hook have been removed from the reactor.
     pub torn_down: bool,
+    /// Descriptors the reactor refused to register (said once each).
+    pub refused: std::collections::HashSet<RawFd>,
 }
 
 /// Where frames for the guest go.
@@ -165,14 +167,15 @@ impl Inner {
             match op {
                 Op::Register(fd) => log::trace!("slirp: fd {fd} opened"),
                 Op::Unregister(fd) => {
-                    // libslirp closes the descriptor right after telling us,
-                    // or already has (calls made without the reactor): the
-                    // kernel dropped its poll registration with the close,
-                    // so deleting ours late is harmless.
+                    // libslirp has closed the descriptor by now; it was
+                    // taken out of the event queue while still open, in
+                    // the callback itself (`Shared::detacher`), so this
+                    // only frees the registration.
                     if let Some(reg) = st.regs.remove(&fd) {
                         let _ = r.delete(reg.handle);
                     }
                     st.poll.revents.remove(&fd);
+                    st.refused.remove(&fd);
                 }
                 op => self.apply_timer_op(&mut st, r, op),
             }

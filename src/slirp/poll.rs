@@ -60,8 +60,12 @@ fn interest_of(events: c_int) -> Interest {
 }
 
 /// What a libslirp socket needs: a listener accepts (and on FreeBSD hands
-/// its rights to what it accepts); a datagram socket also asks FIONREAD.
-fn rights_for(fd: RawFd) -> Rights {
+/// its rights to what it accepts); a datagram socket also asks FIONREAD,
+/// and when the guest may reach the outside (`open`) it answers with
+/// `sendto` to an address, which FreeBSD's `kern_sendit` allows only with
+/// `CAP_CONNECT` beside `CAP_SEND`: so CONNECT too (on Linux no rule names
+/// these EPHEMERAL numbers; the allowlist decides).
+fn rights_for(fd: RawFd, open: bool) -> Rights {
     let get = |opt: c_int| -> Option<c_int> {
         let mut v: c_int = 0;
         let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
@@ -84,7 +88,12 @@ fn rights_for(fd: RawFd) -> Rights {
         | if get(libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
             Rights::LISTENER
         } else if get(libc::SO_TYPE) == Some(libc::SOCK_DGRAM) {
-            Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD
+            let dgram = Rights::SOCKET | Rights::SETSOCKOPT | Rights::IOCTL_FIONREAD;
+            if open {
+                dgram | Rights::CONNECT
+            } else {
+                dgram
+            }
         } else {
             Rights::SOCKET
         }
@@ -210,7 +219,8 @@ impl Inner {
             // stack applies its closes before the reactor does anything
             // else; the registration is deleted then.
             let source = unsafe { Source::borrow_raw(fd) };
-            let added = r.add(source, interest, rights_for(fd), move |r, _, ev| {
+            let open = !self.config.restricted;
+            let added = r.add(source, interest, rights_for(fd, open), move |r, _, ev| {
                 inner.on_ready(r, ev)
             });
             match added {
@@ -226,8 +236,16 @@ impl Inner {
                     );
                 }
                 Err(e) => {
+                    // That connection would hang: never silent. Said once
+                    // per descriptor (libslirp asks again every round),
+                    // counted in `reactor_errors`.
                     errors += 1;
-                    log::warn!("slirp: cannot register fd {fd}: {e}");
+                    if st.refused.insert(fd) {
+                        log::error!(
+                            "slirp: the reactor refused libslirp's socket {fd}: {e}; \
+                             its connection cannot make progress"
+                        );
+                    }
                 }
             }
         }
@@ -323,11 +341,32 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         use std::os::fd::AsRawFd;
-        assert_eq!(
-            rights_for(l.as_raw_fd()),
-            Rights::LISTENER | Rights::EPHEMERAL
-        );
-        let udp = rights_for(u.as_raw_fd());
+        for open in [false, true] {
+            assert_eq!(
+                rights_for(l.as_raw_fd(), open),
+                Rights::LISTENER | Rights::EPHEMERAL
+            );
+        }
+        let udp = rights_for(u.as_raw_fd(), false);
         assert!(udp.contains(Rights::IOCTL_FIONREAD | Rights::SETSOCKOPT | Rights::EPHEMERAL));
+        assert!(
+            !udp.contains(Rights::CONNECT),
+            "restricted: no sendto to an address"
+        );
+    }
+
+    #[test]
+    fn an_open_datagram_socket_may_send_to_an_address_on_freebsd() {
+        use crate::sandbox::{capsicum_limits, CapRight};
+        use std::os::fd::AsRawFd;
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let open = rights_for(u.as_raw_fd(), true);
+        assert!(open.contains(Rights::CONNECT | Rights::SEND));
+        let caps = capsicum_limits(open).rights;
+        // kern_sendit: a destination needs CAP_SEND (CAP_WRITE) and
+        // CAP_CONNECT.
+        assert!(caps.contains(&CapRight::Write) && caps.contains(&CapRight::Connect));
+        let restricted = capsicum_limits(rights_for(u.as_raw_fd(), false)).rights;
+        assert!(!restricted.contains(&CapRight::Connect));
     }
 }

@@ -63,6 +63,7 @@ impl Stack {
             sink: RefCell::new(Box::new(sink)),
             counters: Cell::new(Counters::default()),
         });
+        *inner.shared.detacher.borrow_mut() = Some(reactor.detacher());
         let opaque = &*inner.shared as *const Shared as *mut std::os::raw::c_void;
         // SAFETY: the config (version 4 layout, pinned by the ffi tests)
         // and the pointers in it live in `inner`; CALLBACKS is static and
@@ -244,6 +245,12 @@ impl Stack {
     /// once, so a sandbox plan taken next limits it.
     pub fn add_hostfwd<D: 'static>(&self, reactor: &mut Reactor<D>, rule: &Rule) -> Result<()> {
         let inner = &self.inner;
+        if rule.proto == Proto::Udp && inner.config.restricted {
+            log::warn!(
+                "slirp: UDP forward {rule} in restricted mode is one-way: libslirp drops \
+                 every datagram from the guest there, replies included"
+            );
+        }
         let guest = rule.guest_socket_addr(inner.config.dhcp_start);
         let host = rule.host_socket_addr();
         let refuse = |why: &str| {
@@ -309,6 +316,17 @@ impl Stack {
             Some(_) => Err(Error::NoSuchHostfwd(rule.to_string())),
             None => Err(Error::Closed),
         }
+    }
+
+    /// Moves the stack's clock forward by `d`, as if that much time had
+    /// passed for libslirp (its UDP expiry, TCP timers), without waiting:
+    /// for tests and simulations of its timeouts. The effect shows at the
+    /// next reactor round.
+    pub fn advance_clock(&self, d: std::time::Duration) {
+        self.inner.shared.skip(d);
+        // libslirp reads its clock in slirp_pollfds_poll: poll this round.
+        self.inner.shared.dirty.set(true);
+        self.inner.shared.want_poll.set(true);
     }
 
     /// What the stack has done so far.
