@@ -103,6 +103,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod closing;
+pub mod frame;
 pub mod net;
 pub mod reactor;
 pub mod rights;

@@ -22,7 +22,7 @@ use crate::startup;
 pub const BHYVE_MAX_RECORD: usize = 2048;
 
 /// The largest MTU that keeps frames within [`BHYVE_MAX_RECORD`].
-pub const BHYVE_MAX_MTU: usize = BHYVE_MAX_RECORD - 14;
+pub const BHYVE_MAX_MTU: usize = BHYVE_MAX_RECORD - caploop::frame::ETH_HLEN;
 
 /// The largest configuration record accepted.
 const MAX_CONFIG: usize = 64 * 1024;

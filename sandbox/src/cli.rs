@@ -1,7 +1,9 @@
 //! The command line: one parser for every front end.
 //!
 //! - bhyve: `-S FD` (bhyve runs `/usr/libexec/bhyve-slirp-helper -S <fd>`);
-//! - QEMU: `--qemu-stream PATH` (the default, at a default path);
+//! - QEMU: `--qemu-stream PATH` (the default, at a default path), or
+//!   `--qemu-dgram PATH` (`-netdev dgram`);
+//! - vhost-user-net (Linux): `--vhost-user PATH`;
 //! - slirp4netns: `[OPTION]... PID|PATH [TAPNAME]`, exactly as slirp4netns
 //!   1.2 takes it, chosen by the positional arguments.
 //!
@@ -19,6 +21,7 @@ const ABOUT: &str = "Sandboxed user-mode networking (libslirp on caploop) for on
 network namespace.\n\n\
 Front ends (one per invocation):\n  \
   caploop-sandbox [OPTIONS] --qemu-stream PATH   QEMU: -netdev stream,server=off,addr.type=unix,addr.path=PATH\n  \
+  caploop-sandbox [OPTIONS] --qemu-dgram PATH    QEMU: -netdev dgram,local.type=unix,local.path=Q,remote.type=unix,remote.path=PATH\n  \
   caploop-sandbox [OPTIONS] --vhost-user PATH    vhost-user-net (Linux): -chardev socket,id=c,path=PATH -netdev vhost-user,chardev=c\n  \
   caploop-sandbox [OPTIONS] -S FD                bhyve: the SOCK_SEQPACKET socket bhyve passes\n  \
   caploop-sandbox [OPTIONS] PID|PATH [TAPNAME]   slirp4netns: a tap in that network namespace\n\n\
@@ -337,14 +340,16 @@ impl Cli {
 
     /// The MTU to use, checked against the front end's limit.
     pub fn mtu_for(&self, front: &FrontEnd) -> Result<u32, UsageError> {
+        use caploop::slirp::config::{MTU_MAX, MTU_MIN};
+        // slirp4netns takes one more than libslirp's limit (and caps it).
         let max = match front {
-            FrontEnd::Slirp4netns { .. } => 65521,
-            _ => 65520,
+            FrontEnd::Slirp4netns { .. } => MTU_MAX as u32 + 1,
+            _ => MTU_MAX as u32,
         };
         let mtu = self.mtu.unwrap_or(1500);
-        if !(68..=max).contains(&mtu) {
+        if !(MTU_MIN as u32..=max).contains(&mtu) {
             return Err(UsageError(format!(
-                "--mtu: MTU must be a positive integer (< {}): {mtu} is out of range (68 to {max})",
+                "--mtu: MTU must be a positive integer (< {}): {mtu} is out of range ({MTU_MIN} to {max})",
                 max + 1
             )));
         }

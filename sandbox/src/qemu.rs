@@ -126,14 +126,14 @@ pub fn open_dgram(path: &Path, mtu: usize) -> Result<Link, ServeError> {
 /// datagram of at most `limit` bytes (`what` says where the limit comes
 /// from): such frames would fail with `EMSGSIZE`, one by one, all session.
 pub fn dgram_fits(mtu: usize, limit: usize, what: &str) -> Result<(), UsageError> {
-    let frame = mtu + 14;
+    let frame = mtu + caploop::frame::ETH_HLEN;
     if frame <= limit {
         return Ok(());
     }
     Err(UsageError(format!(
         "--mtu {mtu}: its {frame}-byte frames do not fit a local datagram here \
          ({limit} bytes, {what}); use --mtu {} or less, or --qemu-stream",
-        limit.saturating_sub(14)
+        limit.saturating_sub(caploop::frame::ETH_HLEN)
     )))
 }
 

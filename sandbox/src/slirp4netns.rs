@@ -224,7 +224,12 @@ pub fn open(
         fd: tap,
         kind: LinkKind::Tap,
         rx: Box::new(RecordRx::new(raw, medium, "the tap")),
-        tx: Box::new(RecordTx::new(raw, medium, mtu + 14, "the tap")),
+        tx: Box::new(RecordTx::new(
+            raw,
+            medium,
+            mtu + caploop::frame::ETH_HLEN,
+            "the tap",
+        )),
     };
     let extras = Extras {
         exit_fd,

@@ -148,6 +148,17 @@ impl Error {
     }
 }
 
+impl From<crate::frame::FrameError> for Error {
+    /// A header shorter than it must be is [`Error::ShortIov`]; anything
+    /// else the frame layer refuses, [`Error::BadOffload`].
+    fn from(e: crate::frame::FrameError) -> Error {
+        match e {
+            crate::frame::FrameError::Short { have, need } => Error::ShortIov { have, need },
+            crate::frame::FrameError::Bad(what) => Error::BadOffload(what),
+        }
+    }
+}
+
 impl From<Error> for io::Error {
     /// Keeps the kernel's error kind for [`Error::Io`]; buffer and length
     /// errors become [`io::ErrorKind::InvalidInput`].

@@ -55,7 +55,7 @@ use crate::wire::nvlist::{parse_ack, Endian, NvList, Value, ACK_KEY};
 
 /// The longest frame the helper takes: its default MTU, 1500 (bhyve's
 /// configuration record has no MTU), and the Ethernet header.
-pub const HELPER_MAX_FRAME: usize = 1500 + 14;
+pub const HELPER_MAX_FRAME: usize = 1500 + crate::frame::ETH_HLEN;
 
 /// How long [`close`](NetBackend::close) waits for the helper to exit,
 /// then again after killing it.

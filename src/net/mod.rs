@@ -47,12 +47,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod acks;
 pub mod backend;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 mod child;
 mod error;
-pub mod gro;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
 pub mod helper;
 pub mod netbe;
@@ -68,6 +66,7 @@ pub mod slirp;
 pub mod tap;
 pub mod vnet;
 
+pub use crate::frame::{acks, gro};
 pub use backend::{NetBackend, RxCallback};
 pub use error::Error;
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
@@ -86,4 +85,4 @@ pub use vnet::VnetHdrLen;
 pub const MAX_FRAME_LEN: usize = 65536 + 64;
 
 /// The shortest frame a back end takes: an Ethernet header.
-pub const MIN_FRAME_LEN: usize = 14;
+pub const MIN_FRAME_LEN: usize = crate::frame::ETH_HLEN;

@@ -25,10 +25,10 @@ use super::Error;
 pub const VNET_HDR_LEN: usize = 12;
 
 /// Length of the 10-byte header without `num_buffers` (`virtio_net_hdr`).
-pub const VNET_HDR_LEN_NO_MRG: usize = 10;
+pub const VNET_HDR_LEN_NO_MRG: usize = crate::frame::vnet_hdr::VNET_HDR_SIZE;
 
 /// Offset of the little-endian `num_buffers` field in the 12-byte header.
-pub const NUM_BUFFERS_OFFSET: usize = 10;
+pub const NUM_BUFFERS_OFFSET: usize = crate::frame::vnet_hdr::VNET_HDR_SIZE;
 
 const RX_HEADER_12: [u8; VNET_HDR_LEN] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 

@@ -142,8 +142,8 @@
 //! Open mode exists so a guest can reach the outside. On Linux it allows
 //! `socket` (TCP and UDP over IPv4 and IPv6 and the ping socket; no
 //! `AF_UNIX`, so no new connection to a named socket on the host),
-//! `connect` and `sendto` anywhere UDP goes: Landlock on this kernel (ABI 7)
-//! covers TCP, not UDP, so [`Policy::connect_ports`] narrows TCP connects
+//! `connect` and `sendto` anywhere UDP goes: Landlock covers TCP from ABI
+//! 4 but UDP only from ABI 10 (the ABI in force is in the [`Report`]), so [`Policy::connect_ports`] narrows TCP connects
 //! only. The filesystem stays closed, apart from `stat` by path (metadata,
 //! not contents) for libslirp's DNS forwarder. On FreeBSD capability mode
 //! makes `connect` and addressed `sendto` impossible, so **open mode on FreeBSD limits every planned
@@ -188,6 +188,19 @@
 //! | the slirp helper spawned with `pdfork`, ended with `pdkill`, its status from `EVFILT_PROCDESC`/`NOTE_EXIT` (`sys_procdesc.c`), all allowed in capability mode | compiler; reading |
 //! | kqueue's `EV_EOF` on a SEQPACKET peer's close (`filt_soread`) is dropped by polling, so an empty record ends the stream; `MSG_TRUNC` is ignored on SEQPACKET, harmless below `net.local.seqpacket.maxseqpacket` | reading |
 //! | restricted mode: `cap_enter` leaves libslirp working on its planned sockets | reading only |
+//!
+//! Per front end and mode (C: compiler, T: a Linux test of the plan or
+//! logic FreeBSD applies, R: reading FreeBSD's sources; none of it run):
+//!
+//! | front end | restricted (`cap_enter`) | open (rights only, no capability mode) |
+//! |---|---|---|
+//! | `caploop-sandbox -S` (bhyve) | C; T: the plan table, the empty-record end; R: EV_EOF, MSG_TRUNC, libslirp on planned sockets in capability mode | C; T: datagram sockets get CONNECT; R: `kern_sendit`, ping |
+//! | `--qemu-stream` | C; T: the plan table | C; T, R: as above |
+//! | `--qemu-dgram` | C; T: the plan table, the `maxdgram` check given a limit | C; T, R: as above |
+//! | `--vhost-user`, slirp4netns | not built on FreeBSD (Linux-only crates, network namespaces): they say Unsupported | same |
+//! | library `slirp` back end | C; T: libslirp's sockets leave the queue while open | C; T: CONNECT on datagram sockets |
+//! | library `slirp-helper` back end | C (`pdfork`, `pdkill`, `EVFILT_PROCDESC`); R: `sys_procdesc.c` | same |
+//! | library `tap`/`vmnet`, `netmap`/`vale` | C; T: the ring model for netmap, the ioctl plan | same |
 //!
 //! A guest's ping in open mode gets no answer from outside on FreeBSD:
 //! there is no ICMP datagram socket, libslirp's raw-socket fallback needs

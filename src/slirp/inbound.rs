@@ -8,9 +8,9 @@
 //! reactor round of a device); [`Inbound::end_batch`] hands on what is
 //! held, so nothing waits past it.
 
-use crate::net::acks::AckThinner;
-use crate::net::gro::Gro;
-use crate::net::offload::Offloaded;
+use crate::frame::acks::AckThinner;
+use crate::frame::gro::Gro;
+use crate::frame::vnet_hdr::Offloaded;
 
 use super::Stack;
 

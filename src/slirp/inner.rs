@@ -17,7 +17,7 @@ use super::reass::Reassembler;
 use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
 
 /// Ethernet header length: the shortest frame accepted.
-pub const ETH_HLEN: usize = 14;
+pub use crate::frame::ETH_HLEN;
 
 /// What a [`Stack`](super::Stack) has done, for monitoring and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -32,7 +32,7 @@ pub const MAX_PIECES: usize = 64;
 /// How long a datagram may take to arrive whole.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-const ETH_HLEN: usize = 14;
+use crate::frame::ETH_HLEN;
 const IP_MF: u16 = 0x2000;
 const IP_OFFMASK: u16 = 0x1fff;
 /// The largest IPv4 datagram.

@@ -142,7 +142,7 @@ impl Stack {
     /// TCP/IPv4 one (unfragmented) goes in as one segment: one host `send`,
     /// one ACK. libslirp's IPv6 input refuses datagrams over its MTU, so a
     /// TCP/IPv6 one (no extension headers) is cut here into segments of
-    /// the MTU (and MRU) ([`offload::segment`](crate::net::offload::segment)),
+    /// the MTU (and MRU) ([`segment`](crate::frame::segment::segment)),
     /// which still spares the link its per-frame cost. A frame within the
     /// MRU goes to [`input`](Self::input); one that is neither is counted
     /// and dropped (`dropped_oversize`).
@@ -163,7 +163,7 @@ impl Stack {
             if urgent::carries(frame) {
                 inner.count(|c| c.urgent_cleared += 1);
             }
-            let cut = crate::net::offload::segment(frame, mtu, &mut |seg| self.deliver(seg));
+            let cut = crate::frame::segment::segment(frame, mtu, &mut |seg| self.deliver(seg));
             if cut.is_ok() {
                 inner.count(|c| c.segments_in += 1);
                 return;

@@ -197,4 +197,16 @@ mod tests {
         assert_eq!(l.ioctls, vec![CapIoctl::Fionbio]);
         assert!(capsicum_limits(Rights::empty()).rights.is_empty());
     }
+
+    #[test]
+    fn sending_to_an_address_and_process_descriptors_map_to_their_capabilities() {
+        // kern_sendit: sendto with an address needs CAP_SEND and CAP_CONNECT.
+        let l = capsicum_limits(Rights::SEND | Rights::CONNECT);
+        assert!(l.rights.contains(&CapRight::Write) && l.rights.contains(&CapRight::Connect));
+        // pdkill and EVFILT_PROCDESC on a process descriptor.
+        let l = capsicum_limits(Rights::PROCESS | Rights::EVENT);
+        for r in [CapRight::Pdwait, CapRight::Pdkill, CapRight::Event] {
+            assert!(l.rights.contains(&r), "{r:?}");
+        }
+    }
 }

@@ -14,6 +14,9 @@
 
 use std::ops::Range;
 
+use super::tcp::{ACK, TCP, TCP6};
+use super::ETH_HLEN as ETH;
+
 /// Flows whose ACK one thinner holds at once; more pass unthinned.
 const MAX_HELD: usize = 64;
 
@@ -48,7 +51,7 @@ struct Held {
 /// Holds each flow's latest pure ACK of a round; see the module docs.
 ///
 /// ```
-/// # use caploop::net::acks::AckThinner;
+/// # use caploop::frame::acks::AckThinner;
 /// # fn round(frames: &[Vec<u8>], link: &mut Vec<Vec<u8>>) {
 /// let mut thin = AckThinner::default();
 /// for f in frames {
@@ -152,7 +155,7 @@ fn classify_opt(frame: &[u8]) -> Option<Kind> {
     };
     let (tcp, payload_len): (Range<usize>, usize) = match ethertype {
         0x0800 => {
-            let ip = frame.get(14..34)?;
+            let ip = frame.get(ETH..TCP)?;
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
             let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
@@ -161,17 +164,17 @@ fn classify_opt(frame: &[u8]) -> Option<Kind> {
             }
             key.bytes[..8].copy_from_slice(&ip[12..20]);
             key.len = 8;
-            (14 + ihl..14 + total, total - ihl)
+            (ETH + ihl..ETH + total, total - ihl)
         }
         0x86dd => {
-            let ip = frame.get(14..54)?;
+            let ip = frame.get(ETH..TCP6)?;
             let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
             if ip[0] >> 4 != 6 || ip[6] != 6 {
                 return Some(Kind::Other);
             }
             key.bytes[..32].copy_from_slice(&ip[8..40]);
             key.len = 32;
-            (54..54 + payload, payload)
+            (TCP6..TCP6 + payload, payload)
         }
         _ => return Some(Kind::Other),
     };
@@ -183,7 +186,7 @@ fn classify_opt(frame: &[u8]) -> Option<Kind> {
     let doff = usize::from(head[12] >> 4) * 4;
     let options = tcp.get(20..doff)?;
     // ACK alone (no SYN, FIN, RST, PSH, URG, ECE, CWR), nothing carried.
-    let pure = head[13] == 0x10 && payload_len == doff && only_timestamps(options);
+    let pure = head[13] == ACK && payload_len == doff && only_timestamps(options);
     Some(if pure {
         Kind::PureAck(
             key,

@@ -13,13 +13,15 @@
 //! path a tap's TSO frames take. A segment whose checksum is wrong is
 //! never merged: it goes on alone, for libslirp to drop.
 
-use super::offload::{self, Coalescer, Offloaded, VnetHdr, VNET_HDR_SIZE};
+use super::coalesce::Coalescer;
+use super::tcp::{tcp4_checksum_ok, tcp4_payload};
+use super::vnet_hdr::{self, Offloaded, VnetHdr, GSO_NONE, VNET_HDR_SIZE};
 
 /// Merges a batch of frames from a guest; see the module docs.
 ///
 /// ```
-/// # use caploop::net::gro::Gro;
-/// # use caploop::net::offload::Offloaded;
+/// # use caploop::frame::gro::Gro;
+/// # use caploop::frame::vnet_hdr::Offloaded;
 /// # fn batch(frames: &[Vec<u8>], stack: &mut Vec<(Offloaded, Vec<u8>)>) {
 /// let mut gro = Gro::default();
 /// for f in frames {
@@ -41,8 +43,8 @@ impl Gro {
     /// ([`Offloaded::Frame`]) or a merged super-segment
     /// ([`Offloaded::TcpSegment`], checksums complete), or holds it.
     pub fn push(&mut self, frame: &[u8], deliver: &mut dyn FnMut(Offloaded, &[u8])) {
-        let data = offload::tcp4_payload(frame).is_some_and(|p| p > 0);
-        if data && !offload::tcp4_checksum_ok(frame) {
+        let data = tcp4_payload(frame).is_some_and(|p| p > 0);
+        if data && !tcp4_checksum_ok(frame) {
             self.finish(deliver);
             return deliver(Offloaded::Frame, frame);
         }
@@ -69,12 +71,12 @@ fn hand_on(rec: &[u8], scratch: &mut Vec<u8>, deliver: &mut dyn FnMut(Offloaded,
         return;
     };
     let hdr = VnetHdr::parse(rec).unwrap_or_default();
-    if hdr.gso_type == offload::GSO_NONE {
+    if hdr.gso_type == GSO_NONE {
         return deliver(Offloaded::Frame, frame);
     }
     scratch.clear();
     scratch.extend_from_slice(frame);
-    match offload::finish(&hdr, scratch) {
+    match vnet_hdr::finish(&hdr, scratch) {
         Ok(kind) => deliver(kind, scratch),
         // Cannot happen for what the coalescer makes; the frame is not
         // lost: it goes on as it is, for libslirp to judge.
@@ -85,7 +87,7 @@ fn hand_on(rec: &[u8], scratch: &mut Vec<u8>, deliver: &mut dyn FnMut(Offloaded,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::offload::{fold, sum_be};
+    use crate::frame::checksum::{fold, sum_be};
 
     /// A TCP/IPv4 frame from the guest, seq `seq`, flags `flags`, checksums
     /// right.

@@ -1,0 +1,185 @@
+//! A round's TCP segments of one flow merged into one GSO record, for a
+//! peer that takes super-frames (a tap with offloads, a guest that
+//! accepted `GUEST_TSO4/6`).
+
+use super::checksum::{fold, sum_be};
+use super::tcp::{seq, tcp_hdr_len, tcp_segment, ACK, IP4, IP6, PSH, TCP};
+use super::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
+use super::ETH_HLEN as ETH;
+
+/// Merges consecutive TCP segments of one flow, in sequence, into one GSO
+/// frame (`GSO_TCPV4` or `GSO_TCPV6`, `NEEDS_CSUM`) for a tap opened with
+/// a virtio-net header (or a virtio-net guest that accepted
+/// `GUEST_TSO4/6`), and hands every other frame on behind an empty
+/// header: the way a round of libslirp's output reaches the namespace in
+/// a few writes instead of one per segment. The kernel takes a merged
+/// frame as if its NIC had coalesced the segments (GRO).
+///
+/// Merged: IPv4 without options and not fragmented, or IPv6 without
+/// extension headers; TCP segments with the first one's headers but for
+/// the IPv4 identification, length and checksum (the IPv6 payload length)
+/// and the TCP sequence number (the same addresses, ports, ack, window and
+/// options; flags ACK, the last one may add PSH), each carrying as much
+/// payload as the first but the last, which may carry less; at most 64 KiB
+/// in all. [`Coalescer::default`] merges both families (a tap takes both);
+/// [`Coalescer::new`] only those a guest accepted.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    /// IPv4 segments go on alone (the peer refused `GUEST_TSO4`).
+    no_v4: bool,
+    /// IPv6 segments go on alone (the peer refused `GUEST_TSO6`).
+    no_v6: bool,
+    /// The record being built: header, then the merged frame.
+    rec: Vec<u8>,
+    /// Segments in it (0: nothing pending).
+    segs: usize,
+    /// Where its TCP header starts (`ETH` + 20 for IPv4, + 40 for IPv6).
+    tcp: usize,
+    /// The first segment's payload length: the GSO segment size.
+    gso_size: usize,
+    /// A segment shorter than `gso_size` was added: the run is over.
+    closed: bool,
+    /// The sequence number the next segment must have.
+    next_seq: u32,
+    /// Records that carried more than one segment.
+    merged: u64,
+}
+
+impl Coalescer {
+    /// Merges TCP/IPv4 runs if `ipv4` (`GUEST_TSO4`), TCP/IPv6 runs if
+    /// `ipv6` (`GUEST_TSO6`).
+    pub fn new(ipv4: bool, ipv6: bool) -> Coalescer {
+        Coalescer {
+            no_v4: !ipv4,
+            no_v6: !ipv6,
+            ..Coalescer::default()
+        }
+    }
+
+    /// Takes one frame; whatever can no longer grow is handed to `emit` as
+    /// a whole record (header, then frame).
+    pub fn push(&mut self, frame: &[u8], emit: &mut dyn FnMut(&[u8])) {
+        let wanted = |tcp: usize| if tcp == TCP { !self.no_v4 } else { !self.no_v6 };
+        if let Some((tcp, payload)) = tcp_segment(frame).filter(|&(t, p)| p > 0 && wanted(t)) {
+            if self.segs > 0 && self.joins(frame, tcp, payload) {
+                self.append(frame, payload);
+                return;
+            }
+            self.finish(emit);
+            if frame[tcp + 13] == ACK {
+                self.start(frame, tcp, payload);
+                return;
+            }
+        } else {
+            self.finish(emit);
+        }
+        self.rec.clear();
+        self.rec.extend_from_slice(&[0u8; VNET_HDR_SIZE]);
+        self.rec.extend_from_slice(frame);
+        emit(&self.rec);
+        self.rec.clear();
+    }
+
+    /// Hands on what is pending.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        if self.segs == 0 {
+            return;
+        }
+        if self.segs > 1 {
+            self.seal();
+            self.merged += 1;
+        }
+        // A lone segment goes as it came, behind the empty header.
+        emit(&self.rec);
+        self.rec.clear();
+        self.segs = 0;
+    }
+
+    /// How many records so far carried more than one segment.
+    pub fn merged(&self) -> u64 {
+        self.merged
+    }
+
+    fn start(&mut self, frame: &[u8], tcp: usize, payload: usize) {
+        self.rec.clear();
+        self.rec.extend_from_slice(&[0u8; VNET_HDR_SIZE]);
+        self.rec.extend_from_slice(frame);
+        self.segs = 1;
+        self.tcp = tcp;
+        self.gso_size = payload;
+        self.closed = false;
+        self.next_seq = seq(frame, tcp).wrapping_add(payload as u32);
+    }
+
+    fn joins(&self, frame: &[u8], tcp: usize, payload: usize) -> bool {
+        let first = &self.rec[VNET_HDR_SIZE..];
+        if self.closed || tcp != self.tcp {
+            return false;
+        }
+        let hdr = tcp + tcp_hdr_len(first, tcp);
+        let flags = frame[tcp + 13];
+        // The IP header but for what differs segment to segment: IPv4's
+        // length, identification and checksum; IPv6's payload length.
+        let ip_same = if tcp == TCP {
+            frame[..ETH + 2] == first[..ETH + 2]
+                && frame[ETH + 6..ETH + 10] == first[ETH + 6..ETH + 10]
+                && frame[ETH + 12..TCP] == first[ETH + 12..TCP]
+        } else {
+            frame[..ETH + 4] == first[..ETH + 4] && frame[ETH + 6..tcp] == first[ETH + 6..tcp]
+        };
+        frame.len() - payload == hdr
+            && (flags == ACK || flags == ACK | PSH)
+            && payload <= self.gso_size
+            && seq(frame, tcp) == self.next_seq
+            && self.rec.len() - VNET_HDR_SIZE - ETH + payload <= usize::from(u16::MAX)
+            && ip_same
+            // TCP: ports; ack, offset; window; urgent pointer, options.
+            && frame[tcp..tcp + 4] == first[tcp..tcp + 4]
+            && frame[tcp + 8..tcp + 13] == first[tcp + 8..tcp + 13]
+            && frame[tcp + 14..tcp + 16] == first[tcp + 14..tcp + 16]
+            && frame[tcp + 18..hdr] == first[tcp + 18..hdr]
+    }
+
+    fn append(&mut self, frame: &[u8], payload: usize) {
+        let (tcp, hdr) = (self.tcp, frame.len() - payload);
+        self.rec.extend_from_slice(&frame[hdr..]);
+        // The last segment's flags (PSH) stand for the whole.
+        self.rec[VNET_HDR_SIZE + tcp + 13] = frame[tcp + 13];
+        self.segs += 1;
+        self.next_seq = self.next_seq.wrapping_add(payload as u32);
+        self.closed = payload < self.gso_size || frame[tcp + 13] != ACK;
+    }
+
+    /// Writes the header, the IP lengths (and IPv4's header checksum) and
+    /// the TCP checksum field (the pseudo-header's sum, for the kernel to
+    /// finish) of a merged record.
+    fn seal(&mut self) {
+        let tcp = self.tcp;
+        let (hdr, frame) = self.rec.split_at_mut(VNET_HDR_SIZE);
+        let tcp_len = tcp_hdr_len(frame, tcp);
+        let ip = &mut frame[ETH..];
+        let ip_len = ip.len();
+        let l4_len = (ip_len - (tcp - ETH)) as u64;
+        let (gso_type, pseudo) = if tcp == TCP {
+            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let c = !fold(sum_be(&ip[..IP4], 0));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            (GSO_TCPV4, fold(sum_be(&ip[12..IP4], 0) + 6 + l4_len))
+        } else {
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            (GSO_TCPV6, fold(sum_be(&ip[8..IP6], 0) + 6 + l4_len))
+        };
+        let at = tcp - ETH + 16;
+        ip[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: (tcp + tcp_len) as u16,
+            gso_size: self.gso_size as u16,
+            csum_start: tcp as u16,
+            csum_offset: 16,
+        };
+        hdr.copy_from_slice(&h.to_bytes());
+    }
+}
