@@ -34,6 +34,21 @@ use super::plan::Mode;
 use super::rules::{capsicum_limits, CapFcntl, CapIoctl, CapRight};
 use super::{Error, Plan, PlannedFd, Policy, Report, Result};
 
+/// Applies the plan (see [`enter`]); Capsicum has no Landlock report.
+pub(super) fn apply(
+    plan: &Plan,
+    policy: &Policy,
+    report: &mut Report,
+) -> Result<Option<super::LandlockReport>> {
+    enter(plan, policy, report)?;
+    Ok(None)
+}
+
+/// Whether the process is in capability mode.
+pub(super) fn fill_status(st: &mut super::SandboxStatus) {
+    st.capability_mode = ::capsicum::get_mode().ok();
+}
+
 pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result<()> {
     for p in &plan.fds {
         limit(p)?;

@@ -122,6 +122,26 @@ static STATUS_FD: OnceLock<OwnedFd> = OnceLock::new();
 /// to what the kernel has (best effort).
 const LANDLOCK_LATEST: ABI = ABI::V10;
 
+/// Applies the plan (see [`enter`]); the Landlock report for the status.
+pub(super) fn apply(
+    plan: &Plan,
+    policy: &Policy,
+    report: &mut Report,
+) -> Result<Option<LandlockReport>> {
+    enter(plan, policy, report)?;
+    Ok(report.landlock.clone())
+}
+
+/// The kernel's view of the calling thread: no_new_privs, seccomp.
+pub(super) fn fill_status(st: &mut super::SandboxStatus) {
+    if let Some(text) = read_status() {
+        let (nnp, mode, filters) = super::parse_proc_status(&text);
+        st.no_new_privs = nnp;
+        st.seccomp = mode;
+        st.seccomp_filters = filters;
+    }
+}
+
 pub(super) fn enter(plan: &Plan, policy: &Policy, report: &mut Report) -> Result<()> {
     let arch = target_arch()?;
 

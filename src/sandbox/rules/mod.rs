@@ -4,13 +4,16 @@
 //! ruleset Linux applies. The platform files only turn this data into calls.
 
 mod capsicum;
+mod condition;
 mod landlock;
 pub mod linux_abi;
 mod seccomp;
+mod syscalls;
+mod tables;
 
 pub use capsicum::{capsicum_limits, CapFcntl, CapIoctl, CapLimits, CapRight};
+pub use condition::{Cmp, Cond, SeccompRules, SysRule};
 pub use landlock::{landlock_missing, landlock_rules, landlock_rules_for, LandlockRules};
-pub use seccomp::{
-    seccomp_rules, Cmp, Cond, ProcessFacts, SeccompRules, Sys, SysRule, BASE_SYSCALLS,
-    FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS,
-};
+pub use seccomp::{seccomp_rules, ProcessFacts};
+pub use syscalls::Sys;
+pub use tables::{BASE_SYSCALLS, FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS};

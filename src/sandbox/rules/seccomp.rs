@@ -1,344 +1,18 @@
 //! The Linux seccomp filter as data: which syscalls are allowed, with which
 //! argument checks, for a plan and a policy. Platform-independent and
-//! unit-tested; `super::super::linux` turns it into BPF.
+//! unit-tested; `super::super::linux` turns it into BPF. The vocabulary
+//! is in `syscalls.rs`, the condition model in `condition.rs`, the fixed
+//! tables in `tables.rs`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::os::fd::RawFd;
 
+use super::condition::{Cmp, Cond, SeccompRules, SysRule};
 use super::linux_abi;
+use super::syscalls::Sys;
+use super::tables::{BASE_SYSCALLS, FATAL_SIGNALS, FD_SYSCALLS, SOCKET_OPTIONS};
 use crate::rights::Rights;
 use crate::sandbox::plan::{Mode, PlannedFd, Policy};
-
-/// A syscall the Linux filter may allow. Names are the kernel's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(missing_docs)]
-pub enum Sys {
-    Read,
-    Readv,
-    Pread64,
-    Write,
-    Writev,
-    Recvfrom,
-    Recvmsg,
-    Sendto,
-    Sendmsg,
-    Fstat,
-    Accept,
-    Accept4,
-    Connect,
-    Bind,
-    Listen,
-    Socket,
-    Shutdown,
-    Getsockopt,
-    Setsockopt,
-    Getsockname,
-    Getpeername,
-    Fcntl,
-    Ioctl,
-    Close,
-    Dup3,
-    Waitid,
-    PidfdSendSignal,
-    EpollPwait,
-    EpollPwait2,
-    EpollCtl,
-    TimerfdSettime,
-    Mmap,
-    Munmap,
-    Mremap,
-    Madvise,
-    Mprotect,
-    Brk,
-    ClockGettime,
-    ClockNanosleep,
-    Exit,
-    ExitGroup,
-    Sigaltstack,
-    RtSigreturn,
-    RtSigprocmask,
-    RtSigaction,
-    Tgkill,
-    Signalfd4,
-    Clone,
-    Clone3,
-    SetRobustList,
-    Rseq,
-    Prctl,
-    SchedGetaffinity,
-    Futex,
-    Getrandom,
-    RestartSyscall,
-    SchedYield,
-    Getpid,
-    Gettid,
-    Newfstatat,
-}
-
-impl Sys {
-    /// The kernel's name for the syscall.
-    pub fn name(self) -> &'static str {
-        use Sys::*;
-        match self {
-            Read => "read",
-            Readv => "readv",
-            Pread64 => "pread64",
-            Write => "write",
-            Writev => "writev",
-            Recvfrom => "recvfrom",
-            Recvmsg => "recvmsg",
-            Sendto => "sendto",
-            Sendmsg => "sendmsg",
-            Fstat => "fstat",
-            Accept => "accept",
-            Accept4 => "accept4",
-            Connect => "connect",
-            Bind => "bind",
-            Listen => "listen",
-            Socket => "socket",
-            Shutdown => "shutdown",
-            Getsockopt => "getsockopt",
-            Setsockopt => "setsockopt",
-            Getsockname => "getsockname",
-            Getpeername => "getpeername",
-            Fcntl => "fcntl",
-            Ioctl => "ioctl",
-            Close => "close",
-            Dup3 => "dup3",
-            Waitid => "waitid",
-            PidfdSendSignal => "pidfd_send_signal",
-            EpollPwait => "epoll_pwait",
-            EpollPwait2 => "epoll_pwait2",
-            EpollCtl => "epoll_ctl",
-            TimerfdSettime => "timerfd_settime",
-            Mmap => "mmap",
-            Munmap => "munmap",
-            Mremap => "mremap",
-            Madvise => "madvise",
-            Mprotect => "mprotect",
-            Brk => "brk",
-            ClockGettime => "clock_gettime",
-            ClockNanosleep => "clock_nanosleep",
-            Exit => "exit",
-            ExitGroup => "exit_group",
-            Sigaltstack => "sigaltstack",
-            RtSigreturn => "rt_sigreturn",
-            RtSigprocmask => "rt_sigprocmask",
-            RtSigaction => "rt_sigaction",
-            Tgkill => "tgkill",
-            Clone => "clone",
-            Clone3 => "clone3",
-            SetRobustList => "set_robust_list",
-            Rseq => "rseq",
-            Prctl => "prctl",
-            SchedGetaffinity => "sched_getaffinity",
-            Signalfd4 => "signalfd4",
-            Futex => "futex",
-            Getrandom => "getrandom",
-            RestartSyscall => "restart_syscall",
-            SchedYield => "sched_yield",
-            Getpid => "getpid",
-            Gettid => "gettid",
-            Newfstatat => "newfstatat",
-        }
-    }
-}
-
-impl fmt::Display for Sys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How an argument is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmp {
-    /// Equal.
-    Eq,
-    /// Not equal.
-    Ne,
-    /// `(arg & mask) == value`.
-    MaskedEq(u64),
-}
-
-/// One argument check. `wide` compares all 64 bits (pointers); otherwise
-/// the low 32 bits (descriptors, commands, flags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cond {
-    /// Argument index, 0 to 5.
-    pub arg: u8,
-    /// Comparison.
-    pub cmp: Cmp,
-    /// Value compared with.
-    pub value: u64,
-    /// Compare 64 bits rather than 32.
-    pub wide: bool,
-}
-
-impl Cond {
-    fn dword(arg: u8, cmp: Cmp, value: u64) -> Cond {
-        Cond {
-            arg,
-            cmp,
-            value,
-            wide: false,
-        }
-    }
-
-    /// `fd` argument `arg` is not `fd`.
-    pub fn fd_ne(arg: u8, fd: RawFd) -> Cond {
-        Cond::dword(arg, Cmp::Ne, fd as u32 as u64)
-    }
-
-    /// `fd` argument `arg` is `fd`.
-    pub fn fd_eq(arg: u8, fd: RawFd) -> Cond {
-        Cond::dword(arg, Cmp::Eq, fd as u32 as u64)
-    }
-}
-
-/// When an allowed syscall matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SysRule {
-    /// Always.
-    Any,
-    /// When every check of at least one group holds (OR of ANDs). Never
-    /// empty, and no group is empty.
-    AnyOf(Vec<Vec<Cond>>),
-}
-
-/// The seccomp filter as data: the allowed syscalls, each with its
-/// argument checks. Everything else fails with `EPERM`, but the syscalls in
-/// `enosys`, which fail with `ENOSYS` (so a library falls back to an older
-/// call that can be checked).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SeccompRules {
-    /// Allowed syscalls.
-    pub allow: BTreeMap<Sys, SysRule>,
-    /// Refused as if the kernel lacked them (`clone3`, whose flags sit in
-    /// memory seccomp cannot read: glibc then uses `clone`).
-    pub enosys: Vec<Sys>,
-}
-
-impl SeccompRules {
-    /// Whether `sys` is allowed at all (for some arguments).
-    pub fn allows(&self, sys: Sys) -> bool {
-        self.allow.contains_key(&sys)
-    }
-
-    /// Evaluates the filter for a call, as the kernel would: whether
-    /// `sys(args)` is allowed. For tests and for explaining a refusal.
-    pub fn permits(&self, sys: Sys, args: [u64; 6]) -> bool {
-        match self.allow.get(&sys) {
-            None => false,
-            Some(SysRule::Any) => true,
-            Some(SysRule::AnyOf(groups)) => groups.iter().any(|g| {
-                g.iter().all(|c| {
-                    let mut a = args[c.arg as usize];
-                    let mut v = c.value;
-                    if !c.wide {
-                        a &= 0xffff_ffff;
-                        v &= 0xffff_ffff;
-                    }
-                    match c.cmp {
-                        Cmp::Eq => a == v,
-                        Cmp::Ne => a != v,
-                        Cmp::MaskedEq(m) => a & m == v & m,
-                    }
-                })
-            }),
-        }
-    }
-}
-
-/// Syscalls allowed whatever the arguments, in every mode. Found by running
-/// the tests and the example under `strace -f` (see the `linux` module docs).
-pub const BASE_SYSCALLS: &[Sys] = &[
-    Sys::EpollPwait,
-    Sys::EpollPwait2,
-    Sys::EpollCtl,
-    Sys::TimerfdSettime,
-    Sys::Munmap,
-    Sys::Mremap,
-    Sys::Madvise,
-    Sys::Brk,
-    Sys::ClockGettime,
-    Sys::ClockNanosleep,
-    Sys::Exit,
-    Sys::ExitGroup,
-    Sys::Sigaltstack,
-    Sys::RtSigreturn,
-    Sys::RtSigprocmask,
-    Sys::Signalfd4,
-    Sys::Futex,
-    Sys::Getrandom,
-    Sys::RestartSyscall,
-    Sys::SchedYield,
-    Sys::Getpid,
-    Sys::Gettid,
-];
-
-/// Syscalls whose first argument is a descriptor, with the right a planned
-/// descriptor needs for them. A planned descriptor without the right is
-/// refused; descriptors made after entry (accepted sockets, libslirp's
-/// sockets) are governed by the allowlist alone. `sendmsg` is not here:
-/// nothing caploop runs needs it, and its `msg_name` could name any
-/// destination (see [`seccomp_rules`]).
-pub const FD_SYSCALLS: &[(Sys, Rights)] = &[
-    (Sys::Read, Rights::READ),
-    (Sys::Readv, Rights::READ),
-    (Sys::Write, Rights::WRITE),
-    (Sys::Writev, Rights::WRITE),
-    (Sys::Recvfrom, Rights::RECV),
-    (Sys::Recvmsg, Rights::RECV),
-    (Sys::Sendto, Rights::SEND),
-    (Sys::Accept, Rights::ACCEPT),
-    (Sys::Accept4, Rights::ACCEPT),
-    (Sys::Shutdown, Rights::SHUTDOWN),
-    (Sys::Getsockopt, Rights::GETSOCKOPT),
-    (Sys::Setsockopt, Rights::SETSOCKOPT),
-    (Sys::Getsockname, Rights::GETSOCKNAME),
-    (Sys::Getpeername, Rights::GETPEERNAME),
-    (Sys::Connect, Rights::CONNECT),
-    (Sys::Bind, Rights::BIND),
-    (Sys::Listen, Rights::LISTEN),
-    // The size of a descriptor received after entry (vhost-user's guest
-    // memory, checked before it is mapped). The raw syscall: glibc's
-    // fstat() is newfstatat, which could also name paths.
-    (Sys::Fstat, Rights::FSTAT),
-];
-
-/// The signals whose default action ends the process with a core: a fault
-/// (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`) or an
-/// abort. A sandboxed process may reset their handlers and send `SIGABRT`
-/// to itself, so that a crash ends it instead of spinning.
-pub const FATAL_SIGNALS: &[u64] = &[
-    linux_abi::SIGILL,
-    linux_abi::SIGTRAP,
-    linux_abi::SIGABRT,
-    linux_abi::SIGBUS,
-    linux_abi::SIGFPE,
-    linux_abi::SIGSEGV,
-    linux_abi::SIGSYS,
-];
-
-/// The socket options libslirp 4.7 and std set on sockets after entry
-/// (`(level, option)`; read from libslirp's source: `SO_REUSEADDR` and
-/// `SO_OOBINLINE` on TCP sockets, `TCP_NODELAY`, `IP_TTL`/`IPV6_UNICAST_HOPS`
-/// before forwarding a datagram, `IP_RECVERR`/`IPV6_RECVERR` on UDP
-/// sockets, `IPV6_V6ONLY` on IPv6 host forwards). Every other option is
-/// refused: no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`,
-/// `SO_ATTACH_FILTER`...
-pub const SOCKET_OPTIONS: &[(u64, u64)] = &[
-    (linux_abi::SOL_SOCKET, linux_abi::SO_REUSEADDR),
-    (linux_abi::SOL_SOCKET, linux_abi::SO_OOBINLINE),
-    (linux_abi::IPPROTO_TCP, linux_abi::TCP_NODELAY),
-    (linux_abi::IPPROTO_IP, linux_abi::IP_TTL),
-    (linux_abi::IPPROTO_IP, linux_abi::IP_RECVERR),
-    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_UNICAST_HOPS),
-    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_RECVERR),
-    (linux_abi::IPPROTO_IPV6, linux_abi::IPV6_V6ONLY),
-];
 
 /// Facts about the entering process that rules are keyed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,195 +30,259 @@ pub struct ProcessFacts {
     pub placeholder: Option<RawFd>,
 }
 
-/// Builds the Linux seccomp rules for `fds` under `policy`.
+/// Builds the Linux seccomp rules for `fds` under `policy`: one concern
+/// per step, each step's reasons beside it.
 pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) -> SeccompRules {
-    use linux_abi::*;
-    let open = policy.mode == Mode::Open;
-    let mut allow = BTreeMap::new();
+    let mut b = Builder {
+        fds,
+        policy,
+        process,
+        open: policy.mode == Mode::Open,
+        allow: BTreeMap::new(),
+        enosys: Vec::new(),
+    };
     for &s in BASE_SYSCALLS {
-        allow.insert(s, SysRule::Any);
+        b.allow.insert(s, SysRule::Any);
     }
-    // Checks that keep planned descriptors lacking `need` out.
-    let lacking = |need: Rights, arg: u8| -> Vec<Cond> {
-        let mut v: Vec<Cond> = fds
+    b.descriptor_calls();
+    b.closing();
+    b.processes();
+    b.sendmsg();
+    b.fcntl_and_ioctl();
+    b.sockets();
+    b.memory();
+    b.crashes();
+    b.files_and_names();
+    b.threads();
+    SeccompRules {
+        allow: b.allow,
+        enosys: b.enosys,
+    }
+}
+
+/// `base` and then `extra`: one AND group.
+fn with(mut base: Vec<Cond>, extra: &[Cond]) -> Vec<Cond> {
+    base.extend_from_slice(extra);
+    base
+}
+
+/// Always if `conds` is empty, else when they all hold.
+fn rule(conds: Vec<Cond>) -> SysRule {
+    if conds.is_empty() {
+        SysRule::Any
+    } else {
+        SysRule::AnyOf(vec![conds])
+    }
+}
+
+/// The rules as they are built.
+struct Builder<'a> {
+    fds: &'a [PlannedFd],
+    policy: &'a Policy,
+    process: ProcessFacts,
+    open: bool,
+    allow: BTreeMap<Sys, SysRule>,
+    enosys: Vec<Sys>,
+}
+
+impl Builder<'_> {
+    /// Checks that keep planned descriptors lacking `need` out (argument
+    /// `arg` is none of them).
+    fn lacking(&self, need: Rights, arg: u8) -> Vec<Cond> {
+        let mut v: Vec<Cond> = self
+            .fds
             .iter()
             .filter(|p| !p.rights.contains(need) && !p.rights.contains(Rights::EPHEMERAL))
             .map(|p| Cond::fd_ne(arg, p.fd))
             .collect();
         v.dedup();
         v
-    };
-    let with = |mut base: Vec<Cond>, extra: &[Cond]| -> Vec<Cond> {
-        base.extend_from_slice(extra);
-        base
-    };
-    let rule = |conds: Vec<Cond>| -> SysRule {
-        if conds.is_empty() {
-            SysRule::Any
-        } else {
-            SysRule::AnyOf(vec![conds])
-        }
-    };
-
-    for &(sys, need) in FD_SYSCALLS {
-        let wanted = match sys {
-            Sys::Connect => open,
-            Sys::Bind | Sys::Listen => policy.allow_bind,
-            _ => true,
-        };
-        if !wanted {
-            continue;
-        }
-        let mut conds = lacking(need, 0);
-        match sys {
-            Sys::Sendto => {
-                // TCP Fast Open connects without connect(): never.
-                conds.push(Cond::dword(3, Cmp::MaskedEq(MSG_FASTOPEN), 0));
-                if !open {
-                    // Restricted: no destination address (arg 4 is NULL), as
-                    // capability mode refuses sendto with an address on
-                    // FreeBSD.
-                    conds.push(Cond {
-                        arg: 4,
-                        cmp: Cmp::Eq,
-                        value: 0,
-                        wide: true,
-                    });
-                }
-            }
-            Sys::Setsockopt => {
-                // Only the options libslirp and std set.
-                let groups = SOCKET_OPTIONS
-                    .iter()
-                    .map(|&(level, name)| {
-                        with(
-                            conds.clone(),
-                            &[
-                                Cond::dword(1, Cmp::Eq, level),
-                                Cond::dword(2, Cmp::Eq, name),
-                            ],
-                        )
-                    })
-                    .collect();
-                allow.insert(sys, SysRule::AnyOf(groups));
-                continue;
-            }
-            _ => {}
-        }
-        allow.insert(sys, rule(conds));
     }
 
-    // close: never of a planned number (or the placeholder), which would
-    // free the number for a later socket to take with these rules; the
-    // library retires such a number with dup3 instead (crate::closing).
-    // Refused, the descriptor stays open. EPHEMERAL ones close as usual.
-    let mut kept: Vec<Cond> = fds
-        .iter()
-        .filter(|p| !p.rights.contains(Rights::EPHEMERAL))
-        .map(|p| Cond::fd_ne(0, p.fd))
-        .collect();
-    kept.extend(process.placeholder.map(|fd| Cond::fd_ne(0, fd)));
-    kept.sort_by_key(|c| c.value);
-    kept.dedup();
-    allow.insert(Sys::Close, rule(kept));
-    if let Some(ph) = process.placeholder {
-        let groups: Vec<Vec<Cond>> = fds
+    /// The planned descriptors that keep their number (not EPHEMERAL).
+    fn kept(&self) -> impl Iterator<Item = &PlannedFd> + '_ {
+        self.fds
             .iter()
             .filter(|p| !p.rights.contains(Rights::EPHEMERAL))
-            .map(|p| vec![Cond::fd_eq(0, ph), Cond::fd_eq(1, p.fd)])
+    }
+
+    /// The descriptor syscalls ([`FD_SYSCALLS`]): refused on a planned
+    /// descriptor without the right.
+    fn descriptor_calls(&mut self) {
+        use linux_abi::MSG_FASTOPEN;
+        for &(sys, need) in FD_SYSCALLS {
+            let wanted = match sys {
+                Sys::Connect => self.open,
+                Sys::Bind | Sys::Listen => self.policy.allow_bind,
+                _ => true,
+            };
+            if !wanted {
+                continue;
+            }
+            let mut conds = self.lacking(need, 0);
+            match sys {
+                Sys::Sendto => {
+                    // TCP Fast Open connects without connect(): never.
+                    conds.push(Cond::dword(3, Cmp::MaskedEq(MSG_FASTOPEN), 0));
+                    if !self.open {
+                        // Restricted: no destination address (arg 4 is
+                        // NULL), as capability mode refuses sendto with an
+                        // address on FreeBSD.
+                        conds.push(Cond {
+                            arg: 4,
+                            cmp: Cmp::Eq,
+                            value: 0,
+                            wide: true,
+                        });
+                    }
+                }
+                Sys::Setsockopt => {
+                    // Only the options libslirp and std set.
+                    let groups = SOCKET_OPTIONS
+                        .iter()
+                        .map(|&(level, name)| {
+                            with(
+                                conds.clone(),
+                                &[
+                                    Cond::dword(1, Cmp::Eq, level),
+                                    Cond::dword(2, Cmp::Eq, name),
+                                ],
+                            )
+                        })
+                        .collect();
+                    self.allow.insert(sys, SysRule::AnyOf(groups));
+                    continue;
+                }
+                _ => {}
+            }
+            self.allow.insert(sys, rule(conds));
+        }
+    }
+
+    /// close: never of a planned number (or the placeholder), which would
+    /// free the number for a later socket to take with these rules; the
+    /// library retires such a number with dup3 instead (crate::closing).
+    /// Refused, the descriptor stays open. EPHEMERAL ones close as usual.
+    fn closing(&mut self) {
+        let mut kept: Vec<Cond> = self.kept().map(|p| Cond::fd_ne(0, p.fd)).collect();
+        kept.extend(self.process.placeholder.map(|fd| Cond::fd_ne(0, fd)));
+        kept.sort_by_key(|c| c.value);
+        kept.dedup();
+        self.allow.insert(Sys::Close, rule(kept));
+        if let Some(ph) = self.process.placeholder {
+            let groups: Vec<Vec<Cond>> = self
+                .kept()
+                .map(|p| vec![Cond::fd_eq(0, ph), Cond::fd_eq(1, p.fd)])
+                .collect();
+            if !groups.is_empty() {
+                self.allow.insert(Sys::Dup3, SysRule::AnyOf(groups));
+            }
+        }
+    }
+
+    /// Process descriptors (PROCESS): waitid(P_PIDFD, fd) to reap, and
+    /// pidfd_send_signal(fd, SIGTERM or SIGKILL) to end, the child each
+    /// names; never a pid (wait4, kill).
+    fn processes(&mut self) {
+        use linux_abi::{P_PIDFD, SIGKILL, SIGTERM};
+        let procs: Vec<RawFd> = self
+            .fds
+            .iter()
+            .filter(|p| p.rights.contains(Rights::PROCESS))
+            .map(|p| p.fd)
+            .collect();
+        if procs.is_empty() {
+            return;
+        }
+        let wait = procs
+            .iter()
+            .map(|&fd| vec![Cond::dword(0, Cmp::Eq, P_PIDFD), Cond::fd_eq(1, fd)])
+            .collect();
+        self.allow.insert(Sys::Waitid, SysRule::AnyOf(wait));
+        let kill = procs
+            .iter()
+            .flat_map(|&fd| {
+                [SIGTERM, SIGKILL].map(|sig| vec![Cond::fd_eq(0, fd), Cond::dword(1, Cmp::Eq, sig)])
+            })
+            .collect();
+        self.allow
+            .insert(Sys::PidfdSendSignal, SysRule::AnyOf(kill));
+    }
+
+    /// sendmsg: only on the planned descriptors given SENDMSG (vhost-user's
+    /// connected unix stream sockets, which carry descriptors); never on a
+    /// socket made after entry, where `msg_name` could name any
+    /// destination.
+    fn sendmsg(&mut self) {
+        let groups: Vec<Vec<Cond>> = self
+            .kept()
+            .filter(|p| p.rights.contains(Rights::SENDMSG))
+            .map(|p| vec![Cond::fd_eq(0, p.fd)])
             .collect();
         if !groups.is_empty() {
-            allow.insert(Sys::Dup3, SysRule::AnyOf(groups));
+            self.allow.insert(Sys::Sendmsg, SysRule::AnyOf(groups));
         }
     }
 
-    // Process descriptors (PROCESS): waitid(P_PIDFD, fd) to reap, and
-    // pidfd_send_signal(fd, SIGTERM or SIGKILL) to end, the child each
-    // names; never a pid (wait4, kill).
-    let procs: Vec<RawFd> = fds
-        .iter()
-        .filter(|p| p.rights.contains(Rights::PROCESS))
-        .map(|p| p.fd)
-        .collect();
-    if !procs.is_empty() {
-        allow.insert(
-            Sys::Waitid,
-            SysRule::AnyOf(
-                procs
-                    .iter()
-                    .map(|&fd| vec![Cond::dword(0, Cmp::Eq, P_PIDFD), Cond::fd_eq(1, fd)])
-                    .collect(),
-            ),
+    /// fcntl: F_GETFD always (debug builds check a descriptor before
+    /// closing it); F_GETFL/F_SETFL only on descriptors with FCNTL_FLAGS.
+    /// ioctl: FIONREAD on descriptors with IOCTL_FIONREAD, FIONBIO where
+    /// FCNTL_FLAGS (it is what std's set_nonblocking calls), the tap
+    /// offload and netmap ioctls only on the planned descriptors of those
+    /// kinds.
+    fn fcntl_and_ioctl(&mut self) {
+        use linux_abi::{
+            FIONBIO, FIONREAD, F_GETFD, F_GETFL, F_SETFL, NIOCCTRL, NIOCRXSYNC, NIOCTXSYNC,
+            TUNSETOFFLOAD, TUNSETVNETHDRSZ,
+        };
+        let no_flags = self.lacking(Rights::FCNTL_FLAGS, 0);
+        self.allow.insert(
+            Sys::Fcntl,
+            SysRule::AnyOf(vec![
+                vec![Cond::dword(1, Cmp::Eq, F_GETFD)],
+                with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_GETFL)]),
+                with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_SETFL)]),
+            ]),
         );
-        allow.insert(
-            Sys::PidfdSendSignal,
-            SysRule::AnyOf(
-                procs
-                    .iter()
-                    .flat_map(|&fd| {
-                        [SIGTERM, SIGKILL]
-                            .map(|sig| vec![Cond::fd_eq(0, fd), Cond::dword(1, Cmp::Eq, sig)])
-                    })
-                    .collect(),
+        let mut ioctl = vec![
+            with(
+                self.lacking(Rights::IOCTL_FIONREAD, 0),
+                &[Cond::dword(1, Cmp::Eq, FIONREAD)],
             ),
-        );
+            with(no_flags, &[Cond::dword(1, Cmp::Eq, FIONBIO)]),
+        ];
+        let planned = |right: Rights, reqs: &[u64]| -> Vec<Vec<Cond>> {
+            self.fds
+                .iter()
+                .filter(|p| p.rights.contains(right))
+                .flat_map(|p| {
+                    reqs.iter()
+                        .map(|&req| vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)])
+                })
+                .collect()
+        };
+        ioctl.extend(planned(
+            Rights::IOCTL_TAP,
+            &[TUNSETOFFLOAD, TUNSETVNETHDRSZ],
+        ));
+        ioctl.extend(planned(
+            Rights::IOCTL_NETMAP,
+            &[NIOCTXSYNC, NIOCRXSYNC, NIOCCTRL],
+        ));
+        self.allow.insert(Sys::Ioctl, SysRule::AnyOf(ioctl));
     }
 
-    // sendmsg: only on the planned descriptors given SENDMSG (vhost-user's
-    // connected unix stream socket, whose replies carry descriptors);
-    // never on a socket made after entry, where `msg_name` could name any
-    // destination.
-    let sendmsg: Vec<Vec<Cond>> = fds
-        .iter()
-        .filter(|p| p.rights.contains(Rights::SENDMSG) && !p.rights.contains(Rights::EPHEMERAL))
-        .map(|p| vec![Cond::fd_eq(0, p.fd)])
-        .collect();
-    if !sendmsg.is_empty() {
-        allow.insert(Sys::Sendmsg, SysRule::AnyOf(sendmsg));
-    }
-
-    // fcntl: F_GETFD always (debug builds check a descriptor before closing
-    // it); F_GETFL/F_SETFL only on descriptors with FCNTL_FLAGS.
-    let no_flags = lacking(Rights::FCNTL_FLAGS, 0);
-    allow.insert(
-        Sys::Fcntl,
-        SysRule::AnyOf(vec![
-            vec![Cond::dword(1, Cmp::Eq, F_GETFD)],
-            with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_GETFL)]),
-            with(no_flags.clone(), &[Cond::dword(1, Cmp::Eq, F_SETFL)]),
-        ]),
-    );
-
-    // ioctl: FIONREAD on descriptors with IOCTL_FIONREAD, FIONBIO where
-    // FCNTL_FLAGS (it is what std's set_nonblocking calls), the tap offload
-    // ioctls only on planned tap descriptors.
-    let mut ioctl = vec![
-        with(
-            lacking(Rights::IOCTL_FIONREAD, 0),
-            &[Cond::dword(1, Cmp::Eq, FIONREAD)],
-        ),
-        with(no_flags, &[Cond::dword(1, Cmp::Eq, FIONBIO)]),
-    ];
-    for p in fds.iter().filter(|p| p.rights.contains(Rights::IOCTL_TAP)) {
-        for req in [TUNSETOFFLOAD, TUNSETVNETHDRSZ] {
-            ioctl.push(vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)]);
+    /// socket: open mode makes what libslirp makes: TCP and UDP over IPv4
+    /// and IPv6 (protocol 0) and the unprivileged ICMP "ping" socket; never
+    /// a raw, packet, netlink or unix socket. Restricted mode with bind:
+    /// TCP only (a datagram socket could reach anywhere).
+    fn sockets(&mut self) {
+        use linux_abi::{
+            AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_IP, SOCK_DGRAM, SOCK_STREAM, SOCK_TYPE_MASK,
+        };
+        if !(self.open || self.policy.allow_bind) {
+            return;
         }
-    }
-    for p in fds
-        .iter()
-        .filter(|p| p.rights.contains(Rights::IOCTL_NETMAP))
-    {
-        for req in [NIOCTXSYNC, NIOCRXSYNC, NIOCCTRL] {
-            ioctl.push(vec![Cond::fd_eq(0, p.fd), Cond::dword(1, Cmp::Eq, req)]);
-        }
-    }
-    allow.insert(Sys::Ioctl, SysRule::AnyOf(ioctl));
-
-    // socket: open mode makes what libslirp makes: TCP and UDP over IPv4
-    // and IPv6 (protocol 0) and the unprivileged ICMP "ping" socket; never
-    // a raw, packet, netlink or unix socket. Restricted mode with bind:
-    // TCP only (a datagram socket could reach anywhere).
-    if open || policy.allow_bind {
         let kind = |af: u64, ty: u64, proto: u64| {
             vec![
                 Cond::dword(0, Cmp::Eq, af),
@@ -556,83 +294,95 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
             kind(AF_INET, SOCK_STREAM, IPPROTO_IP),
             kind(AF_INET6, SOCK_STREAM, IPPROTO_IP),
         ];
-        if open {
+        if self.open {
             groups.push(kind(AF_INET, SOCK_DGRAM, IPPROTO_IP));
             groups.push(kind(AF_INET6, SOCK_DGRAM, IPPROTO_IP));
             groups.push(kind(AF_INET, SOCK_DGRAM, IPPROTO_ICMP));
         }
-        allow.insert(Sys::Socket, SysRule::AnyOf(groups));
+        self.allow.insert(Sys::Socket, SysRule::AnyOf(groups));
     }
 
-    // mmap and mprotect: never to make memory executable. glibc grows a
-    // thread's malloc arena (any thread but the main one) with
-    // mprotect(PROT_READ|PROT_WRITE); refused, every allocation that needs
-    // more arena falls back to its own mmap/munmap.
-    for sys in [Sys::Mmap, Sys::Mprotect] {
-        allow.insert(
-            sys,
-            SysRule::AnyOf(vec![vec![Cond::dword(2, Cmp::MaskedEq(PROT_EXEC), 0)]]),
+    /// mmap and mprotect: never to make memory executable. glibc grows a
+    /// thread's malloc arena (any thread but the main one) with
+    /// mprotect(PROT_READ|PROT_WRITE); refused, every allocation that
+    /// needs more arena falls back to its own mmap/munmap.
+    fn memory(&mut self) {
+        use linux_abi::PROT_EXEC;
+        for sys in [Sys::Mmap, Sys::Mprotect] {
+            self.allow.insert(
+                sys,
+                SysRule::AnyOf(vec![vec![Cond::dword(2, Cmp::MaskedEq(PROT_EXEC), 0)]]),
+            );
+        }
+    }
+
+    /// A crash must end the process, not spin: Rust's SIGSEGV/SIGBUS
+    /// handler restores the default action and returns so the fault
+    /// repeats and kills; glibc's abort() sends SIGABRT to its own thread
+    /// with tgkill and, should that return, resets the handler and tries
+    /// again. Both are allowed for the fatal signals only, and tgkill only
+    /// within this process.
+    fn crashes(&mut self) {
+        let fatal = |arg: u8| -> Vec<Vec<Cond>> {
+            FATAL_SIGNALS
+                .iter()
+                .map(|&s| vec![Cond::dword(arg, Cmp::Eq, s)])
+                .collect()
+        };
+        self.allow
+            .insert(Sys::RtSigaction, SysRule::AnyOf(fatal(0)));
+        if let Some(pid) = self.process.pid {
+            let groups = fatal(2)
+                .into_iter()
+                .map(|g| with(vec![Cond::dword(0, Cmp::Eq, u64::from(pid))], &g))
+                .collect();
+            self.allow.insert(Sys::Tgkill, SysRule::AnyOf(groups));
+        }
+    }
+
+    /// newfstatat, open mode only: libslirp's DNS forwarder `stat`s
+    /// /etc/resolv.conf on a query once its 1 s cache has expired and
+    /// drops the query if the stat fails (it reuses the cached nameserver
+    /// when the file is unchanged). Only what glibc's stat() passes: a
+    /// path relative to AT_FDCWD (absolute in practice) and no flags.
+    /// seccomp cannot see the path, so this lets the process learn any
+    /// path's metadata (not its contents: Landlock and the missing openat
+    /// keep files closed). pread64 on the kept status file; naming a
+    /// thread (std names the threads it spawns) harms no one.
+    fn files_and_names(&mut self) {
+        use linux_abi::{AT_FDCWD, PR_GET_NAME, PR_SET_NAME};
+        if self.open {
+            self.allow.insert(
+                Sys::Newfstatat,
+                SysRule::AnyOf(vec![vec![
+                    Cond::dword(0, Cmp::Eq, AT_FDCWD),
+                    Cond::dword(3, Cmp::Eq, 0),
+                ]]),
+            );
+        }
+        if let Some(fd) = self.process.status_fd {
+            self.allow
+                .insert(Sys::Pread64, SysRule::AnyOf(vec![vec![Cond::fd_eq(0, fd)]]));
+        }
+        self.allow.insert(
+            Sys::Prctl,
+            SysRule::AnyOf(vec![
+                vec![Cond::dword(0, Cmp::Eq, PR_SET_NAME)],
+                vec![Cond::dword(0, Cmp::Eq, PR_GET_NAME)],
+            ]),
         );
     }
 
-    // A crash must end the process, not spin: Rust's SIGSEGV/SIGBUS handler
-    // restores the default action and returns so the fault repeats and
-    // kills; glibc's abort() sends SIGABRT to its own thread with tgkill
-    // and, should that return, resets the handler and tries again. Both
-    // are allowed for the fatal signals only, and tgkill only within this
-    // process.
-    let fatal = |arg: u8| -> Vec<Vec<Cond>> {
-        FATAL_SIGNALS
-            .iter()
-            .map(|&s| vec![Cond::dword(arg, Cmp::Eq, s)])
-            .collect()
-    };
-    allow.insert(Sys::RtSigaction, SysRule::AnyOf(fatal(0)));
-    if let Some(pid) = process.pid {
-        let groups = fatal(2)
-            .into_iter()
-            .map(|g| with(vec![Cond::dword(0, Cmp::Eq, u64::from(pid))], &g))
-            .collect();
-        allow.insert(Sys::Tgkill, SysRule::AnyOf(groups));
-    }
-
-    // newfstatat, open mode only: libslirp's DNS forwarder `stat`s
-    // /etc/resolv.conf on a query once its 1 s cache has expired and drops
-    // the query if the stat fails (it reuses the cached nameserver when
-    // the file is unchanged). Only what glibc's stat() passes: a path
-    // relative to AT_FDCWD (absolute in practice) and no flags. seccomp
-    // cannot see the path, so this lets the process learn any path's
-    // metadata (not its contents: Landlock and the missing openat keep
-    // files closed).
-    if open {
-        allow.insert(
-            Sys::Newfstatat,
-            SysRule::AnyOf(vec![vec![
-                Cond::dword(0, Cmp::Eq, AT_FDCWD),
-                Cond::dword(3, Cmp::Eq, 0),
-            ]]),
-        );
-    }
-
-    if let Some(fd) = process.status_fd {
-        allow.insert(Sys::Pread64, SysRule::AnyOf(vec![vec![Cond::fd_eq(0, fd)]]));
-    }
-
-    // Naming a thread (std names the threads it spawns) harms no one.
-    allow.insert(
-        Sys::Prctl,
-        SysRule::AnyOf(vec![
-            vec![Cond::dword(0, Cmp::Eq, PR_SET_NAME)],
-            vec![Cond::dword(0, Cmp::Eq, PR_GET_NAME)],
-        ]),
-    );
-    // Threads after entry, if asked for: `clone` with CLONE_THREAD only
-    // (never a new process), and what a new thread does first (glibc's
-    // robust futex list and rseq, std's affinity read). `clone3` answers
-    // ENOSYS so glibc falls back to `clone`, whose flags can be checked.
-    let mut enosys = Vec::new();
-    if policy.allow_threads {
-        allow.insert(
+    /// Threads after entry, if asked for: `clone` with CLONE_THREAD only
+    /// (never a new process), and what a new thread does first (glibc's
+    /// robust futex list and rseq, std's affinity read). `clone3` answers
+    /// ENOSYS so glibc falls back to `clone`, whose flags can be checked.
+    fn threads(&mut self) {
+        use linux_abi::CLONE_THREAD;
+        if !self.policy.allow_threads {
+            return;
+        }
+        self.allow.insert(
             Sys::Clone,
             SysRule::AnyOf(vec![vec![Cond::dword(
                 0,
@@ -641,12 +391,12 @@ pub fn seccomp_rules(fds: &[PlannedFd], policy: &Policy, process: ProcessFacts) 
             )]]),
         );
         for sys in [Sys::SetRobustList, Sys::Rseq, Sys::SchedGetaffinity] {
-            allow.insert(sys, SysRule::Any);
+            self.allow.insert(sys, SysRule::Any);
         }
-        enosys.push(Sys::Clone3);
+        self.enosys.push(Sys::Clone3);
     }
-    SeccompRules { allow, enosys }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

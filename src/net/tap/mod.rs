@@ -37,6 +37,22 @@ use super::{Error, MAX_FRAME_LEN};
 use crate::reactor::{Handle, Interest, Reactor, Registration};
 use crate::rights::Rights;
 
+// The platform's half, chosen once.
+#[cfg(target_os = "freebsd")]
+mod freebsd;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+mod unsupported;
+#[cfg(target_os = "freebsd")]
+use freebsd as sys;
+#[cfg(target_os = "linux")]
+use linux as sys;
+#[cfg(target_os = "linux")]
+pub use linux::has_vnet_hdr;
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+use unsupported as sys;
+
 /// What the loop does with a tap descriptor once it is set up.
 pub const TAP_RIGHTS: Rights = Rights::READ
     .union(Rights::WRITE)
@@ -120,100 +136,6 @@ impl TapDevice {
         sys::open(name)
     }
 
-    /// Linux: opens the tap `name` (made if it does not exist) inside the
-    /// network namespace whose file is `netns` (`/var/run/netns/NAME`,
-    /// `/proc/PID/ns/net`), from a thread that joins that namespace and
-    /// ends once the tap is open: the process stays in its own. Needs
-    /// `CAP_SYS_ADMIN` over the namespace and `CAP_NET_ADMIN` in it.
-    #[cfg(target_os = "linux")]
-    pub fn open_in_netns(netns: &std::path::Path, name: &str) -> Result<TapDevice, Error> {
-        check_name(name)?;
-        let ns = std::fs::File::open(netns)
-            .map_err(|e| Error::io(format!("opening the namespace {}", netns.display()), e))?;
-        let name = name.to_owned();
-        let what = netns.display().to_string();
-        std::thread::spawn(move || -> Result<TapDevice, Error> {
-            // SAFETY: setns takes a descriptor, open for the call, and a
-            // flag; it moves only this thread, which ends once the tap is
-            // open.
-            if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0
-            {
-                return Err(Error::io(
-                    format!("joining the network namespace {what}"),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            sys::open(&name)
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(Error::io(
-                "opening a tap in a namespace",
-                std::io::Error::other("the thread panicked"),
-            ))
-        })
-    }
-
-    /// Linux: opens the tap `name` like [`open`](Self::open), but with
-    /// `IFF_VNET_HDR`: every read and write on it carries a 10-byte
-    /// virtio-net header ([`VnetHdr`](super::offload::VnetHdr)).
-    /// Offloads are then asked for with [`set_offload`](Self::set_offload).
-    #[cfg(target_os = "linux")]
-    pub fn open_vnet(name: &str) -> Result<TapDevice, Error> {
-        check_name(name)?;
-        sys::open_flags(name, libc::IFF_VNET_HDR)
-    }
-
-    /// Linux: which offloads the kernel may hand this tap's reader
-    /// (`TUNSETOFFLOAD`, `TUN_F_*` flags; 0 for none). Only for a tap opened
-    /// with [`open_vnet`](Self::open_vnet): with `TUN_F_CSUM` frames may
-    /// come with a partial checksum, with `TUN_F_TSO4` as TCP/IPv4
-    /// super-segments ([`finish`](super::offload::finish)).
-    #[cfg(target_os = "linux")]
-    pub fn set_offload(&self, flags: u32) -> Result<(), Error> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: TUNSETOFFLOAD takes its flags by value; `fd` is open.
-        let rc = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                libc::TUNSETOFFLOAD,
-                flags as libc::c_ulong,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::io(
-                format!(
-                    "setting offloads {flags:#x} on tap {:?} (TUNSETOFFLOAD)",
-                    self.name
-                ),
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Linux: the length of the virtio-net header the tap reads and writes
-    /// (`TUNSETVNETHDRSZ`; 10 or 12). Only for a tap opened with
-    /// [`open_vnet`](Self::open_vnet).
-    #[cfg(target_os = "linux")]
-    pub fn set_vnet_hdr_len(&self, len: usize) -> Result<(), Error> {
-        use std::os::fd::AsRawFd;
-        let size = len as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads one `int`, which `size` is and which
-        // outlives the call; `fd` is open.
-        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) };
-        if rc < 0 {
-            return Err(Error::io(
-                format!(
-                    "setting a {len}-byte virtio-net header on tap {:?} (TUNSETVNETHDRSZ)",
-                    self.name
-                ),
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The interface name (on Linux, as the kernel reports it).
     pub fn name(&self) -> &str {
         &self.name
@@ -223,27 +145,6 @@ impl TapDevice {
     pub fn into_fd(self) -> OwnedFd {
         self.fd.into_inner()
     }
-}
-
-/// Linux: whether the tap behind `fd` carries a virtio-net header on every
-/// frame (`IFF_VNET_HDR`, asked with `TUNGETIFF`).
-#[cfg(target_os = "linux")]
-pub fn has_vnet_hdr(fd: BorrowedFd<'_>) -> Result<bool, Error> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `ifreq` is plain old data, for which all zeroes is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    // SAFETY: TUNGETIFF writes one `ifreq`, which `req` is and which
-    // outlives the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) };
-    if rc < 0 {
-        return Err(Error::io(
-            "asking a tap for its flags (TUNGETIFF)",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: TUNGETIFF filled in the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    Ok(flags & libc::IFF_VNET_HDR as libc::c_short != 0)
 }
 
 impl AsFd for TapDevice {
@@ -279,107 +180,6 @@ fn check_name(name: &str) -> Result<(), Error> {
 }
 
 const IFNAMSIZ: usize = 16;
-
-#[cfg(target_os = "linux")]
-mod sys {
-    use super::{Error, TapDevice, IFNAMSIZ};
-    use nix::fcntl::{open as nix_open, OFlag};
-    use nix::sys::stat::Mode;
-    use std::os::fd::AsRawFd;
-
-    pub(super) fn open(name: &str) -> Result<TapDevice, Error> {
-        open_flags(name, 0)
-    }
-
-    /// Opens with `IFF_TAP | IFF_NO_PI | extra`.
-    pub(super) fn open_flags(name: &str, extra: libc::c_int) -> Result<TapDevice, Error> {
-        let fd = nix_open(
-            "/dev/net/tun",
-            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format!("opening /dev/net/tun for tap {name:?}"), e))?;
-
-        // SAFETY: `ifreq` is plain old data (a name array and a union of
-        // integers, addresses and a pointer), for which all zeroes is valid.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
-            *dst = src as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | extra) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes one `ifreq`, which `req` is and
-        // which outlives the call; `fd` is open.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            let hint = match err.raw_os_error() {
-                Some(libc::EBUSY) => " (another process has it open)",
-                Some(libc::EINVAL) => " (an interface of that name exists and is not a tap)",
-                Some(libc::EPERM) => " (needs CAP_NET_ADMIN, or the tap's owner)",
-                _ => "",
-            };
-            return Err(Error::io(
-                format!("attaching tap {name:?} (TUNSETIFF){hint}"),
-                err,
-            ));
-        }
-        let len = req
-            .ifr_name
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(IFNAMSIZ);
-        let bytes: Vec<u8> = req.ifr_name[..len].iter().map(|&c| c as u8).collect();
-        let name = String::from_utf8(bytes).unwrap_or_else(|_| name.to_owned());
-        Ok(TapDevice {
-            fd: fd.into(),
-            name,
-        })
-    }
-}
-
-#[cfg(target_os = "freebsd")]
-mod sys {
-    use super::{Error, TapDevice};
-    use nix::fcntl::{open as nix_open, OFlag};
-    use nix::sys::stat::Mode;
-    use std::os::fd::AsRawFd;
-
-    pub(super) fn open(name: &str) -> Result<TapDevice, Error> {
-        let path = format!("/dev/{name}");
-        let fd = nix_open(
-            path.as_str(),
-            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format!("opening {path}"), e))?;
-        let mut on: libc::c_int = 1;
-        // SAFETY: FIONBIO reads one `int`, which `on` is and which outlives
-        // the call; `fd` is open.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut on) };
-        if rc < 0 {
-            return Err(Error::io(
-                format!("making {path} non-blocking (FIONBIO)"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(TapDevice {
-            fd: fd.into(),
-            name: name.to_owned(),
-        })
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-mod sys {
-    use super::{Error, TapDevice};
-
-    pub(super) fn open(name: &str) -> Result<TapDevice, Error> {
-        Err(Error::Unsupported {
-            name: name.to_owned(),
-            reason: "tap devices are supported on Linux and FreeBSD only",
-        })
-    }
-}
 
 /// The tap back end: a [`TapDevice`] registered on a reactor.
 ///
@@ -425,11 +225,8 @@ impl<D: 'static> TapBackend<D> {
     /// On Linux the tap is opened with a virtio-net header, so the back end
     /// can offer offloads ([`TAP_OFFLOADS`]).
     pub fn open(name: &str, reactor: &mut Reactor<D>, cb: RxCallback<D>) -> Result<Self, Error> {
-        #[cfg(target_os = "linux")]
-        let dev = TapDevice::open_vnet(name)?;
-        #[cfg(not(target_os = "linux"))]
-        let dev = TapDevice::open(name)?;
-        TapBackend::register(dev, reactor, cb)
+        check_name(name)?;
+        TapBackend::register(sys::open_for_backend(name)?, reactor, cb)
     }
 
     /// Registers an open tap on `reactor` for reading, disabled; `cb` runs
@@ -444,15 +241,7 @@ impl<D: 'static> TapBackend<D> {
         reactor: &mut Reactor<D>,
         mut cb: RxCallback<D>,
     ) -> Result<Self, Error> {
-        #[cfg(target_os = "linux")]
-        let vnet = has_vnet_hdr(dev.as_fd())?;
-        #[cfg(not(target_os = "linux"))]
-        let vnet = false;
-        #[cfg(target_os = "linux")]
-        if vnet {
-            dev.set_offload(0)?;
-            dev.set_vnet_hdr_len(KERNEL_HDR)?;
-        }
+        let vnet = sys::prepare_vnet(&dev, KERNEL_HDR)?;
         let rights = if vnet {
             TAP_RIGHTS.union(Rights::IOCTL_TAP)
         } else {
@@ -495,19 +284,8 @@ impl<D> TapBackend<D> {
 
     /// Asks the kernel for `features`' offloads and a `len`-byte header;
     /// on error the tap is as it was.
-    #[cfg(target_os = "linux")]
     fn apply(&self, features: u64, len: usize) -> Result<(), Error> {
-        self.dev.set_offload(tun_offload_flags(features))?;
-        if let Err(e) = self.dev.set_vnet_hdr_len(len) {
-            let _ = self.dev.set_offload(tun_offload_flags(self.features));
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn apply(&self, _features: u64, _len: usize) -> Result<(), Error> {
-        Ok(())
+        sys::apply(&self.dev, features, self.features, len)
     }
 }
 
