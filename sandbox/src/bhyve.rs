@@ -12,9 +12,10 @@ use caploop::net::SlirpOptions;
 use caploop::wire::nvlist::HelperConfig;
 
 use crate::error::ServeError;
-use crate::link::{Link, LinkKind};
+use crate::link::LinkKind;
 use crate::record::{Medium, RecordRx, RecordTx};
 use crate::serve::{self, Session};
+use crate::source::Link;
 use crate::startup;
 
 /// The largest record bhyve reads (its `SLIRP_MTU`): it asserts every frame
@@ -65,17 +66,17 @@ pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
         source: e,
     })?;
     let raw = sock.as_raw_fd();
-    Ok(Link {
-        fd: sock,
-        kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Seqpacket, "bhyve")),
-        tx: Box::new(RecordTx::new(
+    Ok(Link::polled(
+        sock,
+        LinkKind::Socket,
+        Box::new(RecordRx::new(raw, Medium::Seqpacket, "bhyve")),
+        Box::new(RecordTx::new(
             raw,
             Medium::Seqpacket,
             BHYVE_MAX_RECORD,
             "bhyve",
         )),
-    })
+    ))
 }
 
 /// Takes the inherited socket `fd`, checking it is a SOCK_SEQPACKET socket.

@@ -1,23 +1,17 @@
-//! A front end's link to its hypervisor or namespace, as the serve loop
-//! sees it: a descriptor, a receiving half ([`Rx`]) and a sending half
-//! ([`Tx`]).
+//! A link's two halves as the serve loop and the stack see them: what a
+//! read brings ([`Arrival`]), the reader of one descriptor ([`Rx`]), the
+//! sender with its out-queue ([`Tx`]), and the one test of "the peer is
+//! gone" ([`peer_gone`]). How a link registers its descriptors and hands
+//! frames to the session is [`crate::source`].
 //!
 //! The halves are separate because a frame read from the link goes into
 //! libslirp, which may answer at once through the stack's sink, which
 //! pushes to the sending half: the two must never be borrowed together.
-//! Frames the link cannot take now stay queued in the sending half, which
-//! the loop flushes once per round.
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
-
-use caploop::reactor::Reactor;
-use caploop::Rights;
-
-use caploop::net::acks::AckThinner;
 
 use crate::error::ServeError;
-use crate::serve::Feed;
+use caploop::frame::acks::AckThinner;
 
 /// Link traffic counts, logged on exit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +63,7 @@ impl<'a> Arrival<'a> {
     }
 }
 
-/// The receiving half of a link.
+/// Reads a link's one descriptor ([`Link::polled`](crate::source::Link::polled)).
 pub trait Rx {
     /// Reads what the link has now (a bounded amount), handing each whole
     /// frame to `deliver`. `Ok(false)` once the peer has hung up.
@@ -78,32 +72,20 @@ pub trait Rx {
         hangup: bool,
         deliver: &mut dyn FnMut(Arrival<'_>),
     ) -> Result<bool, ServeError>;
+}
 
-    /// For a link with sources of its own besides its descriptor, which
-    /// appear while it runs (vhost-user's kick eventfds): called once while
-    /// the session is set up, with the [`Feed`] those sources' callbacks
-    /// hand their frames to. Other links ignore it.
-    fn attach(&mut self, _feed: Feed) {}
-
-    /// Descriptors the link uses that the reactor does not poll (the
-    /// vhost-user socket as the vhost crate holds it), with their rights
-    /// and a label, for the sandbox plan. They must live as long as the
-    /// session.
-    fn unpolled(&self) -> Vec<(RawFd, Rights, &'static str)> {
-        Vec::new()
+/// Whether an error means the peer is gone (a socket reset or closed, a
+/// tap whose namespace went): the session ends as a hang-up, not an error.
+/// The one list every link uses.
+pub fn peer_gone(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if e.raw_os_error() == Some(libc::EBADFD) {
+        return true;
     }
-
-    /// [`pull`](Rx::pull) with the reactor, so that a link can add or
-    /// delete its own registrations as its peer hands it descriptors. The
-    /// serve loop calls this one; the default is `pull`.
-    fn pull_with(
-        &mut self,
-        _reactor: &mut Reactor<()>,
-        hangup: bool,
-        deliver: &mut dyn FnMut(Arrival<'_>),
-    ) -> Result<bool, ServeError> {
-        self.pull(hangup, deliver)
-    }
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN | libc::EIO)
+    )
 }
 
 /// The sending half of a link.
@@ -176,19 +158,6 @@ impl Tx for Thinned {
     fn failure(&mut self) -> Option<ServeError> {
         self.inner.failure()
     }
-}
-
-/// What a front end hands the serve loop: the link's descriptor (polled,
-/// and limited to socket or tap rights) and its two halves, which use it.
-pub struct Link {
-    /// The descriptor the halves read and write.
-    pub fd: OwnedFd,
-    /// What the descriptor is, for the sandbox plan.
-    pub kind: LinkKind,
-    /// Reads frames.
-    pub rx: Box<dyn Rx>,
-    /// Writes frames.
-    pub tx: Box<dyn Tx>,
 }
 
 /// The kind of descriptor a link is.

@@ -16,6 +16,7 @@ mod ack;
 mod api;
 mod bhyve;
 mod cli;
+mod core;
 mod error;
 #[cfg(debug_assertions)]
 mod fault;
@@ -31,6 +32,7 @@ mod record;
 mod serve;
 #[cfg(target_os = "linux")]
 mod slirp4netns;
+mod source;
 mod startup;
 mod stream;
 mod terminate;
@@ -110,6 +112,7 @@ fn hypervisor_session(cli: &Cli, mtu: usize, name: &str) -> Result<Session, Serv
         config,
         rules,
         privileges: Privileges::DropToUser(cli.user.clone()),
+        vm: true,
     })
 }
 

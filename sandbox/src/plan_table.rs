@@ -18,10 +18,11 @@ use caploop::sandbox::{
 use caploop::slirp::{Config, Rule};
 use caploop::Rights;
 
-use crate::link::{Link, LinkKind};
+use crate::link::LinkKind;
 use crate::privileges::Privileges;
 use crate::record::{Medium, RecordRx, RecordTx};
 use crate::serve::{self, Extras, Session};
+use crate::source::Link;
 use crate::stream::{StreamRx, StreamTx};
 
 /// One kind of descriptor: what each platform lets the session do with it.
@@ -230,8 +231,8 @@ fn forward() -> Rule {
     format!("tcp:127.0.0.1:{port}-:22").parse().unwrap()
 }
 
-fn hypervisor(name: &'static str, link: Link, peer: OwnedFd) -> Front {
-    let raw = link.fd.as_raw_fd();
+/// A hypervisor's front end whose link's polled descriptor is `raw`.
+fn hypervisor(name: &'static str, link: Link, raw: RawFd, peer: OwnedFd) -> Front {
     Front {
         name,
         session: Session {
@@ -239,6 +240,7 @@ fn hypervisor(name: &'static str, link: Link, peer: OwnedFd) -> Front {
             config: Config::default(),
             rules: vec![forward()],
             privileges: Privileges::DropToUser("nobody".into()),
+            vm: true,
         },
         link,
         extras: Extras::default(),
@@ -258,35 +260,35 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
     )
     .unwrap();
     let raw = a.as_raw_fd();
-    let link = Link {
-        fd: a,
-        kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Seqpacket, "bhyve")),
-        tx: Box::new(RecordTx::new(raw, Medium::Seqpacket, 2048, "bhyve")),
-    };
-    out.push(hypervisor("bhyve -S", link, b));
+    let link = Link::polled(
+        a,
+        LinkKind::Socket,
+        Box::new(RecordRx::new(raw, Medium::Seqpacket, "bhyve")),
+        Box::new(RecordTx::new(raw, Medium::Seqpacket, 2048, "bhyve")),
+    );
+    out.push(hypervisor("bhyve -S", link, raw, b));
 
     let (a, b) = UnixStream::pair().unwrap();
     let a = OwnedFd::from(a);
     let raw = a.as_raw_fd();
-    let link = Link {
-        fd: a,
-        kind: LinkKind::Socket,
-        rx: Box::new(StreamRx::new(raw, 70_000)),
-        tx: Box::new(StreamTx::new(raw)),
-    };
-    out.push(hypervisor("--qemu-stream", link, b.into()));
+    let link = Link::polled(
+        a,
+        LinkKind::Socket,
+        Box::new(StreamRx::new(raw, 70_000)),
+        Box::new(StreamTx::new(raw)),
+    );
+    out.push(hypervisor("--qemu-stream", link, raw, b.into()));
 
     let (a, b) = UnixDatagram::pair().unwrap();
     let a = OwnedFd::from(a);
     let raw = a.as_raw_fd();
-    let link = Link {
-        fd: a,
-        kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Datagram, "QEMU")),
-        tx: Box::new(RecordTx::new(raw, Medium::Datagram, 70_000, "QEMU")),
-    };
-    out.push(hypervisor("--qemu-dgram", link, b.into()));
+    let link = Link::polled(
+        a,
+        LinkKind::Socket,
+        Box::new(RecordRx::new(raw, Medium::Datagram, "QEMU")),
+        Box::new(RecordTx::new(raw, Medium::Datagram, 70_000, "QEMU")),
+    );
+    out.push(hypervisor("--qemu-dgram", link, raw, b.into()));
 
     // vhost-user: the reactor polls a duplicate of the socket the gate
     // reads and replies on; the gate's pair carries messages to the vhost
@@ -294,9 +296,11 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
     let (a, b) = UnixStream::pair().unwrap();
     let polled = OwnedFd::from(a.try_clone().unwrap());
     let gate_fd = a.as_raw_fd();
+    let polled_raw = polled.as_raw_fd();
     let mut front = hypervisor(
         "--vhost-user",
         crate::vhost_user::link(polled, a, 1500, true).expect("the vhost-user link"),
+        polled_raw,
         b.into(),
     );
     front.known.push((gate_fd, "vhost-user socket"));
@@ -323,13 +327,14 @@ fn fronts(dir: &std::path::Path) -> Vec<Front> {
             config: Config::open(),
             rules: Vec::new(),
             privileges: Privileges::DropCapabilities { bind_service: true },
+            vm: false,
         },
-        link: Link {
-            fd: tap,
-            kind: LinkKind::Tap,
-            rx: Box::new(RecordRx::new(raw, Medium::Tap, "the tap")),
-            tx: Box::new(RecordTx::new(raw, Medium::Tap, 1514, "the tap")),
-        },
+        link: Link::polled(
+            tap,
+            LinkKind::Tap,
+            Box::new(RecordRx::new(raw, Medium::Tap, "the tap")),
+            Box::new(RecordTx::new(raw, Medium::Tap, 1514, "the tap")),
+        ),
         extras: Extras {
             exit_fd: Some(exit_r),
             ready_fd: Some(ready_w),

@@ -16,8 +16,9 @@ use caploop::wire::stream::DEFAULT_MAX_FRAME;
 
 use crate::cli::UsageError;
 use crate::error::ServeError;
-use crate::link::{Link, LinkKind};
+use crate::link::LinkKind;
 use crate::record::{Medium, RecordRx, RecordTx};
+use crate::source::Link;
 use crate::startup;
 use crate::stream::{StreamRx, StreamTx};
 
@@ -49,12 +50,12 @@ pub fn open_stream(path: &Path) -> Result<Link, ServeError> {
         .map_err(link_err("making QEMU's connection non-blocking".into()))?;
     let fd = OwnedFd::from(conn);
     let raw = fd.as_raw_fd();
-    Ok(Link {
+    Ok(Link::polled(
         fd,
-        kind: LinkKind::Socket,
-        rx: Box::new(StreamRx::new(raw, DEFAULT_MAX_FRAME)),
-        tx: Box::new(StreamTx::new(raw)),
-    })
+        LinkKind::Socket,
+        Box::new(StreamRx::new(raw, DEFAULT_MAX_FRAME)),
+        Box::new(StreamTx::new(raw)),
+    ))
 }
 
 /// Binds the datagram socket for `-netdev dgram` and waits for QEMU's first
@@ -109,17 +110,17 @@ pub fn open_dgram(path: &Path, mtu: usize) -> Result<Link, ServeError> {
         .map_err(link_err("making the datagram socket non-blocking".into()))?;
     let fd = OwnedFd::from(sock);
     let raw = fd.as_raw_fd();
-    Ok(Link {
+    Ok(Link::polled(
         fd,
-        kind: LinkKind::Socket,
-        rx: Box::new(RecordRx::new(raw, Medium::Datagram, "QEMU")),
-        tx: Box::new(RecordTx::new(
+        LinkKind::Socket,
+        Box::new(RecordRx::new(raw, Medium::Datagram, "QEMU")),
+        Box::new(RecordTx::new(
             raw,
             Medium::Datagram,
             DEFAULT_MAX_FRAME,
             "QEMU",
         )),
-    })
+    ))
 }
 
 /// Refuses an MTU whose frames (MTU + 14) would not fit one local

@@ -13,7 +13,7 @@ use caploop::net::offload::{self, Coalescer, Offloaded, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
 use crate::error::ServeError;
-use crate::link::{Arrival, LinkCounters, Rx, Tx};
+use crate::link::{peer_gone, Arrival, LinkCounters, Rx, Tx};
 
 /// Frames queued toward the peer before the oldest are dropped (it reads
 /// from its own event loop; a stalled guest must not make the helper grow
@@ -105,15 +105,7 @@ impl Rx for RecordRx {
                     io::ErrorKind::WouldBlock => Ok(!hangup),
                     io::ErrorKind::Interrupted => continue,
                     // A peer gone, or a tap whose namespace went.
-                    _ if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ECONNRESET | libc::ECONNREFUSED | libc::EIO)
-                    ) =>
-                    {
-                        Ok(false)
-                    }
-                    #[cfg(target_os = "linux")]
-                    _ if e.raw_os_error() == Some(libc::EBADFD) => Ok(false),
+                    _ if peer_gone(&e) => Ok(false),
                     _ => Err(ServeError::Link {
                         what: format!("reading a frame from {}", self.peer),
                         source: e,
@@ -225,10 +217,7 @@ impl Out {
                 io::ErrorKind::WouldBlock => return Ok(false),
                 _ => {
                     // A datagram peer that went away shows only here.
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ECONNREFUSED | libc::ECONNRESET | libc::EPIPE)
-                    ) {
+                    if peer_gone(&e) {
                         self.gone = true;
                     }
                     return Err(e);

@@ -23,10 +23,13 @@ use caploop::slirp::{self, Config, Rule, Stack};
 use caploop::Rights;
 
 use crate::api::{self, Forwards};
+pub use crate::core::Outcome;
+use crate::core::{end, Core, Ending};
 use crate::error::ServeError;
 use crate::inbound::Inbound;
-use crate::link::{Arrival, Link, LinkCounters, LinkKind, Thinned, Tx};
+use crate::link::{LinkCounters, Thinned, Tx};
 use crate::privileges::{self, Privileges};
+use crate::source::Link;
 use crate::startup;
 use crate::terminate;
 
@@ -34,15 +37,6 @@ use crate::terminate;
 /// were seen never to stall (10 of 10 QEMU guest runs; at 65,520 about one
 /// in four stalled: `benches/vm_net.sh`).
 pub const VM_MTU_WITHOUT_STALLS: usize = 16384;
-
-/// Why the loop ended, when it ended well.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The peer closed its end (or the exit descriptor fired).
-    PeerHungUp,
-    /// SIGTERM or SIGINT.
-    Terminated,
-}
 
 /// Everything a session needs besides its link.
 #[derive(Debug, Clone)]
@@ -55,6 +49,8 @@ pub struct Session {
     pub rules: Vec<Rule>,
     /// What to give up before entering.
     pub privileges: Privileges,
+    /// A VM's guest (bhyve, QEMU, vhost-user), not a namespace's kernel.
+    pub vm: bool,
 }
 
 /// What a front end hands the loop besides its link.
@@ -98,41 +94,6 @@ pub fn policy(config: &Config, extras: &Extras) -> Policy {
     }
 }
 
-type Ending = Rc<Cell<Option<Result<Outcome, ServeError>>>>;
-
-/// The way into the stack for a link's own registrations (vhost-user's
-/// kick eventfds; see [`Rx::attach`](crate::link::Rx::attach)): what the
-/// link descriptor's callback does with a frame, counted the same way, and
-/// the way to end the session.
-#[derive(Clone)]
-pub struct Feed {
-    stack: Rc<Stack>,
-    inbound: Rc<RefCell<Inbound>>,
-    ending: Ending,
-}
-
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))] // vhost-user only
-impl Feed {
-    /// Hands one arrival to the inbound path (it may wait there for the
-    /// end of the batch).
-    pub fn deliver(&self, arrival: Arrival<'_>) {
-        self.inbound.borrow_mut().take(arrival);
-    }
-
-    /// After a batch of frames: hands on what the inbound path holds, then
-    /// releases the descriptors of connections they ended, before another
-    /// callback this round gets their numbers.
-    pub fn settle(&self, r: &mut Reactor<()>) {
-        self.inbound.borrow_mut().end_batch();
-        self.stack.release_closed(r);
-    }
-
-    /// Ends the session.
-    pub fn end(&self, r: &mut Reactor<()>, why: Result<Outcome, ServeError>) {
-        end(r, &self.ending, why);
-    }
-}
-
 /// Runs one session until the peer hangs up, the exit descriptor fires or
 /// a signal stops it.
 pub fn run(session: Session, link: Link, extras: Extras) -> Result<Finished, ServeError> {
@@ -162,8 +123,8 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     let name = session.name.clone();
     let policy = policy(&session.config, &extras);
     let mut reactor: Reactor<()> = Reactor::new()?;
-    let Link { fd, kind, rx, tx } = link;
-    if kind == LinkKind::Socket && session.config.mtu > VM_MTU_WITHOUT_STALLS {
+    let Link { source, tx } = link;
+    if session.vm && session.config.mtu > VM_MTU_WITHOUT_STALLS {
         log::warn!(
             "{name}: MTU {}: libslirp has no TCP window scaling, and above {VM_MTU_WITHOUT_STALLS} \
              a guest's downloads can stall for 5 s at a time (its window falls below one \
@@ -181,8 +142,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         );
     }
     let tx: Rc<RefCell<Box<dyn Tx>>> = Rc::new(RefCell::new(Box::new(Thinned::new(tx))));
-    let unpolled = rx.unpolled();
-    let rx = Rc::new(RefCell::new(rx));
+    let unpolled = source.plan();
 
     let sink = tx.clone();
     let stack = Rc::new(Stack::new(
@@ -197,52 +157,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
 
     let ending: Ending = Rc::new(Cell::new(None));
     let inbound = Rc::new(RefCell::new(Inbound::new(stack.clone())));
-    rx.borrow_mut().attach(Feed {
+    let core = Core {
         stack: stack.clone(),
         inbound: inbound.clone(),
+        tx: tx.clone(),
         ending: ending.clone(),
-    });
-    let (cb_stack, cb_tx, cb_end, cb_in) =
-        (stack.clone(), tx.clone(), ending.clone(), inbound.clone());
-    let rights = match kind {
-        LinkKind::Socket => Rights::SOCKET,
-        LinkKind::Tap => Rights::READ | Rights::WRITE | Rights::EVENT,
     };
-    // The reactor owns the link's descriptor while the session runs.
-    let link_handle = reactor.add(fd, Interest::READ, rights, move |r, _, ev| {
-        if ev.writable {
-            if let Err(e) = cb_tx.borrow_mut().flush() {
-                // A peer that closed while frames were on their way hung up.
-                let why = if peer_gone(&e) {
-                    Ok(Outcome::PeerHungUp)
-                } else {
-                    Err(ServeError::Link {
-                        what: "writing to the link".into(),
-                        source: e,
-                    })
-                };
-                end(r, &cb_end, why);
-                return;
-            }
-        }
-        if !(ev.readable || ev.hangup || ev.error) {
-            return;
-        }
-        // One read is one batch of the inbound path (inbound.rs). Borrowed
-        // per frame: a link may hand frames in through its Feed meanwhile.
-        let res = rx.borrow_mut().pull_with(r, ev.hangup, &mut |arrival| {
-            cb_in.borrow_mut().take(arrival)
-        });
-        cb_in.borrow_mut().end_batch();
-        // A frame can end a connection: release its descriptor now, before
-        // another callback this round (the API accepting) gets its number.
-        cb_stack.release_closed(r);
-        match res {
-            Ok(true) => {}
-            Ok(false) => end(r, &cb_end, Ok(Outcome::PeerHungUp)),
-            Err(e) => end(r, &cb_end, Err(e)),
-        }
-    })?;
+    let link_handle = source.register(&mut reactor, core)?;
     watch_backlog(&mut reactor, link_handle, tx.clone(), ending.clone());
     let Extras {
         exit_fd,
@@ -452,19 +373,6 @@ fn say_ready(reactor: &mut Reactor<()>, fd: OwnedFd) {
     if let Err(e) = res {
         log::warn!("ready fd: {e}");
     }
-}
-
-/// Whether a write failed because the peer is gone.
-fn peer_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNREFUSED | libc::ENOTCONN)
-    )
-}
-
-fn end(r: &mut Reactor<()>, ending: &Ending, why: Result<Outcome, ServeError>) {
-    ending.set(Some(why));
-    r.stop();
 }
 
 /// Logs what the sandbox enforces; what is weaker than asked (a missing

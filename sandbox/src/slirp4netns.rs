@@ -18,11 +18,12 @@ use caploop::slirp::Config;
 
 use crate::cli::{Cli, UsageError};
 use crate::error::ServeError;
-use crate::link::{Link, LinkKind};
+use crate::link::LinkKind;
 use crate::netns::{self, Configure, Target};
 use crate::privileges::Privileges;
 use crate::record::{Medium, RecordRx, RecordTx};
 use crate::serve::{Extras, Session};
+use crate::source::Link;
 use crate::startup;
 
 /// The network slirp4netns sets up for a `--cidr` (default 10.0.2.0/24).
@@ -217,20 +218,21 @@ pub fn open(
         privileges: Privileges::DropCapabilities {
             bind_service: api.is_some(),
         },
+        vm: false,
     };
     let raw = tap.as_raw_fd();
     let medium = if vnet { Medium::TapVnet } else { Medium::Tap };
-    let link = Link {
-        fd: tap,
-        kind: LinkKind::Tap,
-        rx: Box::new(RecordRx::new(raw, medium, "the tap")),
-        tx: Box::new(RecordTx::new(
+    let link = Link::polled(
+        tap,
+        LinkKind::Tap,
+        Box::new(RecordRx::new(raw, medium, "the tap")),
+        Box::new(RecordTx::new(
             raw,
             medium,
             mtu + caploop::frame::ETH_HLEN,
             "the tap",
         )),
-    };
+    );
     let extras = Extras {
         exit_fd,
         ready_fd,

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use caploop::wire::stream::{Backlog, Decoder};
 
 use crate::error::ServeError;
-use crate::link::{Arrival, LinkCounters, Rx, Tx};
+use crate::link::{peer_gone, Arrival, LinkCounters, Rx, Tx};
 
 /// Bytes queued toward QEMU before frames are refused (QEMU reads its
 /// socket from its own loop; a stalled guest must not grow the helper
@@ -48,7 +48,7 @@ impl Rx for StreamRx {
                 return match e.kind() {
                     io::ErrorKind::WouldBlock => Ok(true),
                     io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::ConnectionReset => Ok(false),
+                    _ if peer_gone(&e) => Ok(false),
                     _ => Err(ServeError::Link {
                         what: "reading from QEMU".into(),
                         source: e,

@@ -67,9 +67,10 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 
+use crate::core::Core;
 use crate::error::ServeError;
-use crate::link::{Arrival, Link, LinkCounters, LinkKind, Rx, Tx};
-use crate::serve::Feed;
+use crate::link::{Arrival, LinkCounters, Tx};
+use crate::source::{Link, Source};
 use crate::startup;
 
 pub use device::{Device, Handler};
@@ -146,19 +147,67 @@ pub fn link(
     let out = Rc::new(RefCell::new(Outbox::default()));
     let gate = Rc::new(RefCell::new(gate));
     Ok(Link {
-        fd: polled,
-        kind: LinkKind::Socket,
-        rx: Box::new(VhostRx {
-            req: BackendReqHandler::from_stream(crate_end, handler),
-            gate: gate.clone(),
-            dev: dev.clone(),
-            out: out.clone(),
-            feed: None,
-            kicks: [None, None],
-            deadline_armed: Rc::new(Cell::new(false)),
+        source: Box::new(VhostSource {
+            polled,
+            rx: VhostRx {
+                req: BackendReqHandler::from_stream(crate_end, handler),
+                gate: gate.clone(),
+                dev: dev.clone(),
+                out: out.clone(),
+                core: None,
+                kicks: [None, None],
+                deadline_armed: Rc::new(Cell::new(false)),
+            },
         }),
         tx: Box::new(VhostTx { dev, out, gate }),
     })
+}
+
+/// The link's source: the socket's messages (through the gate) on the
+/// polled duplicate, and the kick eventfds registered as they arrive.
+struct VhostSource {
+    polled: OwnedFd,
+    rx: VhostRx,
+}
+
+impl Source for VhostSource {
+    /// The VMM's socket as the gate reads and writes it, and the gate's
+    /// pair (our end and the vhost crate's), which carry descriptors.
+    fn plan(&self) -> Vec<(RawFd, Rights, &'static str)> {
+        let g = self.rx.gate.borrow();
+        vec![
+            (g.vmm_fd(), Rights::SOCKET, "vhost-user socket"),
+            (
+                g.inner_fd(),
+                Rights::SOCKET | Rights::SENDMSG,
+                "vhost-user gate (ours)",
+            ),
+            (
+                self.rx.req.as_raw_fd(),
+                Rights::SOCKET | Rights::SENDMSG,
+                "vhost-user gate (the vhost crate's)",
+            ),
+        ]
+    }
+
+    fn register(self: Box<Self>, r: &mut Reactor<()>, core: Core) -> Result<Handle, ServeError> {
+        let VhostSource { polled, mut rx } = *self;
+        rx.core = Some(core.clone());
+        let h = r.add(polled, Interest::READ, Rights::SOCKET, move |r, _, ev| {
+            if ev.writable && !core.flush_now(r) {
+                return;
+            }
+            if !(ev.readable || ev.hangup || ev.error) {
+                return;
+            }
+            match rx.messages(r) {
+                Ok(true) => {}
+                Ok(false) => core.hung_up(r),
+                Err(e) => core.end(r, Err(e)),
+            }
+        })?;
+        Ok(h)
+    }
 }
 
 /// Frames on their way to the guest, and how to frame them.
@@ -233,7 +282,7 @@ pub struct VhostRx {
     gate: Rc<RefCell<Gate>>,
     dev: Rc<RefCell<Device>>,
     out: Rc<RefCell<Outbox>>,
-    feed: Option<Feed>,
+    core: Option<Core>,
     kicks: [Option<Handle>; 2],
     /// A timer watches replies the VMM has not read.
     deadline_armed: Rc<Cell<bool>>,
@@ -281,7 +330,7 @@ impl VhostRx {
         }
         let kicks = std::mem::take(&mut dev.new_kicks);
         drop(dev);
-        let Some(feed) = self.feed.clone() else {
+        let Some(core) = self.core.clone() else {
             return Ok(());
         };
         for (i, file) in kicks {
@@ -291,7 +340,7 @@ impl VhostRx {
                 file.clone(),
                 self.dev.clone(),
                 self.out.clone(),
-                feed.clone(),
+                core.clone(),
             );
             let h = r.add(file, Interest::READ, Rights::READ_ONLY, cb)?;
             self.kicks[i] = Some(h);
@@ -305,7 +354,7 @@ impl VhostRx {
         if !self.gate.borrow().pending() || self.deadline_armed.get() {
             return;
         }
-        let Some(feed) = self.feed.clone() else {
+        let Some(core) = self.core.clone() else {
             return;
         };
         let (gate, armed) = (self.gate.clone(), self.deadline_armed.clone());
@@ -313,7 +362,7 @@ impl VhostRx {
         r.add_timer(Duration::from_secs(1), move |r, _, h| {
             let g = gate.borrow();
             if let Some(e) = g.overdue(Instant::now()) {
-                feed.end(r, Err(vhost_err(e.to_string())));
+                core.end(r, Err(vhost_err(e.to_string())));
             } else if g.pending() && r.rearm_timer(h, Duration::from_secs(1)).is_ok() {
                 return;
             }
@@ -373,14 +422,14 @@ fn kick_callback(
     kick: Rc<File>,
     dev: Rc<RefCell<Device>>,
     out: Rc<RefCell<Outbox>>,
-    feed: Feed,
+    core: Core,
 ) -> impl FnMut(&mut Reactor<()>, &mut (), Event) + 'static {
     let mut buf = Vec::with_capacity(rings::MAX_TX);
     let mut stats = rings::TxStats::default();
     move |r, _, ev| {
         if let Err(why) = drain_kick(&kick, ev) {
             let what = format!("the {} ring's kick descriptor: {why}", ring_name(i));
-            feed.end(r, Err(vhost_err(what)));
+            core.end(r, Err(vhost_err(what)));
             return;
         }
         let res = if i == device::TX {
@@ -395,7 +444,7 @@ fn kick_callback(
                     &mut buf,
                     &mut stats,
                     &mut |frame, kind| {
-                        feed.deliver(match kind {
+                        core.deliver(match kind {
                             Offloaded::Frame => Arrival::Frame(frame),
                             Offloaded::TcpSegment => Arrival::Segment(frame),
                         })
@@ -406,53 +455,18 @@ fn kick_callback(
         } else {
             out.borrow_mut().write(&mut dev.borrow_mut())
         };
-        feed.settle(r);
+        core.settle(r);
         if let Err(e) = res {
-            feed.end(r, Err(vhost_err(e.0)));
+            core.end(r, Err(vhost_err(e.0)));
         }
     }
 }
 
-impl Rx for VhostRx {
-    fn pull(
-        &mut self,
-        _hangup: bool,
-        _deliver: &mut dyn FnMut(Arrival<'_>),
-    ) -> Result<bool, ServeError> {
-        // The serve loop calls `pull_with`; without the reactor no kick
-        // could be registered.
-        Err(vhost_err("messages need the reactor".into()))
-    }
-
-    fn attach(&mut self, feed: Feed) {
-        self.feed = Some(feed);
-    }
-
-    /// The VMM's socket as the gate reads and writes it, and the gate's
-    /// pair (our end and the vhost crate's), which carry descriptors.
-    fn unpolled(&self) -> Vec<(RawFd, Rights, &'static str)> {
-        let g = self.gate.borrow();
-        vec![
-            (g.vmm_fd(), Rights::SOCKET, "vhost-user socket"),
-            (
-                g.inner_fd(),
-                Rights::SOCKET | Rights::SENDMSG,
-                "vhost-user gate (ours)",
-            ),
-            (
-                self.req.as_raw_fd(),
-                Rights::SOCKET | Rights::SENDMSG,
-                "vhost-user gate (the vhost crate's)",
-            ),
-        ]
-    }
-
-    fn pull_with(
-        &mut self,
-        reactor: &mut Reactor<()>,
-        _hangup: bool,
-        _deliver: &mut dyn FnMut(Arrival<'_>),
-    ) -> Result<bool, ServeError> {
+impl VhostRx {
+    /// Reads what the socket has (a bounded number of whole messages),
+    /// has each handled, and registers what they changed. `Ok(false)` once
+    /// the VMM hung up.
+    fn messages(&mut self, reactor: &mut Reactor<()>) -> Result<bool, ServeError> {
         let gate_err = |e: gate::GateError| vhost_err(e.to_string());
         let mut alive = true;
         for _ in 0..MESSAGES_PER_WAKEUP {
