@@ -5,10 +5,10 @@
 //! TCP super-segments told apart on the way in, an empty header on the way
 //! out).
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
+use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
 use caploop::net::offload::{self, Coalescer, Offloaded, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
@@ -152,10 +152,15 @@ pub struct RecordTx {
 
 /// The writing end: records go out at once while nothing is queued.
 struct Out {
+    sender: Sender,
+    peer: &'static str,
+    queue: FrameQueue,
+}
+
+/// Writes one record to the descriptor, and counts it.
+struct Sender {
     fd: RawFd,
     medium: Medium,
-    peer: &'static str,
-    queue: VecDeque<Vec<u8>>,
     counters: LinkCounters,
     gone: bool,
 }
@@ -167,19 +172,25 @@ impl RecordTx {
         RecordTx {
             max_record,
             out: Out {
-                fd,
-                medium,
+                sender: Sender {
+                    fd,
+                    medium,
+                    counters: LinkCounters::default(),
+                    gone: false,
+                },
                 peer,
-                queue: VecDeque::new(),
-                counters: LinkCounters::default(),
-                gone: false,
+                queue: FrameQueue::new(Limits {
+                    frames: MAX_QUEUED,
+                    bytes: usize::MAX,
+                    when_full: WhenFull::DropOldest,
+                }),
             },
             gso: Coalescer::default(),
         }
     }
 }
 
-impl Out {
+impl Sender {
     fn write(&self, rec: &[u8]) -> isize {
         match self.medium {
             // SAFETY: send reads rec.len() bytes from rec.
@@ -225,47 +236,51 @@ impl Out {
             }
         }
     }
+}
 
+impl Out {
     /// Sends `rec` at once if nothing is queued before it, else queues it
     /// (dropping the oldest beyond [`MAX_QUEUED`]).
     fn offer(&mut self, rec: &[u8]) {
         if self.queue.is_empty() {
-            match self.send(rec) {
+            match self.sender.send(rec) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
                     log::debug!("sending a frame to {}: {e}", self.peer);
-                    self.counters.dropped += 1;
+                    self.sender.counters.dropped += 1;
                     return;
                 }
             }
         }
-        self.queue.push_back(rec.to_vec());
-        while self.queue.len() > MAX_QUEUED {
-            self.queue.pop_front();
-            self.counters.dropped += 1;
-        }
+        self.queue.push(&[rec]);
     }
 
     /// Writes queued records until the link is full.
     fn flush(&mut self) -> io::Result<()> {
-        while let Some(rec) = self.queue.pop_front() {
-            if !self.send(&rec)? {
-                self.queue.push_front(rec);
+        while let Some(rec) = self.queue.front() {
+            if !self.sender.send(rec)? {
                 break;
             }
+            self.queue.pop_front();
         }
         Ok(())
+    }
+
+    fn counters(&self) -> LinkCounters {
+        let mut c = self.sender.counters;
+        c.dropped += self.queue.dropped();
+        c
     }
 }
 
 impl Tx for RecordTx {
     fn push(&mut self, frame: &[u8]) {
         if frame.len() > self.max_record {
-            self.out.counters.dropped += 1;
+            self.out.sender.counters.dropped += 1;
             return;
         }
-        if self.out.medium == Medium::TapVnet {
+        if self.out.sender.medium == Medium::TapVnet {
             // A TCP segment may wait in the coalescer for the next one, or
             // for the flush at the end of the round; the rest goes out now.
             let out = &mut self.out;
@@ -276,10 +291,10 @@ impl Tx for RecordTx {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.out.medium == Medium::TapVnet {
+        if self.out.sender.medium == Medium::TapVnet {
             let out = &mut self.out;
             self.gso.finish(&mut |rec| out.offer(rec));
-            self.out.counters.merged = self.gso.merged();
+            self.out.sender.counters.merged = self.gso.merged();
         }
         self.out.flush()
     }
@@ -289,10 +304,10 @@ impl Tx for RecordTx {
     }
 
     fn gone(&self) -> bool {
-        self.out.gone
+        self.out.sender.gone
     }
 
     fn counters(&self) -> LinkCounters {
-        self.out.counters
+        self.out.counters()
     }
 }

@@ -16,11 +16,13 @@
 //! - [`segment`]: a super-segment cut to an MTU, as a NIC doing TSO would.
 //! - [`gro`]: receive coalescing in front of a stack.
 //! - [`acks`]: of a flow's pure ACKs in a round, only the last.
+//! - [`queue`]: the out-queue every link uses, bounded in frames and bytes.
 
 pub mod acks;
 pub mod checksum;
 pub mod coalesce;
 pub mod gro;
+pub mod queue;
 pub mod segment;
 pub mod tcp;
 pub mod vnet_hdr;

@@ -35,7 +35,6 @@
 //! [`Error::BadOption`] naming it, as for `slirp-helper`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -44,6 +43,7 @@ use super::backend::{refuse_offloads, NetBackend, RxCallback};
 use super::options::SlirpKeys;
 use super::vnet;
 use super::Error;
+use crate::frame::queue::{FrameQueue, Limits, WhenFull};
 use crate::reactor::{PrepareHandle, Reactor, TimerHandle};
 use crate::slirp::{self, Config, Inbound, Rule, Stack};
 use crate::wire::HelperConfig;
@@ -53,9 +53,6 @@ pub const RX_QUEUE_FRAMES: usize = 1024;
 
 /// Bytes of frames for the guest the back end queues at most.
 pub const RX_QUEUE_BYTES: usize = 4 << 20;
-
-/// Spare frame buffers kept for reuse.
-const SPARE_BUFFERS: usize = 64;
 
 /// The options of a `slirp` backend string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,11 +161,8 @@ pub struct RxStats {
 /// The receive side, shared by the back end, the stack's sink, the prepare
 /// hook and the kick timer. Its cells are never borrowed across a call out.
 struct Rx {
-    queue: RefCell<VecDeque<Vec<u8>>>,
-    spare: RefCell<Vec<Vec<u8>>>,
+    queue: RefCell<FrameQueue>,
     stats: Cell<RxStats>,
-    max_frames: Cell<usize>,
-    max_bytes: Cell<usize>,
     enabled: Cell<bool>,
     /// The kick timer is armed.
     kick_armed: Cell<bool>,
@@ -191,40 +185,25 @@ impl Rx {
     /// The stack's sink: queues one frame for the guest, or counts it
     /// dropped when the queue is full.
     fn push(&self, frame: &[u8]) {
-        let s = self.stats.get();
         let Ok(mut q) = self.queue.try_borrow_mut() else {
             self.stat(|s| s.dropped_full += 1);
             return;
         };
-        if q.len() >= self.max_frames.get() || s.queued_bytes + frame.len() > self.max_bytes.get() {
+        if q.push(&[frame]) {
+            self.stat(|s| s.enqueued += 1);
+        } else {
             self.stat(|s| s.dropped_full += 1);
-            return;
         }
-        let mut buf = self.spare.borrow_mut().pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(frame);
-        q.push_back(buf);
-        self.stat(|s| {
-            s.queued += 1;
-            s.queued_bytes += frame.len();
-            s.enqueued += 1;
-        });
     }
 
-    fn pop(&self) -> Option<Vec<u8>> {
-        let f = self.queue.borrow_mut().pop_front()?;
-        self.stat(|s| {
-            s.queued -= 1;
-            s.queued_bytes -= f.len();
-        });
-        Some(f)
-    }
-
-    fn recycle(&self, buf: Vec<u8>) {
-        let mut spare = self.spare.borrow_mut();
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buf);
+    /// The counts, with the queue's size now.
+    fn stats(&self) -> RxStats {
+        let mut s = self.stats.get();
+        if let Ok(q) = self.queue.try_borrow() {
+            s.queued = q.len();
+            s.queued_bytes = q.byte_len();
         }
+        s
     }
 
     /// Arms the kick timer to fire this round if frames wait for an enabled
@@ -265,7 +244,7 @@ impl<D> std::fmt::Debug for SlirpBackend<D> {
         f.debug_struct("SlirpBackend")
             .field("name", &self.name)
             .field("stack", &self.stack)
-            .field("rx", &self.rx.stats.get())
+            .field("rx", &self.rx.stats())
             .field("enabled", &self.rx.enabled.get())
             .finish()
     }
@@ -293,11 +272,12 @@ impl<D: 'static> SlirpBackend<D> {
         mut cb: RxCallback<D>,
     ) -> Result<Self, Error> {
         let rx = Rc::new(Rx {
-            queue: RefCell::new(VecDeque::new()),
-            spare: RefCell::new(Vec::new()),
+            queue: RefCell::new(FrameQueue::new(Limits {
+                frames: RX_QUEUE_FRAMES,
+                bytes: RX_QUEUE_BYTES,
+                when_full: WhenFull::RefuseNew,
+            })),
             stats: Cell::new(RxStats::default()),
-            max_frames: Cell::new(RX_QUEUE_FRAMES),
-            max_bytes: Cell::new(RX_QUEUE_BYTES),
             enabled: Cell::new(false),
             kick_armed: Cell::new(false),
             orphaned: Cell::new(false),
@@ -372,14 +352,17 @@ impl<D> SlirpBackend<D> {
 
     /// What the receive queue has done.
     pub fn rx_stats(&self) -> RxStats {
-        self.rx.stats.get()
+        self.rx.stats()
     }
 
     /// Sets the receive queue's limits (at least one frame); frames already
     /// queued stay.
     pub fn set_rx_limits(&mut self, frames: usize, bytes: usize) {
-        self.rx.max_frames.set(frames.max(1));
-        self.rx.max_bytes.set(bytes.max(1));
+        self.rx.queue.borrow_mut().set_limits(Limits {
+            frames: frames.max(1),
+            bytes: bytes.max(1),
+            when_full: WhenFull::RefuseNew,
+        });
     }
 
     fn closed(&self) -> io::Error {
@@ -431,24 +414,26 @@ impl<D: 'static> NetBackend<D> for SlirpBackend<D> {
 
     fn recv(&mut self, iov: &mut [IoSliceMut<'_>]) -> io::Result<Option<usize>> {
         let room = vnet::iov_len_mut(iov);
-        let len = match self.rx.queue.borrow().front() {
-            None => return Ok(None),
-            Some(f) => f.len(),
+        let mut q = self.rx.queue.borrow_mut();
+        let Some(frame) = q.front() else {
+            return Ok(None);
         };
+        let len = frame.len();
         if len > room {
+            drop(q);
             // Kept at the head of the queue (bhyve's semantics).
             self.rx.stat(|s| s.too_big += 1);
             return Err(Error::FrameTooBig { len, room }.into());
         }
-        let frame = self.rx.pop().expect("a frame at the head");
+        let n = vnet::copy_to_iov(frame, iov);
+        q.pop_front();
+        drop(q);
         self.rx.stat(|s| s.delivered += 1);
-        let n = vnet::copy_to_iov(&frame, iov);
-        self.rx.recycle(frame);
         Ok(Some(n))
     }
 
     fn peek_recvlen(&mut self) -> io::Result<usize> {
-        Ok(self.rx.queue.borrow().front().map_or(0, Vec::len))
+        Ok(self.rx.queue.borrow().front().map_or(0, <[u8]>::len))
     }
 
     fn recv_enable(&mut self, reactor: &mut Reactor<D>) -> Result<(), Error> {

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::frame::queue::{FrameQueue, Limits, WhenFull};
+
 /// Bytes before each frame.
 pub const HEADER_LEN: usize = 4;
 
@@ -245,15 +247,14 @@ pub enum BacklogError {
     },
 }
 
-/// Encoded bytes waiting for the socket, in order.
+/// Encoded bytes waiting for the socket, in order: the one out-queue
+/// ([`FrameQueue`]) holding each frame behind its header.
 ///
 /// Write [`pending`](Backlog::pending) to the socket, then
 /// [`consume`](Backlog::consume) what it took; the rest stays at the front.
 #[derive(Debug)]
 pub struct Backlog {
-    buf: Vec<u8>,
-    head: usize,
-    cap: usize,
+    queue: FrameQueue,
 }
 
 impl Default for Backlog {
@@ -266,9 +267,11 @@ impl Backlog {
     /// An empty backlog that queues at most `cap` bytes of new frames.
     pub fn new(cap: usize) -> Backlog {
         Backlog {
-            buf: Vec::new(),
-            head: 0,
-            cap,
+            queue: FrameQueue::new(Limits {
+                frames: usize::MAX,
+                bytes: cap,
+                when_full: WhenFull::RefuseNew,
+            }),
         }
     }
 
@@ -279,7 +282,7 @@ impl Backlog {
 
     /// The byte cap.
     pub fn cap(&self) -> usize {
-        self.cap
+        self.queue.limits().bytes
     }
 
     /// Queues a whole frame with its header, or refuses it (nothing
@@ -287,69 +290,53 @@ impl Backlog {
     /// cap.
     pub fn push(&mut self, frame: &[u8]) -> Result<(), BacklogError> {
         let h = header(frame.len()).ok_or(BacklogError::Unframable { len: frame.len() })?;
-        self.push_rest(&h, frame, 0)
+        let queued = self.len();
+        if self.queue.push(&[&h, frame]) {
+            Ok(())
+        } else {
+            Err(BacklogError::Full {
+                queued,
+                frame: frame.len(),
+                cap: self.cap(),
+            })
+        }
     }
 
     /// Queues what is left of `header` + `frame` after the first `written`
     /// bytes went out (a partial write of a frame sent directly). A frame
     /// already partly on the wire is always queued, whatever the cap, or
-    /// the stream would be corrupt; a frame not yet started is refused past
-    /// the cap.
+    /// the stream would be corrupt.
     pub fn push_rest(
         &mut self,
         header: &[u8; HEADER_LEN],
         frame: &[u8],
         written: usize,
     ) -> Result<(), BacklogError> {
-        let total = HEADER_LEN + frame.len();
-        let rest = total.saturating_sub(written);
-        if written == 0 && self.len().saturating_add(rest) > self.cap {
-            return Err(BacklogError::Full {
-                queued: self.len(),
-                frame: frame.len(),
-                cap: self.cap,
-            });
+        if written == 0 {
+            return self.push(frame);
         }
-        if rest == 0 {
-            return Ok(());
-        }
-        // Drop what was written once it is most of the buffer: amortised
-        // O(1) per byte.
-        if self.head > 0 && self.head >= self.buf.len() / 2 {
-            self.buf.drain(..self.head);
-            self.head = 0;
-        }
-        if written < HEADER_LEN {
-            self.buf.extend_from_slice(&header[written..]);
-            self.buf.extend_from_slice(frame);
-        } else {
-            self.buf.extend_from_slice(&frame[written - HEADER_LEN..]);
-        }
+        self.queue.push_rest(&[header, frame], written);
         Ok(())
     }
 
     /// The bytes to write next.
     pub fn pending(&self) -> &[u8] {
-        &self.buf[self.head..]
+        self.queue.bytes()
     }
 
     /// Records that `n` bytes of [`pending`](Backlog::pending) were written.
     pub fn consume(&mut self, n: usize) {
-        self.head = self.head.saturating_add(n).min(self.buf.len());
-        if self.head == self.buf.len() {
-            self.buf.clear();
-            self.head = 0;
-        }
+        self.queue.consume(n);
     }
 
     /// Bytes queued.
     pub fn len(&self) -> usize {
-        self.buf.len() - self.head
+        self.queue.byte_len()
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.is_empty()
     }
 }
 

@@ -50,7 +50,6 @@ mod gate;
 mod rings;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -59,7 +58,8 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use caploop::net::offload::{Coalescer, Offloaded, VNET_HDR_SIZE};
+use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
+use caploop::net::offload::{Coalescer, Offloaded};
 use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
@@ -211,51 +211,74 @@ impl Source for VhostSource {
 }
 
 /// Frames on their way to the guest, and how to frame them.
-#[derive(Default)]
 struct Outbox {
     /// Records: a 10-byte virtio-net header, then the frame.
-    queue: VecDeque<Vec<u8>>,
-    /// GUEST_TSO4 or GUEST_TSO6 was accepted: a round's TCP segments of
-    /// those families are merged.
-    merge: Option<Coalescer>,
-    /// What `merge` merges: (GUEST_TSO4, GUEST_TSO6).
+    queue: FrameQueue,
+    /// Merges a round's TCP segments of the families the guest takes
+    /// (GUEST_TSO4, GUEST_TSO6); with neither, it only puts each frame
+    /// behind an empty header.
+    gso: Coalescer,
+    /// What `gso` merges: (GUEST_TSO4, GUEST_TSO6).
     merging: (bool, bool),
+    /// Records merged by coalescers replaced since.
+    merged_before: u64,
     counters: LinkCounters,
     /// The receive ring broke the rules (why): the session ends.
     broken: Option<String>,
 }
 
-impl Outbox {
-    /// Queues a record (a 10-byte header then the frame, as [`Coalescer`]
-    /// emits them); the header is widened to the negotiated one when the
-    /// record is written.
-    fn enqueue(&mut self, rec: Vec<u8>) {
-        if self.queue.len() >= OUTBOX_LIMIT {
-            self.queue.pop_front();
-            self.counters.dropped += 1;
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox {
+            queue: FrameQueue::new(Limits {
+                frames: OUTBOX_LIMIT,
+                bytes: usize::MAX,
+                when_full: WhenFull::DropOldest,
+            }),
+            gso: Coalescer::new(false, false),
+            merging: (false, false),
+            merged_before: 0,
+            counters: LinkCounters::default(),
+            broken: None,
         }
-        self.queue.push_back(rec);
     }
+}
 
+impl Outbox {
+    /// Queues a frame (or holds a TCP segment for the next one): records
+    /// are a 10-byte header then the frame, as [`Coalescer`] emits them;
+    /// the header is widened to the negotiated one when written.
     fn push(&mut self, frame: &[u8]) {
-        if let Some(mut c) = self.merge.take() {
-            c.push(frame, &mut |rec| self.enqueue(rec.to_vec()));
-            self.merge = Some(c);
-        } else {
-            let mut rec = Vec::with_capacity(VNET_HDR_SIZE + frame.len());
-            rec.extend_from_slice(&[0; VNET_HDR_SIZE]);
-            rec.extend_from_slice(frame);
-            self.enqueue(rec);
-        }
+        let queue = &mut self.queue;
+        self.gso.push(frame, &mut |rec| {
+            queue.push(&[rec]);
+        });
     }
 
     /// Hands on a pending merged run.
     fn seal(&mut self) {
-        if let Some(mut c) = self.merge.take() {
-            c.finish(&mut |rec| self.enqueue(rec.to_vec()));
-            self.counters.merged = c.merged();
-            self.merge = Some(c);
+        let queue = &mut self.queue;
+        self.gso.finish(&mut |rec| {
+            queue.push(&[rec]);
+        });
+        self.counters.merged = self.merged_before + self.gso.merged();
+    }
+
+    /// Merges the families the guest now takes.
+    fn merge(&mut self, tso: (bool, bool)) {
+        if tso != self.merging {
+            self.seal();
+            self.merged_before += self.gso.merged();
+            self.gso = Coalescer::new(tso.0, tso.1);
+            self.merging = tso;
         }
+    }
+
+    /// What it counted, with the records dropped for room.
+    fn counters(&self) -> LinkCounters {
+        let mut c = self.counters;
+        c.dropped += self.queue.dropped();
+        c
     }
 
     /// Writes what fits into the receive ring.
@@ -316,11 +339,7 @@ impl VhostRx {
                 dev.has(VIRTIO_NET_F_GUEST_TSO4),
                 dev.has(VIRTIO_NET_F_GUEST_TSO6),
             );
-            if tso != out.merging {
-                out.seal();
-                out.merging = tso;
-                out.merge = (tso.0 || tso.1).then(|| Coalescer::new(tso.0, tso.1));
-            }
+            out.merge(tso);
         }
         for i in std::mem::take(&mut dev.stopped) {
             if let Some(h) = self.kicks[i].take() {
@@ -526,6 +545,6 @@ impl Tx for VhostTx {
     }
 
     fn counters(&self) -> LinkCounters {
-        self.out.borrow().counters
+        self.out.borrow().counters()
     }
 }

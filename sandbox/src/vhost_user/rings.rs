@@ -11,10 +11,10 @@
 //! writes queued records (header, then frame) into as many buffers as
 //! they need, setting `num_buffers` (MRG_RXBUF).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 
+use caploop::frame::queue::FrameQueue;
 use caploop::net::offload::{self, Offloaded, VNET_HDR_SIZE};
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
@@ -191,7 +191,7 @@ pub fn fill_rx(
     mem: &GuestMemoryMmap,
     hdr_len: usize,
     mrg: bool,
-    outbox: &mut VecDeque<Vec<u8>>,
+    outbox: &mut FrameQueue,
 ) -> Result<Filled, RingError> {
     let mut done = Filled::default();
     if !v.live() || outbox.is_empty() {
