@@ -14,6 +14,10 @@
 #   helper       the same with slirp-helper,helper=caploop-sandbox,open
 #                (libslirp in the sandboxed helper process; CPU counts the
 #                relay and the helper; not in the default PEERS)
+#   veth         the kernel's own veth pair between this namespace and the
+#                test's (host side 10.0.2.2, the iperf3 server on it): the
+#                ceiling every ratio is read against; no process of its own
+#                (its CPU and memory columns are a sleeping stand-in's)
 #
 # inproc and helper serve MTU 1500 only (bhyve's helper records hold 2048
 # bytes) and their tap is configured by this script.
@@ -47,7 +51,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 MTUS=${MTUS:-"1500 65520"}
-PEERS=${PEERS:-"caploop slirp4netns pasta"}
+PEERS=${PEERS:-"caploop slirp4netns pasta veth"}
 PORT=${PORT:-15301}
 NS="cnb-$$"
 GUEST=10.0.2.100
@@ -57,7 +61,7 @@ HOST=127.0.0.1
 V6=""
 if [ "$FAMILY" = 6 ]; then
     GUEST=fd00::100 GW=fd00::2 HOST=::1 V6=--enable-ipv6
-    PEERS=${PEERS//pasta/} PEERS=${PEERS//inproc/} PEERS=${PEERS//helper/}
+    PEERS=${PEERS//pasta/} PEERS=${PEERS//inproc/} PEERS=${PEERS//helper/} PEERS=${PEERS//veth/}
 elif [ "$FAMILY" != 4 ]; then
     echo "netns.sh: FAMILY is 4 or 6, not $FAMILY" >&2
     exit 1
@@ -72,7 +76,7 @@ for p in $PEERS; do
     case $p in
     caploop) ;;
     slirp4netns) command -v slirp4netns >/dev/null || die "slirp4netns is not installed" ;;
-    inproc | helper) ;;
+    inproc | helper | veth) ;;
     pasta) command -v pasta >/dev/null || die "pasta is not installed (Debian package passt)" ;;
     *) die "unknown peer $p" ;;
     esac
@@ -103,6 +107,7 @@ cleanup() {
     done
     PIDS=()
     ip netns del "$NS" 2>/dev/null || true
+    ip link del "vh-$$" 2>/dev/null || true
 }
 finish() {
     cleanup
@@ -161,6 +166,17 @@ run_one() {
     helper)
         "$RELAY" "$nsp" tap0 "slirp-helper,helper=$SANDBOX,open" </dev/null >"$log" 2>&1 &
         ;;
+    veth)
+        # The kernel's path: no user-space peer; a sleeping stand-in keeps
+        # the CPU and memory sampling below meaningful (zero).
+        ip link add "vh-$$" mtu "$mtu" type veth peer name tap0 mtu "$mtu" netns "$NS"
+        ip addr add "$GW/24" dev "vh-$$"
+        ip link set "vh-$$" up
+        ip -n "$NS" addr add "$GUEST/24" dev tap0
+        ip -n "$NS" link set tap0 up
+        ip -n "$NS" route add default via "$GW"
+        sleep 1000 </dev/null >"$log" 2>&1 &
+        ;;
     pasta)
         pasta -f -q --runas 0 -4 --config-net -m "$mtu" -a "$GUEST" -n 24 -g "$GW" -I tap0 \
             -t none -u none -T none -U none --netns "$nsp" </dev/null >"$log" 2>&1 &
@@ -178,7 +194,9 @@ run_one() {
     wait_for "$peer to configure tap0" 100 tap_ready || { tail -5 "$log" >&2; return 1; }
     kill -0 "$ppid" 2>/dev/null || { echo "netns.sh: $peer exited" >&2; tail -5 "$log" >&2; return 1; }
 
-    iperf3 -s -1 -B "$HOST" -p "$PORT" >/dev/null 2>&1 &
+    local server=$HOST
+    [ "$peer" = veth ] && server=$GW
+    iperf3 -s -1 -B "$server" -p "$PORT" >/dev/null 2>&1 &
     local spid=$!
     PIDS+=("$spid")
     wait_for "the iperf3 server" 50 listening || return 1
@@ -201,6 +219,7 @@ run_one() {
     wait "$spid" 2>/dev/null || true
     PIDS=()
     ip netns del "$NS"
+    ip link del "vh-$$" 2>/dev/null || true
 
     local bytes secs retr err
     bytes=$(json "$json" 'j["end"]["sum_received"]["bytes"]')
@@ -254,7 +273,7 @@ for r in rows:
         "retr": r["retr"],
     })
 med = statistics.median
-order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "inproc": 3, "helper": 4}
+order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "veth": 3, "inproc": 4, "helper": 5}
 key = lambda k: (k[0], k[1] != "upload", order.get(k[2], 9))
 coarse = lambda g: min(x["ticks"] for x in g) < 20
 print()
@@ -287,6 +306,10 @@ for mtu, d, g, h, r in pairs("caploop", "slirp4netns"):
     tput_t = ok(tput >= 1.25) if mtu == 1500 else "-"
     print(f"{mtu:>6} {d:<9} {tput:>12.2f} {tput_t:>7} {r('cpugb'):>11.2f}{mark} {ok(r('cpugb') <= 0.8):>7} "
           f"{r('rss'):>9.2f} {ok(r('rss') <= 1.0):>7}")
+for mtu, d, g, h, r in pairs("caploop", "pasta"):
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (caploop/pasta)")
+for mtu, d, g, h, r in pairs("caploop", "veth"):
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f}   (caploop/veth: the share of the kernel's own path)")
 for mtu, d, g, h, r in pairs("helper", "inproc"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (helper/inproc: the cost of the process boundary)")
 print()

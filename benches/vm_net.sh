@@ -22,7 +22,9 @@
 # (utime+stime) and QEMU's are sampled around the guest's iperf3 run (from
 # its first to its last console line), the peer's VmHWM after. Bytes are
 # iperf3's end.sum_received. The table gives medians over the rounds and
-# the ratios against caploop's stream path and passt.
+# the ratios against caploop's stream path and passt, and each round's
+# longest gap: the longest run of the guest's iperf3 0.2-second intervals
+# that moved no byte, so a stall (libslirp's 5 s at MTU 65520) shows.
 #
 # Under TCG the guest's own stack is slow and shares the 2 vCPUs with
 # everything else: what differs between the peers is how much CPU the
@@ -117,7 +119,7 @@ ip addr add $GUEST/24 dev eth0
 ip route add default via $GW
 R=""; [ "\$dir" = download ] && R="-R"
 echo BENCH-START
-iperf3 -c $GW -p \$port -t \$secs -J \$R > /tmp/out.json 2>&1
+iperf3 -c $GW -p \$port -t \$secs -i 0.2 -J \$R > /tmp/out.json 2>&1
 echo BENCH-END
 sleep 2 # the host samples CPU times while everything still runs
 echo BENCH-JSON-BEGIN; cat /tmp/out.json; echo; echo BENCH-JSON-END
@@ -188,12 +190,17 @@ run_one() {
         tail -3 "$log" "$con" >&2 || true
         return 1
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$dir" "$peer" "$round" "$bytes" \
-        "$(jq -r '.end.sum_received.seconds' "$json")" "$((c1 - c0))" "$((q1 - q0))" "$TCK" "$hwm"
+    # The longest run of intervals that moved nothing, in seconds.
+    local gap
+    gap=$(jq -r '[.intervals[].sum | [.seconds, .bytes]] | reduce .[] as [$s, $b]
+        ({run: 0, max: 0}; if $b == 0 then .run += $s | .max = ([.max, .run] | max) else .run = 0 end)
+        | .max * 100 | round / 100' "$json" 2>/dev/null || echo 0)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$dir" "$peer" "$round" "$bytes" \
+        "$(jq -r '.end.sum_received.seconds' "$json")" "$((c1 - c0))" "$((q1 - q0))" "$TCK" "$hwm" "$gap"
 }
 
 build_initrd
-printf 'mtu\tdir\tpeer\tround\tbytes\tsecs\tpeer_ticks\tqemu_ticks\tclk_tck\thwm_kb\n' >"$RESULTS"
+printf 'mtu\tdir\tpeer\tround\tbytes\tsecs\tpeer_ticks\tqemu_ticks\tclk_tck\thwm_kb\tgap_s\n' >"$RESULTS"
 START=$(date +%s)
 FAILED=0
 for mtu in $MTUS; do
@@ -224,14 +231,15 @@ for r in rows:
         "peer": int(r["peer_ticks"]) / t / (b / 1e9),
         "qemu": int(r["qemu_ticks"]) / t / (b / 1e9),
         "hwm": int(r["hwm_kb"]) / 1024,
+        "gap": float(r["gap_s"]),
     })
 print(f"\n{'MTU':>6} {'direction':<9} {'peer':<15} {'n':>2} {'Gbit/s':>7} "
-      f"{'peer s/GB':>9} {'QEMU s/GB':>9} {'HWM MiB':>7}")
+      f"{'peer s/GB':>9} {'QEMU s/GB':>9} {'HWM MiB':>7}  longest gap per round (s)")
 for k in sorted(groups):
     g = groups[k]
     print(f"{k[0]:>6} {k[1]:<9} {k[2]:<15} {len(g):>2} {med([x['gbit'] for x in g]):>7.3f} "
           f"{med([x['peer'] for x in g]):>9.2f} {med([x['qemu'] for x in g]):>9.2f} "
-          f"{med([x['hwm'] for x in g]):>7.1f}")
+          f"{med([x['hwm'] for x in g]):>7.1f}  " + " ".join(f"{x['gap']:g}" for x in g))
 print(f"\n{'MTU':>6} {'direction':<9} {'ratio':<24} {'Gbit/s':>7} {'(peer+QEMU) CPU/GB':>19}")
 for (mtu, d) in sorted({(k[0], k[1]) for k in groups}):
     def m(p, f):

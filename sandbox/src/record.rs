@@ -191,10 +191,12 @@ impl RecordTx {
 }
 
 impl Sender {
-    fn write(&self, rec: &[u8]) -> isize {
-        match self.medium {
+    /// Writes one record, given as its parts (for `TapVnet`, the
+    /// virtio-net header, then the frame: one `writev`, no copy).
+    fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let n = match (self.medium, parts) {
             // SAFETY: send reads rec.len() bytes from rec.
-            Medium::Seqpacket | Medium::Datagram => unsafe {
+            (Medium::Seqpacket | Medium::Datagram, [rec]) => unsafe {
                 libc::send(
                     self.fd,
                     rec.as_ptr().cast(),
@@ -202,27 +204,46 @@ impl Sender {
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_EOR,
                 )
             },
-            // SAFETY: write reads rec.len() bytes from rec (for TapVnet,
-            // the virtio-net header, then the frame).
-            Medium::Tap | Medium::TapVnet => unsafe {
+            // SAFETY: write reads rec.len() bytes from rec.
+            (Medium::Tap | Medium::TapVnet, [rec]) => unsafe {
                 libc::write(self.fd, rec.as_ptr().cast(), rec.len())
             },
+            (Medium::Tap | Medium::TapVnet, [a, b]) => {
+                let iov = [
+                    libc::iovec {
+                        iov_base: a.as_ptr() as *mut libc::c_void,
+                        iov_len: a.len(),
+                    },
+                    libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    },
+                ];
+                // SAFETY: writev reads the two live slices iov describes.
+                unsafe { libc::writev(self.fd, iov.as_ptr(), 2) }
+            }
+            // A record link's records are one part; a tap's at most two.
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(())
     }
 
     /// Writes one record: `Ok(false)` if the link cannot take it now.
-    fn send(&mut self, rec: &[u8]) -> io::Result<bool> {
+    fn send(&mut self, parts: &[&[u8]]) -> io::Result<bool> {
         loop {
-            if self.write(rec) >= 0 {
+            let Err(e) = self.write(parts) else {
                 let header = match self.medium {
                     Medium::TapVnet => VNET_HDR_SIZE,
                     _ => 0,
                 };
+                let len: usize = parts.iter().map(|p| p.len()).sum();
                 self.counters.frames_out += 1;
-                self.counters.bytes_out += (rec.len() - header) as u64;
+                self.counters.bytes_out += (len - header) as u64;
                 return Ok(true);
-            }
-            let e = io::Error::last_os_error();
+            };
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Ok(false),
@@ -239,11 +260,11 @@ impl Sender {
 }
 
 impl Out {
-    /// Sends `rec` at once if nothing is queued before it, else queues it
-    /// (dropping the oldest beyond [`MAX_QUEUED`]).
-    fn offer(&mut self, rec: &[u8]) {
+    /// Sends a record (its `parts`) at once if nothing is queued before
+    /// it, else queues it (dropping the oldest beyond [`MAX_QUEUED`]).
+    fn offer(&mut self, parts: &[&[u8]]) {
         if self.queue.is_empty() {
-            match self.sender.send(rec) {
+            match self.sender.send(parts) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
@@ -253,13 +274,13 @@ impl Out {
                 }
             }
         }
-        self.queue.push(&[rec]);
+        self.queue.push(parts);
     }
 
     /// Writes queued records until the link is full.
     fn flush(&mut self) -> io::Result<()> {
         while let Some(rec) = self.queue.front() {
-            if !self.sender.send(rec)? {
+            if !self.sender.send(&[rec])? {
                 break;
             }
             self.queue.pop_front();
@@ -284,16 +305,16 @@ impl Tx for RecordTx {
             // A TCP segment may wait in the coalescer for the next one, or
             // for the flush at the end of the round; the rest goes out now.
             let out = &mut self.out;
-            self.gso.push(frame, &mut |rec| out.offer(rec));
+            self.gso.push(frame, &mut |hdr, f| out.offer(&[hdr, f]));
             return;
         }
-        self.out.offer(frame);
+        self.out.offer(&[frame]);
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if self.out.sender.medium == Medium::TapVnet {
             let out = &mut self.out;
-            self.gso.finish(&mut |rec| out.offer(rec));
+            self.gso.finish(&mut |hdr, f| out.offer(&[hdr, f]));
             self.out.sender.counters.merged = self.gso.merged();
         }
         self.out.flush()

@@ -7,6 +7,16 @@ use super::tcp::{seq, tcp_hdr_len, tcp_segment, ACK, IP4, IP6, PSH, TCP};
 use super::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
 use super::ETH_HLEN as ETH;
 
+/// The virtio-net header of a frame that carries no offload.
+pub const EMPTY_HDR: [u8; VNET_HDR_SIZE] = [0; VNET_HDR_SIZE];
+
+/// Whether a TCP segment of `len` bytes (from the Ethernet header on)
+/// carrying `payload` bytes could start a merged run: a second segment,
+/// which carries at most as much, must fit within the 64 KiB IP datagram.
+pub fn can_grow(len: usize, payload: usize) -> bool {
+    len - ETH + payload <= usize::from(u16::MAX)
+}
+
 /// Merges consecutive TCP segments of one flow, in sequence, into one GSO
 /// frame (`GSO_TCPV4` or `GSO_TCPV6`, `NEEDS_CSUM`) for a tap opened with
 /// a virtio-net header (or a virtio-net guest that accepted
@@ -57,8 +67,11 @@ impl Coalescer {
     }
 
     /// Takes one frame; whatever can no longer grow is handed to `emit` as
-    /// a whole record (header, then frame).
-    pub fn push(&mut self, frame: &[u8], emit: &mut dyn FnMut(&[u8])) {
+    /// a whole record: its virtio-net header, then its frame. A frame that
+    /// cannot be merged (not a TCP segment of a family merged, or one so
+    /// large that no second segment would fit beside it: MTU 65520's) goes
+    /// on at once behind [`EMPTY_HDR`], never copied.
+    pub fn push(&mut self, frame: &[u8], emit: &mut dyn FnMut(&[u8], &[u8])) {
         let wanted = |tcp: usize| if tcp == TCP { !self.no_v4 } else { !self.no_v6 };
         if let Some((tcp, payload)) = tcp_segment(frame).filter(|&(t, p)| p > 0 && wanted(t)) {
             if self.segs > 0 && self.joins(frame, tcp, payload) {
@@ -66,22 +79,18 @@ impl Coalescer {
                 return;
             }
             self.finish(emit);
-            if frame[tcp + 13] == ACK {
+            if frame[tcp + 13] == ACK && can_grow(frame.len(), payload) {
                 self.start(frame, tcp, payload);
                 return;
             }
         } else {
             self.finish(emit);
         }
-        self.rec.clear();
-        self.rec.extend_from_slice(&[0u8; VNET_HDR_SIZE]);
-        self.rec.extend_from_slice(frame);
-        emit(&self.rec);
-        self.rec.clear();
+        emit(&EMPTY_HDR, frame);
     }
 
     /// Hands on what is pending.
-    pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8])) {
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8], &[u8])) {
         if self.segs == 0 {
             return;
         }
@@ -90,7 +99,8 @@ impl Coalescer {
             self.merged += 1;
         }
         // A lone segment goes as it came, behind the empty header.
-        emit(&self.rec);
+        let (hdr, frame) = self.rec.split_at(VNET_HDR_SIZE);
+        emit(hdr, frame);
         self.rec.clear();
         self.segs = 0;
     }

@@ -13,9 +13,9 @@
 //! path a tap's TSO frames take. A segment whose checksum is wrong is
 //! never merged: it goes on alone, for libslirp to drop.
 
-use super::coalesce::Coalescer;
+use super::coalesce::{can_grow, Coalescer};
 use super::tcp::{tcp4_checksum_ok, tcp4_payload};
-use super::vnet_hdr::{self, Offloaded, VnetHdr, GSO_NONE, VNET_HDR_SIZE};
+use super::vnet_hdr::{self, Offloaded, VnetHdr, GSO_NONE};
 
 /// Merges a batch of frames from a guest; see the module docs.
 ///
@@ -43,20 +43,23 @@ impl Gro {
     /// ([`Offloaded::Frame`]) or a merged super-segment
     /// ([`Offloaded::TcpSegment`], checksums complete), or holds it.
     pub fn push(&mut self, frame: &[u8], deliver: &mut dyn FnMut(Offloaded, &[u8])) {
-        let data = tcp4_payload(frame).is_some_and(|p| p > 0);
-        if data && !tcp4_checksum_ok(frame) {
+        let payload = tcp4_payload(frame).unwrap_or(0);
+        // A segment too large to merge (MTU 65520's) goes on as it came:
+        // no checksum pass and no copy here, libslirp checks it anyway.
+        if payload > 0 && (!can_grow(frame.len(), payload) || !tcp4_checksum_ok(frame)) {
             self.finish(deliver);
             return deliver(Offloaded::Frame, frame);
         }
         let scratch = &mut self.scratch;
         self.co
-            .push(frame, &mut |rec| hand_on(rec, scratch, deliver));
+            .push(frame, &mut |hdr, f| hand_on(hdr, f, scratch, deliver));
     }
 
     /// Ends the batch: hands on what is held.
     pub fn finish(&mut self, deliver: &mut dyn FnMut(Offloaded, &[u8])) {
         let scratch = &mut self.scratch;
-        self.co.finish(&mut |rec| hand_on(rec, scratch, deliver));
+        self.co
+            .finish(&mut |hdr, f| hand_on(hdr, f, scratch, deliver));
     }
 
     /// Super-segments made so far (each of two or more segments).
@@ -66,11 +69,13 @@ impl Gro {
 }
 
 /// A record from the coalescer (header, frame) as the stack takes it.
-fn hand_on(rec: &[u8], scratch: &mut Vec<u8>, deliver: &mut dyn FnMut(Offloaded, &[u8])) {
-    let Some(frame) = rec.get(VNET_HDR_SIZE..) else {
-        return;
-    };
-    let hdr = VnetHdr::parse(rec).unwrap_or_default();
+fn hand_on(
+    hdr: &[u8],
+    frame: &[u8],
+    scratch: &mut Vec<u8>,
+    deliver: &mut dyn FnMut(Offloaded, &[u8]),
+) {
+    let hdr = VnetHdr::parse(hdr).unwrap_or_default();
     if hdr.gso_type == GSO_NONE {
         return deliver(Offloaded::Frame, frame);
     }

@@ -155,9 +155,9 @@ fn run(frames: &[Vec<u8>]) -> (Vec<Vec<u8>>, u64) {
     let mut c = Coalescer::default();
     let mut out = Vec::new();
     for f in frames {
-        c.push(f, &mut |r| out.push(r.to_vec()));
+        c.push(f, &mut |h, f| out.push([h, f].concat()));
     }
-    c.finish(&mut |r| out.push(r.to_vec()));
+    c.finish(&mut |h, f| out.push([h, f].concat()));
     (out, c.merged())
 }
 
@@ -318,9 +318,9 @@ fn ipv6_segments_in_sequence_become_one_tcpv6_gso_frame() {
     let mut out = Vec::new();
     let v4 = [seg(0, ACK, &data[..1000]), seg(1000, ACK, &data[..1000])];
     for f in frames.iter().chain(&v4) {
-        c.push(f, &mut |r| out.push(r.to_vec()));
+        c.push(f, &mut |h, f| out.push([h, f].concat()));
     }
-    c.finish(&mut |r| out.push(r.to_vec()));
+    c.finish(&mut |h, f| out.push([h, f].concat()));
     assert_eq!((out.len(), c.merged()), (4, 1));
     for (rec, f) in out.iter().zip(&frames) {
         assert_eq!(&rec[..VNET_HDR_SIZE], &[0u8; VNET_HDR_SIZE]);
@@ -454,4 +454,39 @@ proptest! {
         }
         prop_assert_eq!(fold(sum_be(&data, 0)), fold(acc));
     }
+}
+
+#[test]
+fn segments_too_large_to_merge_go_on_as_they_came() {
+    // MTU 65520's segments: no second one would fit beside the first.
+    let data: Vec<u8> = (0..80_000u32).map(|i| (i * 7) as u8).collect();
+    let frames = [
+        seg(0, ACK, &data[..40_000]),
+        seg(40_000, ACK, &data[40_000..]),
+    ];
+    let (out, merged) = run(&frames);
+    assert_eq!((out.len(), merged), (2, 0));
+    for (rec, f) in out.iter().zip(&frames) {
+        assert_eq!(&rec[..VNET_HDR_SIZE], &EMPTY_HDR);
+        assert_eq!(&rec[VNET_HDR_SIZE..], &f[..]);
+    }
+    // Half that merges, as before.
+    let small = [
+        seg(0, ACK, &data[..30_000]),
+        seg(30_000, ACK, &data[30_000..60_000]),
+    ];
+    assert_eq!(run(&small).1, 1);
+    // The receive side hands them on whole, in order, after what it held.
+    let mut gro = crate::frame::gro::Gro::default();
+    let mut got = Vec::new();
+    let ack_only = seg(0, ACK, &data[..100]);
+    for f in [&ack_only, &frames[0], &frames[1]] {
+        gro.push(f, &mut |k, b| got.push((k, b.to_vec())));
+    }
+    gro.finish(&mut |k, b| got.push((k, b.to_vec())));
+    let want: Vec<_> = [&ack_only, &frames[0], &frames[1]]
+        .iter()
+        .map(|f| (Offloaded::Frame, f.to_vec()))
+        .collect();
+    assert_eq!(got, want);
 }

@@ -250,16 +250,16 @@ impl Outbox {
     /// the header is widened to the negotiated one when written.
     fn push(&mut self, frame: &[u8]) {
         let queue = &mut self.queue;
-        self.gso.push(frame, &mut |rec| {
-            queue.push(&[rec]);
+        self.gso.push(frame, &mut |hdr, f| {
+            queue.push(&[hdr, f]);
         });
     }
 
     /// Hands on a pending merged run.
     fn seal(&mut self) {
         let queue = &mut self.queue;
-        self.gso.finish(&mut |rec| {
-            queue.push(&[rec]);
+        self.gso.finish(&mut |hdr, f| {
+            queue.push(&[hdr, f]);
         });
         self.counters.merged = self.merged_before + self.gso.merged();
     }
