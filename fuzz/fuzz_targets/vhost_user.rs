@@ -30,13 +30,13 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
 use libfuzzer_sys::fuzz_target;
 use vhost::vhost_user::BackendReqHandler;
 use vm_memory::{Bytes, GuestAddress};
@@ -215,7 +215,11 @@ fn run(data: &[u8]) {
     let mut req = BackendReqHandler::from_stream(crate_end, handler);
     let mut buf = Vec::new();
     let mut stats = rings::TxStats::default();
-    let mut outbox: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut outbox = FrameQueue::new(Limits {
+        frames: 64,
+        bytes: usize::MAX,
+        when_full: WhenFull::DropOldest,
+    });
 
     let mut rest = data;
     let mut take = |n: usize| -> Option<&[u8]> {
@@ -317,12 +321,7 @@ fn run(data: &[u8]) {
                 let mut d = dev.borrow_mut();
                 let hdr_len = d.hdr_len();
                 // Queued with a 10-byte header, as the outbox keeps them.
-                let mut rec = vec![0u8; 10];
-                rec.extend_from_slice(frame);
-                outbox.push_back(rec);
-                if outbox.len() > 64 {
-                    outbox.pop_front();
-                }
+                outbox.push(&[&[0u8; 10], frame]);
                 let mrg = d.has(15);
                 let Device { mem, vrings, .. } = &mut *d;
                 match mem.as_ref() {
