@@ -12,10 +12,10 @@
 //! fast retransmit. Frames of other flows, and anything not TCP, pass at
 //! once; order within a flow is kept.
 
-use std::ops::Range;
-
-use super::tcp::{ACK, TCP, TCP6};
-use super::ETH_HLEN as ETH;
+use super::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use super::ipv4::{Ipv4, PROTO_TCP};
+use super::ipv6::Ipv6;
+use super::tcp::{Tcp, ACK};
 
 /// Flows whose ACK one thinner holds at once; more pass unthinned.
 const MAX_HELD: usize = 64;
@@ -148,50 +148,41 @@ fn classify(frame: &[u8]) -> Kind {
 }
 
 fn classify_opt(frame: &[u8]) -> Option<Kind> {
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let eth = Ethernet::new_checked(frame).ok()?;
+    let ip = eth.payload();
     let mut key = FlowKey {
         bytes: [0; 36],
         len: 0,
     };
-    let (tcp, payload_len): (Range<usize>, usize) = match ethertype {
-        0x0800 => {
-            let ip = frame.get(ETH..TCP)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-            if ip[0] >> 4 != 4 || ip[9] != 6 || ihl < 20 || fragment || total < ihl {
+    let segment = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let v4 = Ipv4::new_checked(ip).ok()?;
+            if v4.protocol() != PROTO_TCP || v4.is_fragment() {
                 return Some(Kind::Other);
             }
-            key.bytes[..8].copy_from_slice(&ip[12..20]);
+            key.bytes[..8].copy_from_slice(v4.addrs());
             key.len = 8;
-            (ETH + ihl..ETH + total, total - ihl)
+            v4.into_payload()
         }
-        0x86dd => {
-            let ip = frame.get(ETH..TCP6)?;
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            if ip[0] >> 4 != 6 || ip[6] != 6 {
+        ETHERTYPE_IPV6 => {
+            let v6 = Ipv6::new_checked(ip).ok()?;
+            if v6.next_header() != PROTO_TCP {
                 return Some(Kind::Other);
             }
-            key.bytes[..32].copy_from_slice(&ip[8..40]);
+            key.bytes[..32].copy_from_slice(v6.addrs());
             key.len = 32;
-            (TCP6..TCP6 + payload, payload)
+            v6.into_payload()
         }
         _ => return Some(Kind::Other),
     };
-    let tcp = frame.get(tcp)?;
-    let head = tcp.get(..20)?;
+    let tcp = Tcp::new_checked(segment).ok()?;
     let n = usize::from(key.len);
-    key.bytes[n..n + 4].copy_from_slice(&head[..4]);
+    key.bytes[n..n + 4].copy_from_slice(tcp.ports());
     key.len += 4;
-    let doff = usize::from(head[12] >> 4) * 4;
-    let options = tcp.get(20..doff)?;
     // ACK alone (no SYN, FIN, RST, PSH, URG, ECE, CWR), nothing carried.
-    let pure = head[13] == ACK && payload_len == doff && only_timestamps(options);
+    let pure = tcp.flags() == ACK && tcp.payload().is_empty() && only_timestamps(tcp.options());
     Some(if pure {
-        Kind::PureAck(
-            key,
-            u32::from_be_bytes([head[8], head[9], head[10], head[11]]),
-        )
+        Kind::PureAck(key, tcp.ack())
     } else {
         Kind::Tcp(key)
     })

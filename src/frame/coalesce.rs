@@ -2,8 +2,10 @@
 //! peer that takes super-frames (a tap with offloads, a guest that
 //! accepted `GUEST_TSO4/6`).
 
-use super::checksum::{fold, sum_be};
-use super::tcp::{seq, tcp_hdr_len, tcp_segment, ACK, IP4, IP6, PSH, TCP};
+use super::checksum::fold;
+use super::ipv4::Ipv4;
+use super::ipv6::Ipv6;
+use super::tcp::{field, tcp_at, tcp_segment, Tcp, ACK, PSH, TCP};
 use super::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
 use super::ETH_HLEN as ETH;
 
@@ -79,7 +81,7 @@ impl Coalescer {
                 return;
             }
             self.finish(emit);
-            if frame[tcp + 13] == ACK && can_grow(frame.len(), payload) {
+            if tcp_at(frame, tcp).flags() == ACK && can_grow(frame.len(), payload) {
                 self.start(frame, tcp, payload);
                 return;
             }
@@ -118,7 +120,7 @@ impl Coalescer {
         self.tcp = tcp;
         self.gso_size = payload;
         self.closed = false;
-        self.next_seq = seq(frame, tcp).wrapping_add(payload as u32);
+        self.next_seq = tcp_at(frame, tcp).seq().wrapping_add(payload as u32);
     }
 
     fn joins(&self, frame: &[u8], tcp: usize, payload: usize) -> bool {
@@ -126,38 +128,39 @@ impl Coalescer {
         if self.closed || tcp != self.tcp {
             return false;
         }
-        let hdr = tcp + tcp_hdr_len(first, tcp);
-        let flags = frame[tcp + 13];
-        // The IP header but for what differs segment to segment: IPv4's
-        // length, identification and checksum; IPv6's payload length.
-        let ip_same = if tcp == TCP {
-            frame[..ETH + 2] == first[..ETH + 2]
-                && frame[ETH + 6..ETH + 10] == first[ETH + 6..ETH + 10]
-                && frame[ETH + 12..TCP] == first[ETH + 12..TCP]
-        } else {
-            frame[..ETH + 4] == first[..ETH + 4] && frame[ETH + 6..tcp] == first[ETH + 6..tcp]
-        };
-        frame.len() - payload == hdr
-            && (flags == ACK || flags == ACK | PSH)
+        // Both were accepted by `tcp_segment` with this offset.
+        let (a, b) = (tcp_at(first, tcp), tcp_at(frame, tcp));
+        let hdr = a.header_len();
+        // The IP header but for what differs segment to segment.
+        let ip_same = frame[..ETH] == first[..ETH]
+            && if tcp == TCP {
+                same_v4(&first[ETH..], &frame[ETH..])
+            } else {
+                same_v6(&first[ETH..], &frame[ETH..])
+            };
+        let (ha, hb) = (&first[tcp..tcp + hdr], &frame[tcp..]);
+        b.header_len() == hdr
+            && (b.flags() == ACK || b.flags() == ACK | PSH)
             && payload <= self.gso_size
-            && seq(frame, tcp) == self.next_seq
+            && b.seq() == self.next_seq
             && self.rec.len() - VNET_HDR_SIZE - ETH + payload <= usize::from(u16::MAX)
             && ip_same
             // TCP: ports; ack, offset; window; urgent pointer, options.
-            && frame[tcp..tcp + 4] == first[tcp..tcp + 4]
-            && frame[tcp + 8..tcp + 13] == first[tcp + 8..tcp + 13]
-            && frame[tcp + 14..tcp + 16] == first[tcp + 14..tcp + 16]
-            && frame[tcp + 18..hdr] == first[tcp + 18..hdr]
+            && hb[field::PORTS] == ha[field::PORTS]
+            && hb[field::ACK.start..=field::DOFF] == ha[field::ACK.start..=field::DOFF]
+            && hb[field::WINDOW] == ha[field::WINDOW]
+            && hb[field::URGENT.start..hdr] == ha[field::URGENT.start..hdr]
     }
 
     fn append(&mut self, frame: &[u8], payload: usize) {
         let (tcp, hdr) = (self.tcp, frame.len() - payload);
         self.rec.extend_from_slice(&frame[hdr..]);
         // The last segment's flags (PSH) stand for the whole.
-        self.rec[VNET_HDR_SIZE + tcp + 13] = frame[tcp + 13];
+        let flags = tcp_at(frame, self.tcp).flags();
+        self.rec[VNET_HDR_SIZE + tcp + field::FLAGS] = flags;
         self.segs += 1;
         self.next_seq = self.next_seq.wrapping_add(payload as u32);
-        self.closed = payload < self.gso_size || frame[tcp + 13] != ACK;
+        self.closed = payload < self.gso_size || flags != ACK;
     }
 
     /// Writes the header, the IP lengths (and IPv4's header checksum) and
@@ -166,30 +169,47 @@ impl Coalescer {
     fn seal(&mut self) {
         let tcp = self.tcp;
         let (hdr, frame) = self.rec.split_at_mut(VNET_HDR_SIZE);
-        let tcp_len = tcp_hdr_len(frame, tcp);
-        let ip = &mut frame[ETH..];
-        let ip_len = ip.len();
-        let l4_len = (ip_len - (tcp - ETH)) as u64;
+        let ip_len = frame.len() - ETH;
+        let l4_len = ip_len - (tcp - ETH);
+        // The record holds its first segment's headers, which
+        // `tcp_segment` accepted, and more payload: the views hold.
         let (gso_type, pseudo) = if tcp == TCP {
-            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            ip[10..12].copy_from_slice(&[0, 0]);
-            let c = !fold(sum_be(&ip[..IP4], 0));
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            (GSO_TCPV4, fold(sum_be(&ip[12..IP4], 0) + 6 + l4_len))
+            let mut ip = Ipv4::new_checked(&mut frame[ETH..]).expect("accepted headers");
+            ip.set_total_len(ip_len as u16);
+            ip.fill_checksum();
+            (GSO_TCPV4, ip.pseudo_sum(l4_len))
         } else {
-            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            (GSO_TCPV6, fold(sum_be(&ip[8..IP6], 0) + 6 + l4_len))
+            let mut ip = Ipv6::new_checked(&mut frame[ETH..]).expect("accepted headers");
+            ip.set_payload_len(l4_len as u16);
+            (GSO_TCPV6, ip.pseudo_sum(l4_len))
         };
-        let at = tcp - ETH + 16;
-        ip[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+        let mut t = Tcp::new_checked(&mut frame[tcp..]).expect("accepted headers");
+        let tcp_len = t.header_len();
+        t.set_checksum(fold(pseudo));
         let h = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type,
             hdr_len: (tcp + tcp_len) as u16,
             gso_size: self.gso_size as u16,
             csum_start: tcp as u16,
-            csum_offset: 16,
+            csum_offset: field::CHECKSUM.start as u16,
         };
         hdr.copy_from_slice(&h.to_bytes());
+    }
+}
+
+/// Whether two IPv4 headers differ only where one flow's segments do.
+fn same_v4(a: &[u8], b: &[u8]) -> bool {
+    match (Ipv4::new_checked(a), Ipv4::new_checked(b)) {
+        (Ok(a), Ok(b)) => a.same_flow_header(&b),
+        _ => false,
+    }
+}
+
+/// Whether two IPv6 headers differ only where one flow's segments do.
+fn same_v6(a: &[u8], b: &[u8]) -> bool {
+    match (Ipv6::new_checked(a), Ipv6::new_checked(b)) {
+        (Ok(a), Ok(b)) => a.same_flow_header(&b),
+        _ => false,
     }
 }

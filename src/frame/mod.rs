@@ -1,14 +1,16 @@
 //! Frames on the wire: the ground floor that the stack's way in
 //! ([`crate::slirp`]), the back ends ([`crate::net`]) and the helper's
 //! links build on, importing nothing of theirs. Byte offsets of the
-//! Ethernet, IPv4, IPv6 and TCP headers are written here once; so are the
+//! Ethernet, IPv4, IPv6, TCP and UDP headers are written here once; so are the
 //! Internet checksum, the virtio-net header and its offloads, merging a
 //! flow's segments into one (GSO toward a peer that takes it, GRO in
 //! front of libslirp), cutting a super-segment back into segments, and
 //! thinning a round's pure ACKs.
 //!
+//! - [`ethernet`], [`ipv4`], [`ipv6`], [`tcp`], [`udp`]: checked views
+//!   of each header (after `new_checked` no accessor panics), and in
+//!   [`tcp`] telling one TCP segment from other frames.
 //! - [`checksum`]: the one's complement sum and finishing a partial one.
-//! - [`tcp`]: telling one TCP segment from other frames, and its fields.
 //! - [`vnet_hdr`]: the 10-byte `virtio_net_hdr` and what its offloads
 //!   leave undone.
 //! - [`coalesce`]: a round's TCP segments of one flow merged into one GSO
@@ -21,10 +23,14 @@
 pub mod acks;
 pub mod checksum;
 pub mod coalesce;
+pub mod ethernet;
 pub mod gro;
+pub mod ipv4;
+pub mod ipv6;
 pub mod queue;
 pub mod segment;
 pub mod tcp;
+pub mod udp;
 pub mod vnet_hdr;
 
 #[cfg(test)]

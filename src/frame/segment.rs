@@ -1,8 +1,9 @@
 //! A TCP super-segment cut back into segments of an MTU, as a NIC doing
 //! TSO would (libslirp's IPv6 input takes no more than its MTU).
 
-use super::checksum::{fold, sum_be};
-use super::tcp::{seq, tcp_segment, PSH, TCP, TCP6, URG};
+use super::ipv4::Ipv4;
+use super::ipv6::Ipv6;
+use super::tcp::{tcp_at, tcp_segment, Tcp, CWR, FIN, PSH, TCP, URG};
 use super::ETH_HLEN as ETH;
 use super::{bad, FrameError};
 
@@ -29,8 +30,13 @@ pub fn segment(frame: &[u8], mtu: usize, emit: &mut dyn FnMut(&[u8])) -> Result<
             hdr - ETH
         )));
     }
-    let (flags, seq0) = (frame[tcp + 13], seq(frame, tcp));
-    let id0 = u16::from_be_bytes([frame[ETH + 4], frame[ETH + 5]]);
+    let first = tcp_at(frame, tcp);
+    let (flags, seq0) = (first.flags(), first.seq());
+    let id0 = if tcp == TCP {
+        Ipv4::new_checked(&frame[ETH..]).map_or(0, |ip| ip.ident())
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(hdr + mss.min(payload));
     let n = payload.div_ceil(mss).max(1);
     for i in 0..n {
@@ -40,38 +46,34 @@ pub fn segment(frame: &[u8], mtu: usize, emit: &mut dyn FnMut(&[u8])) -> Result<
         out.extend_from_slice(&frame[hdr + i * mss..frame.len().min(hdr + (i + 1) * mss)]);
         let ip_len = out.len() - ETH;
         let l4_len = ip_len - (tcp - ETH);
-        if tcp == TCP {
-            let ip = &mut out[ETH..TCP];
-            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            ip[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            ip[10..12].copy_from_slice(&[0, 0]);
-            let c = !fold(sum_be(ip, 0));
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        // Each piece keeps the accepted headers and has a payload length
+        // that fits it: the views hold.
+        let (ip, seg) = out.split_at_mut(tcp);
+        let pseudo = if tcp == TCP {
+            let mut v4 = Ipv4::new_header(&mut ip[ETH..]).expect("accepted headers");
+            v4.set_total_len(ip_len as u16);
+            v4.set_ident(id0.wrapping_add(i as u16));
+            v4.fill_checksum();
+            v4.pseudo_sum(l4_len)
         } else {
-            out[ETH + 4..ETH + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-        }
-        let seq_i = seq0.wrapping_add((i * mss) as u32);
-        out[tcp + 4..tcp + 8].copy_from_slice(&seq_i.to_be_bytes());
+            let mut v6 = Ipv6::new_header(&mut ip[ETH..]).expect("accepted headers");
+            v6.set_payload_len(l4_len as u16);
+            v6.pseudo_sum(l4_len)
+        };
+        let mut t = Tcp::new_checked(seg).expect("accepted headers");
+        t.set_seq(seq0.wrapping_add((i * mss) as u32));
         let mut f = flags;
         if i > 0 {
-            f &= !0x80; // CWR
+            f &= !CWR;
         }
         if !last {
-            f &= !(0x01 | PSH); // FIN, PSH
+            f &= !(FIN | PSH);
         }
         // Never urgent data: a pointer copied onto every piece would point
         // past most of them (libslirp then invents bytes).
-        out[tcp + 13] = f & !URG;
-        out[tcp + 18..tcp + 20].copy_from_slice(&[0, 0]);
-        out[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
-        let addrs = if tcp == TCP {
-            &out[ETH + 12..TCP]
-        } else {
-            &out[ETH + 8..TCP6]
-        };
-        let pseudo = sum_be(addrs, 0) + 6 + l4_len as u64;
-        let c = !fold(sum_be(&out[tcp..], pseudo));
-        out[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        t.set_flags(f & !URG);
+        t.set_urgent_ptr(0);
+        t.fill_checksum(pseudo);
         emit(&out);
     }
     Ok(n)

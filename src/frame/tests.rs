@@ -4,8 +4,12 @@
 
 use super::checksum::*;
 use super::coalesce::*;
+use super::ethernet::*;
+use super::ipv4::*;
+use super::ipv6::*;
 use super::segment::*;
 use super::tcp::*;
+use super::udp::*;
 use super::vnet_hdr::*;
 use super::ETH_HLEN as ETH;
 use proptest::prelude::*;
@@ -489,4 +493,87 @@ fn segments_too_large_to_merge_go_on_as_they_came() {
         .map(|f| (Offloaded::Frame, f.to_vec()))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn the_views_read_a_segment_field_by_field() {
+    let f = tcp4(b"hello");
+    let eth = Ethernet::new_checked(&f[..]).unwrap();
+    assert_eq!(eth.ethertype(), ETHERTYPE_IPV4);
+    let ip = Ipv4::new_checked(eth.payload()).unwrap();
+    assert_eq!(
+        (ip.header_len(), ip.total_len(), ip.protocol()),
+        (20, 45, PROTO_TCP)
+    );
+    assert_eq!((ip.src(), ip.dst()), ([10, 0, 2, 100], [10, 0, 2, 2]));
+    assert!(ip.checksum_ok() && !ip.is_fragment());
+    let tcp = Tcp::new_checked(ip.payload()).unwrap();
+    assert_eq!((tcp.src_port(), tcp.dst_port()), (40000, 5201));
+    assert_eq!(
+        (tcp.flags(), tcp.window(), tcp.header_len()),
+        (0x18, 64240, 20)
+    );
+    assert_eq!(tcp.payload(), b"hello");
+    assert!(tcp.checksum_ok(ip.pseudo_sum(25)));
+    assert!(!tcp.checksum_ok(ip.pseudo_sum(24)));
+    assert_eq!(tcp_segment(&f), Some((TCP, 5)));
+}
+
+#[test]
+fn the_views_refuse_what_they_cannot_hold_and_say_why() {
+    let f = tcp4(b"hello");
+    assert_eq!(
+        Ethernet::new_checked(&f[..13]).unwrap_err(),
+        super::FrameError::Short { have: 13, need: 14 }
+    );
+    let mut ip = f[ETH..].to_vec();
+    ip[2..4].copy_from_slice(&100u16.to_be_bytes());
+    let e = Ipv4::new_checked(&ip[..]).unwrap_err().to_string();
+    assert!(e.contains("total length 100 in 45 bytes"), "{e}");
+    ip[0] = 0x65;
+    let e = Ipv4::new_checked(&ip[..]).unwrap_err().to_string();
+    assert!(e.contains("IP version 6"), "{e}");
+    let mut v6 = [0u8; 48];
+    v6[0] = 0x60;
+    v6[4..6].copy_from_slice(&9u16.to_be_bytes());
+    let e = Ipv6::new_checked(&v6[..]).unwrap_err().to_string();
+    assert!(e.contains("payload length 9 in 48 bytes"), "{e}");
+    v6[5] = 8;
+    assert_eq!(Ipv6::new_checked(&v6[..]).unwrap().payload().len(), 8);
+    let mut seg = f[TCP..].to_vec();
+    seg[12] = 15 << 4;
+    let e = Tcp::new_checked(&seg[..]).unwrap_err().to_string();
+    assert!(e.contains("data offset 60 in a 25-byte segment"), "{e}");
+    let udp = [0, 53, 0, 54, 0, 9, 0, 0];
+    let e = Udp::new_checked(&udp[..]).unwrap_err().to_string();
+    assert!(e.contains("UDP length 9 in 8 bytes"), "{e}");
+    let udp = [0, 53, 0, 54, 0, 8, 0, 0, 0xaa];
+    let u = Udp::new_checked(&udp[..]).unwrap();
+    assert_eq!((u.src_port(), u.dst_port(), u.payload()), (53, 54, &[][..]));
+}
+
+proptest! {
+    /// Whatever the bytes, a view either refuses them or every accessor
+    /// answers without a panic.
+    #[test]
+    fn a_view_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        if let Ok(e) = Ethernet::new_checked(&bytes[..]) {
+            let _ = (e.dst(), e.src(), e.ethertype(), e.payload());
+        }
+        for ip in [Ipv4::new_checked(&bytes[..]), Ipv4::new_header(&bytes[..])].into_iter().flatten() {
+            let _ = (ip.header_len(), ip.ident(), ip.is_fragment(), ip.protocol(), ip.src(), ip.dst());
+            let _ = (ip.header(), ip.checksum_ok(), ip.payload(), ip.pseudo_sum(1), ip.into_payload());
+        }
+        for ip in [Ipv6::new_checked(&bytes[..]), Ipv6::new_header(&bytes[..])].into_iter().flatten() {
+            let _ = (ip.payload_len(), ip.next_header(), ip.addrs(), ip.payload(), ip.into_payload());
+        }
+        if let Ok(t) = Tcp::new_checked(&bytes[..]) {
+            let _ = (t.seq(), t.ack(), t.flags(), t.window(), t.urgent_ptr(), t.is_urgent());
+            let _ = (t.options(), t.payload(), t.checksum_ok(0), t.ports());
+        }
+        if let Ok(u) = Udp::new_checked(&bytes[..]) {
+            let _ = (u.len(), u.checksum(), u.payload(), u.is_empty());
+        }
+        let _ = (tcp_segment(&bytes), ethertype(&bytes));
+    }
 }

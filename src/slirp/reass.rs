@@ -32,9 +32,9 @@ pub const MAX_PIECES: usize = 64;
 /// How long a datagram may take to arrive whole.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4};
+use crate::frame::ipv4::{Ipv4, MF, OFFSET_MASK};
 use crate::frame::ETH_HLEN;
-const IP_MF: u16 = 0x2000;
-const IP_OFFMASK: u16 = 0x1fff;
 /// The largest IPv4 datagram.
 const IP_MAXPACKET: usize = 65_535;
 
@@ -155,12 +155,13 @@ impl fmt::Debug for Reassembler {
 }
 
 /// Whether `frame` is an IPv4 fragment (MF set or a non-zero offset), by
-/// its Ethernet type and IPv4 flags alone.
+/// its Ethernet type and IPv4 flags alone (the rest of the header is
+/// checked when it is taken).
 pub fn is_fragment(frame: &[u8]) -> bool {
-    frame.len() >= ETH_HLEN + 20
-        && frame[12..14] == [0x08, 0x00]
-        && u16::from_be_bytes([frame[ETH_HLEN + 6], frame[ETH_HLEN + 7]]) & (IP_MF | IP_OFFMASK)
-            != 0
+    Ethernet::new_checked(frame).is_ok_and(|eth| {
+        eth.ethertype() == ETHERTYPE_IPV4
+            && Ipv4::new_header(eth.payload()).is_ok_and(|ip| ip.is_fragment())
+    })
 }
 
 impl Reassembler {
@@ -180,19 +181,17 @@ impl Reassembler {
             return Verdict::Pass;
         }
         self.expire(now);
-        let ip = &frame[ETH_HLEN..];
-        let hlen = usize::from(ip[0] & 0x0f) * 4;
-        let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ip[0] >> 4 != 4 || hlen < 20 || total_len < hlen || total_len > ip.len() {
+        let Ok(ip) = Ipv4::new_checked(&frame[ETH_HLEN..]) else {
+            return Verdict::Dropped(DropReason::Malformed);
+        };
+        if !ip.checksum_ok() {
             return Verdict::Dropped(DropReason::Malformed);
         }
-        if checksum(&ip[..hlen]) != 0 {
-            return Verdict::Dropped(DropReason::Malformed);
-        }
-        let off = u16::from_be_bytes([ip[6], ip[7]]);
-        let more = off & IP_MF != 0;
-        let start = usize::from(off & IP_OFFMASK) * 8;
-        let payload = &ip[hlen..total_len];
+        let hlen = ip.header_len();
+        let off = ip.flags_offset();
+        let more = off & MF != 0;
+        let start = usize::from(off & OFFSET_MASK) * 8;
+        let payload = ip.into_payload();
         let end = start + payload.len();
         if payload.is_empty() || (more && payload.len() % 8 != 0) {
             return Verdict::Dropped(DropReason::BadLength);
@@ -201,10 +200,10 @@ impl Reassembler {
             return Verdict::Dropped(DropReason::TooLong);
         }
         let key = Key {
-            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-            dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
-            id: u16::from_be_bytes([ip[4], ip[5]]),
-            proto: ip[9],
+            src: Ipv4Addr::from(ip.src()),
+            dst: Ipv4Addr::from(ip.dst()),
+            id: ip.ident(),
+            proto: ip.protocol(),
         };
         let i = match self.datagrams.iter().position(|d| d.key == key) {
             Some(i) => i,
@@ -283,12 +282,11 @@ impl Reassembler {
         let mut frame = Vec::with_capacity(head.len() + total);
         frame.extend_from_slice(&head);
         frame.extend_from_slice(&d.data[..total]);
-        let ip = &mut frame[ETH_HLEN..];
-        ip[2..4].copy_from_slice(&((hlen + total) as u16).to_be_bytes());
-        ip[6..8].copy_from_slice(&[0, 0]);
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let sum = checksum(&ip[..hlen]);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        // The first fragment's header, whose view was checked on arrival.
+        let mut ip = Ipv4::new_header(&mut frame[ETH_HLEN..]).expect("a checked header");
+        ip.set_total_len((hlen + total) as u16);
+        ip.set_flags_offset(0);
+        ip.fill_checksum();
         frame
     }
 
@@ -317,19 +315,6 @@ impl Reassembler {
     }
 }
 
-/// The Internet checksum of `bytes` (0 when a header's own checksum is
-/// right).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,10 +330,9 @@ mod tests {
         ];
         ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
         ip[4..6].copy_from_slice(&id.to_be_bytes());
-        let flags = (off / 8) as u16 | if more { IP_MF } else { 0 };
+        let flags = (off / 8) as u16 | if more { MF } else { 0 };
         ip[6..8].copy_from_slice(&flags.to_be_bytes());
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        Ipv4::new_header(&mut ip[..]).unwrap().fill_checksum();
         f.extend_from_slice(&ip);
         f.extend_from_slice(payload);
         f
@@ -373,7 +357,10 @@ mod tests {
             20 + payload.len()
         );
         assert_eq!(&ip[6..8], &[0, 0], "offset and MF cleared");
-        assert_eq!(checksum(&ip[..20]), 0, "header checksum");
+        assert!(
+            Ipv4::new_checked(ip).unwrap().checksum_ok(),
+            "header checksum"
+        );
         assert!(!is_fragment(frame));
     }
 

@@ -12,6 +12,12 @@ use super::inner::{Inner, State};
 use super::reass::{self, Reassembler, Verdict};
 use super::urgent;
 use super::{Error, Result};
+use crate::frame::ethernet::{
+    ethertype, Ethernet, ARP_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6,
+};
+use crate::frame::ipv4::{Ipv4, PROTO_TCP};
+use crate::frame::ipv6::Ipv6;
+use crate::frame::tcp::Tcp;
 use crate::reactor::Reactor;
 
 pub use super::inner::{Counters, ETH_HLEN};
@@ -104,13 +110,7 @@ impl Stack {
             inner.count(|c| c.dropped_oversize += 1);
             return;
         }
-        let min = match u16::from_be_bytes([frame[12], frame[13]]) {
-            0x0806 => ETH_HLEN + 28,
-            0x0800 => ETH_HLEN + 20,
-            0x86dd => ETH_HLEN + 40,
-            _ => ETH_HLEN,
-        };
-        if frame.len() < min {
+        if !well_formed(frame) {
             inner.count(|c| c.dropped_malformed += 1);
             return;
         }
@@ -155,7 +155,7 @@ impl Stack {
             inner.count(|c| c.segments_in += 1);
             return self.deliver(frame);
         }
-        if frame[12..14] == [0x86, 0xdd] {
+        if ethertype(frame) == Some(ETHERTYPE_IPV6) {
             // libslirp takes an IPv6 payload of at most its MTU, and this
             // stack frames of at most the MRU.
             let mtu = inner.config.mtu.min(inner.config.mru);
@@ -440,24 +440,39 @@ fn dns_query_frame(src: [u8; 4], dns: [u8; 4], port: u16) -> Vec<u8> {
     f
 }
 
+/// Whether `frame` is an ARP packet or an IPv4 or IPv6 datagram whose
+/// header is whole and whose length field fits the frame (other types
+/// pass: libslirp ignores them). libslirp's IPv6 input trusts the payload
+/// length, so a datagram claiming more than the frame holds stops here.
+fn well_formed(frame: &[u8]) -> bool {
+    let Ok(eth) = Ethernet::new_checked(frame) else {
+        return false;
+    };
+    match eth.ethertype() {
+        ETHERTYPE_ARP => eth.payload().len() >= ARP_LEN,
+        ETHERTYPE_IPV4 => Ipv4::new_checked(eth.payload()).is_ok(),
+        ETHERTYPE_IPV6 => Ipv6::new_checked(eth.payload()).is_ok(),
+        _ => true,
+    }
+}
+
 /// Whether `frame` is one unfragmented TCP/IPv4 datagram of at most 64 KiB
 /// whose IPv4 total length is the rest of the frame.
 fn whole_tcp4(frame: &[u8]) -> bool {
-    let Some(ip) = frame.get(ETH_HLEN..) else {
+    let Ok(eth) = Ethernet::new_checked(frame) else {
         return false;
     };
-    if frame[12..14] != [0x08, 0x00] || ip.len() < 40 || ip.len() > usize::from(u16::MAX) {
+    let ip = eth.payload();
+    if eth.ethertype() != ETHERTYPE_IPV4 || ip.len() > usize::from(u16::MAX) {
         return false;
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    ip[0] >> 4 == 4
-        && ihl >= 20
-        && ip[9] == 6
-        && frag == 0
-        && total == ip.len()
-        && total >= ihl + 20
+    let Ok(v4) = Ipv4::new_checked(ip) else {
+        return false;
+    };
+    v4.protocol() == PROTO_TCP
+        && !v4.is_fragment()
+        && v4.total_len() == ip.len()
+        && Tcp::new_checked(v4.payload()).is_ok()
 }
 
 #[cfg(test)]
@@ -472,6 +487,7 @@ mod tests {
         f[16..18].copy_from_slice(&(len as u16).to_be_bytes());
         f[14 + 6] = 0x40; // DF
         f[14 + 9] = 6;
+        f[14 + 20 + 12] = 5 << 4;
         f
     }
 
@@ -495,6 +511,9 @@ mod tests {
         let mut f = frame(60_000);
         f[14] = 0x44;
         assert!(!whole_tcp4(&f), "IHL below 5");
+        let mut f = frame(60_000);
+        f[14 + 20 + 12] = 4 << 4;
+        assert!(!whole_tcp4(&f), "TCP data offset below 20");
         assert!(!whole_tcp4(&[0u8; 10]));
     }
 }

@@ -9,27 +9,36 @@
 //! data. A segment whose checksum was wrong stays wrong, and libslirp
 //! drops it as before.
 
-use super::inner::ETH_HLEN;
-
-const URG: u8 = 0x20;
+use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::frame::ipv4::{Ipv4, PROTO_TCP};
+use crate::frame::ipv6::{Ipv6, IP6};
+use crate::frame::tcp::{Tcp, URG};
+use crate::frame::ETH_HLEN;
 
 /// Where the TCP header of an unfragmented TCP/IPv4 or TCP/IPv6 (no
-/// extension headers) frame starts, if it is one and the header fits.
+/// extension headers) frame starts, if it is one and its header is whole.
 fn tcp_at(frame: &[u8]) -> Option<usize> {
-    let ip = frame.get(ETH_HLEN..)?;
-    let tcp = match frame.get(12..14)? {
-        [0x08, 0x00] => {
-            let ihl = usize::from(ip.first()? & 0x0f) * 4;
-            let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff;
-            if ip[0] >> 4 != 4 || ihl < 20 || *ip.get(9)? != 6 || frag != 0 {
+    let eth = Ethernet::new_checked(frame).ok()?;
+    let ip = eth.payload();
+    let (at, segment) = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let v4 = Ipv4::new_checked(ip).ok()?;
+            if v4.protocol() != PROTO_TCP || v4.is_fragment() {
                 return None;
             }
-            ETH_HLEN + ihl
+            (v4.header_len(), v4.into_payload())
         }
-        [0x86, 0xdd] if ip.first()? >> 4 == 6 && *ip.get(6)? == 6 => ETH_HLEN + 40,
+        ETHERTYPE_IPV6 => {
+            let v6 = Ipv6::new_checked(ip).ok()?;
+            if v6.next_header() != PROTO_TCP {
+                return None;
+            }
+            (IP6, v6.into_payload())
+        }
         _ => return None,
     };
-    (frame.len() >= tcp + 20).then_some(tcp)
+    Tcp::new_checked(segment).ok()?;
+    Some(ETH_HLEN + at)
 }
 
 /// One's-complement update of checksum `sum` for a 16-bit word changed
@@ -45,26 +54,26 @@ fn adjust(sum: u16, old: u16, new: u16) -> u16 {
 /// Whether `frame` is a TCP segment that carries urgent data (the URG
 /// flag, or an urgent pointer).
 pub(crate) fn carries(frame: &[u8]) -> bool {
-    tcp_at(frame).is_some_and(|t| frame[t + 13] & URG != 0 || frame[t + 18..t + 20] != [0, 0])
+    tcp_at(frame).is_some_and(|t| Tcp::new_checked(&frame[t..]).is_ok_and(|t| t.is_urgent()))
 }
 
 /// A copy of `frame` without urgent data, if it is a TCP segment that
 /// carries any (the URG flag, or an urgent pointer); `None` otherwise,
 /// and the frame goes on as it is.
 pub(crate) fn cleared(frame: &[u8]) -> Option<Vec<u8>> {
-    if !carries(frame) {
+    let at = tcp_at(frame)?;
+    let mut f = frame.to_vec();
+    let mut tcp = Tcp::new_checked(&mut f[at..]).ok()?;
+    if !tcp.is_urgent() {
         return None;
     }
-    let tcp = tcp_at(frame)?;
-    let flags = frame[tcp + 13];
-    let urp = u16::from_be_bytes([frame[tcp + 18], frame[tcp + 19]]);
-    let mut f = frame.to_vec();
-    let word = |f: &[u8], at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
-    let (old_word, sum) = (word(&f, tcp + 12), word(&f, tcp + 16));
-    f[tcp + 13] = flags & !URG;
-    f[tcp + 18..tcp + 20].copy_from_slice(&[0, 0]);
-    let sum = adjust(adjust(sum, old_word, word(&f, tcp + 12)), urp, 0);
-    f[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
+    // The flags are the low byte of a 16-bit word whose high byte (the
+    // data offset) stays: the update needs only the low byte's change.
+    let (flags, urp, sum) = (tcp.flags(), tcp.urgent_ptr(), tcp.checksum());
+    tcp.set_flags(flags & !URG);
+    tcp.set_urgent_ptr(0);
+    let sum = adjust(adjust(sum, flags.into(), (flags & !URG).into()), urp, 0);
+    tcp.set_checksum(sum);
     Some(f)
 }
 

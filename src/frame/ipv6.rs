@@ -1,0 +1,108 @@
+//! The IPv6 fixed header: a checked view of a datagram.
+
+use super::checksum::sum_be;
+use super::{bad, FrameError};
+
+/// The fixed header's length.
+pub const IP6: usize = 40;
+
+/// An IPv6 datagram whose fixed header is whole, version 6, and whose
+/// payload length fits the buffer (padding after it is allowed); after
+/// [`new_checked`](Ipv6::new_checked) no accessor panics.
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv6<T: AsRef<[u8]>>(T);
+
+impl<T: AsRef<[u8]>> Ipv6<T> {
+    /// The view, or what is wrong with the header in `buf`.
+    pub fn new_checked(buf: T) -> Result<Ipv6<T>, FrameError> {
+        let b = buf.as_ref();
+        if b.len() < IP6 {
+            return Err(FrameError::Short {
+                have: b.len(),
+                need: IP6,
+            });
+        }
+        if b[0] >> 4 != 6 {
+            return Err(bad(format!("IP version {} in an IPv6 header", b[0] >> 4)));
+        }
+        let payload = usize::from(u16::from_be_bytes([b[4], b[5]]));
+        if IP6 + payload > b.len() {
+            return Err(bad(format!(
+                "IPv6 payload length {payload} in {} bytes",
+                b.len()
+            )));
+        }
+        Ok(Ipv6(buf))
+    }
+
+    /// A view of a header about to be rewritten, whose payload length
+    /// need not match `buf` yet: only the version and the fixed header's
+    /// length are checked ([`payload`](Ipv6::payload) is then cut to `buf`).
+    pub fn new_header(buf: T) -> Result<Ipv6<T>, FrameError> {
+        let b = buf.as_ref();
+        if b.len() < IP6 {
+            return Err(FrameError::Short {
+                have: b.len(),
+                need: IP6,
+            });
+        }
+        if b[0] >> 4 != 6 {
+            return Err(bad(format!("IP version {} in an IPv6 header", b[0] >> 4)));
+        }
+        Ok(Ipv6(buf))
+    }
+
+    fn b(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    /// The payload length field.
+    pub fn payload_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.b()[4], self.b()[5]]))
+    }
+
+    /// The next header (the payload's protocol when there are no
+    /// extension headers).
+    pub fn next_header(&self) -> u8 {
+        self.b()[6]
+    }
+
+    /// The source and destination addresses, as the header holds them.
+    pub fn addrs(&self) -> &[u8] {
+        &self.b()[8..40]
+    }
+
+    /// What the payload length covers after the fixed header.
+    pub fn payload(&self) -> &[u8] {
+        let b = self.b();
+        &b[IP6..(IP6 + self.payload_len()).min(b.len())]
+    }
+
+    /// The pseudo-header's sum for a `len`-byte transport segment of
+    /// protocol [`next_header`](Ipv6::next_header).
+    pub fn pseudo_sum(&self, len: usize) -> u64 {
+        sum_be(self.addrs(), 0) + u64::from(self.next_header()) + len as u64
+    }
+
+    /// Whether `other`'s fixed header is this one's but for the payload
+    /// length (what differs datagram to datagram in one flow).
+    pub fn same_flow_header<U: AsRef<[u8]>>(&self, other: &Ipv6<U>) -> bool {
+        let (a, b) = (self.b(), other.0.as_ref());
+        a[..4] == b[..4] && a[6..IP6] == b[6..IP6]
+    }
+}
+
+impl<'a> Ipv6<&'a [u8]> {
+    /// The payload, borrowed from the buffer rather than the view.
+    pub fn into_payload(self) -> &'a [u8] {
+        let end = (IP6 + self.payload_len()).min(self.0.len());
+        &self.0[IP6..end]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6<T> {
+    /// Sets the payload length field.
+    pub fn set_payload_len(&mut self, len: u16) {
+        self.0.as_mut()[4..6].copy_from_slice(&len.to_be_bytes());
+    }
+}
