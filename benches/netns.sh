@@ -14,6 +14,9 @@
 #   helper       the same with slirp-helper,helper=caploop-sandbox,open
 #                (libslirp in the sandboxed helper process; CPU counts the
 #                relay and the helper; not in the default PEERS)
+#   smoltcp      examples/smoltcp_relay /var/run/netns/NS tap0 MTU PORT: smoltcp's
+#                TCP facing the namespace, each connection relayed to a
+#                host socket (issue 23's spike; not in the default PEERS)
 #   veth         the kernel's own veth pair between this namespace and the
 #                test's (host side 10.0.2.2, the iperf3 server on it): the
 #                ceiling every ratio is read against; no process of its own
@@ -42,7 +45,8 @@
 #                FAMILY=6 for IPv6 (fd00::100 to fd00::2, the host's ::1; both
 #                peers with --enable-ipv6; caploop and slirp4netns only).
 #                PEERS="caploop slirp4netns inproc helper" adds the in-process
-#                back end and the helper behind a VMM-style relay (MTU 1500).
+#                back end and the helper behind a VMM-style relay (MTU 1500);
+#                PEERS="... smoltcp" the smoltcp relay (IPv4).
 # Needs: ip (iproute2), iperf3, python3, ss, slirp4netns, pasta (passt).
 set -euo pipefail
 
@@ -62,6 +66,7 @@ V6=""
 if [ "$FAMILY" = 6 ]; then
     GUEST=fd00::100 GW=fd00::2 HOST=::1 V6=--enable-ipv6
     PEERS=${PEERS//pasta/} PEERS=${PEERS//inproc/} PEERS=${PEERS//helper/} PEERS=${PEERS//veth/}
+    PEERS=${PEERS//smoltcp/}
 elif [ "$FAMILY" != 4 ]; then
     echo "netns.sh: FAMILY is 4 or 6, not $FAMILY" >&2
     exit 1
@@ -76,7 +81,7 @@ for p in $PEERS; do
     case $p in
     caploop) ;;
     slirp4netns) command -v slirp4netns >/dev/null || die "slirp4netns is not installed" ;;
-    inproc | helper | veth) ;;
+    inproc | helper | veth | smoltcp) ;;
     pasta) command -v pasta >/dev/null || die "pasta is not installed (Debian package passt)" ;;
     *) die "unknown peer $p" ;;
     esac
@@ -88,9 +93,13 @@ if [ -z "${NO_BUILD:-}" ]; then
     case " $PEERS " in *" inproc "* | *" helper "*)
         cargo build --quiet --release -p caploop --example tap_netbe_relay ;;
     esac
+    case " $PEERS " in *" smoltcp "*)
+        cargo build --quiet --release -p caploop --example smoltcp_relay ;;
+    esac
 fi
 SANDBOX="$TARGET/release/caploop-sandbox"
 RELAY="$TARGET/release/examples/tap_netbe_relay"
+SMOLTCP="$TARGET/release/examples/smoltcp_relay"
 [ -x "$SANDBOX" ] || die "$SANDBOX is missing"
 
 WORK=$(mktemp -d /tmp/cnb.XXXXXX)
@@ -166,6 +175,9 @@ run_one() {
     helper)
         "$RELAY" "$nsp" tap0 "slirp-helper,helper=$SANDBOX,open" </dev/null >"$log" 2>&1 &
         ;;
+    smoltcp)
+        "$SMOLTCP" "$nsp" tap0 "$mtu" "$PORT" </dev/null >"$log" 2>&1 &
+        ;;
     veth)
         # The kernel's path: no user-space peer; a sleeping stand-in keeps
         # the CPU and memory sampling below meaningful (zero).
@@ -184,8 +196,9 @@ run_one() {
     esac
     local ppid=$!
     PIDS+=("$ppid")
-    case $peer in inproc | helper)
+    case $peer in inproc | helper | smoltcp)
         wait_for "$peer to make tap0" 100 ip -n "$NS" link show tap0 || return 1
+        [ "$peer" = smoltcp ] && ip -n "$NS" link set tap0 mtu "$mtu"
         ip -n "$NS" addr add "$GUEST/24" dev tap0
         ip -n "$NS" link set tap0 up
         ip -n "$NS" route add default via "$GW"
@@ -273,7 +286,7 @@ for r in rows:
         "retr": r["retr"],
     })
 med = statistics.median
-order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "veth": 3, "inproc": 4, "helper": 5}
+order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "veth": 3, "inproc": 4, "helper": 5, "smoltcp": 6}
 key = lambda k: (k[0], k[1] != "upload", order.get(k[2], 9))
 coarse = lambda g: min(x["ticks"] for x in g) < 20
 print()
@@ -310,6 +323,8 @@ for mtu, d, g, h, r in pairs("caploop", "pasta"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (caploop/pasta)")
 for mtu, d, g, h, r in pairs("caploop", "veth"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f}   (caploop/veth: the share of the kernel's own path)")
+for mtu, d, g, h, r in pairs("smoltcp", "caploop"):
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (smoltcp relay/caploop)")
 for mtu, d, g, h, r in pairs("helper", "inproc"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (helper/inproc: the cost of the process boundary)")
 print()
