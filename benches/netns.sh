@@ -5,6 +5,9 @@
 # is the host's loopback for all three).
 #
 #   caploop      caploop-sandbox --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
+#   own          caploop-sandbox as above with --tcp=own: the namespace's TCP
+#                served by the own path (smoltcp, scaled windows) instead of
+#                libslirp
 #   slirp4netns  slirp4netns --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
 #   pasta        pasta -f -q --runas 0 -4 --config-net -m MTU -a 10.0.2.100 -n 24 -g 10.0.2.2
 #                      -I tap0 -t none -u none -T none -U none --netns /var/run/netns/NS
@@ -79,7 +82,7 @@ for t in ip iperf3 python3 ss; do
 done
 for p in $PEERS; do
     case $p in
-    caploop) ;;
+    caploop | own) ;;
     slirp4netns) command -v slirp4netns >/dev/null || die "slirp4netns is not installed" ;;
     inproc | helper | veth | smoltcp) ;;
     pasta) command -v pasta >/dev/null || die "pasta is not installed (Debian package passt)" ;;
@@ -164,6 +167,10 @@ run_one() {
     caploop)
         # shellcheck disable=SC2086 # V6 and CAPLOOP_ARGS are lists of flags
         "$SANDBOX" --configure --mtu="$mtu" $V6 ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        ;;
+    own)
+        # shellcheck disable=SC2086 # V6 and CAPLOOP_ARGS are lists of flags
+        "$SANDBOX" --configure --mtu="$mtu" $V6 --tcp=own ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
     slirp4netns)
         # shellcheck disable=SC2086 # V6 is empty or one flag
@@ -286,7 +293,7 @@ for r in rows:
         "retr": r["retr"],
     })
 med = statistics.median
-order = {"caploop": 0, "slirp4netns": 1, "pasta": 2, "veth": 3, "inproc": 4, "helper": 5, "smoltcp": 6}
+order = {"caploop": 0, "own": 0.5, "slirp4netns": 1, "pasta": 2, "veth": 3, "inproc": 4, "helper": 5, "smoltcp": 6}
 key = lambda k: (k[0], k[1] != "upload", order.get(k[2], 9))
 coarse = lambda g: min(x["ticks"] for x in g) < 20
 print()
@@ -323,6 +330,10 @@ for mtu, d, g, h, r in pairs("caploop", "pasta"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (caploop/pasta)")
 for mtu, d, g, h, r in pairs("caploop", "veth"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f}   (caploop/veth: the share of the kernel's own path)")
+for mtu, d, g, h, r in pairs("own", "slirp4netns"):
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (own/slirp4netns)")
+for mtu, d, g, h, r in pairs("own", "pasta"):
+    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (own/pasta)")
 for mtu, d, g, h, r in pairs("smoltcp", "caploop"):
     print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {'':>7} {r('cpugb'):>11.2f}   (smoltcp relay/caploop)")
 for mtu, d, g, h, r in pairs("helper", "inproc"):

@@ -1,6 +1,7 @@
 //! A measured spike, not a product: smoltcp's TCP as the namespace-facing
 //! end of a tap, each connection relayed to a host socket, the design
-//! issue 23 weighs against translating flows onto host sockets (passt's).
+//! issue 23 weighed against translating flows onto host sockets (passt's;
+//! measured with smoltcp 0.12, it now builds with the library's smoltcp).
 //! `benches/netns.sh` runs it as the peer `smoltcp`; ARCHITECTURE.md says
 //! what it measured and which design won.
 //!

@@ -111,6 +111,9 @@ pub mod sandbox;
 #[cfg(feature = "slirp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
 pub mod slirp;
+#[cfg(feature = "slirp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slirp")))]
+pub mod tcp;
 pub mod wire;
 
 pub use reactor::{Event, Handle, Interest, Reactor, Remover, Source, TimerHandle, Waker};

@@ -102,7 +102,7 @@ fn feed(way: Way) -> common::guest::Feed {
         }
         match way {
             Way::Segments => {
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     make_urgent(&mut f);
                 }
                 n += 1;

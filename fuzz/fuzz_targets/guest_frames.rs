@@ -16,9 +16,15 @@
 //! (`caploop::net::acks`), which must hand on or count each once, and
 //! into the stack through receive coalescing (`caploop::net::gro`), as the
 //! helper does; bit 3 of the kind byte puts a frame in one batch with the
-//! next (an IPv4 one made a valid TCP segment), so runs can merge. The stack is restricted (nothing leaves the machine)
-//! and made afresh for each input, so a crash reproduces from its input;
-//! the reactor is kept (the stack removes all it added when closed).
+//! next (an IPv4 one made a valid TCP segment), so runs can merge. Bit 3
+//! of the first byte makes the stack open with the own TCP path
+//! (`TcpMode::Own`), so SYNs open flows and segments reach smoltcp; else
+//! it is restricted. The target runs in a network namespace of its own
+//! with only a loopback that is down (made at start, as root): nothing
+//! leaves the machine, and every connect the path makes fails, which it
+//! answers with a RST. The stack is made afresh for each input, so a
+//! crash reproduces from its input; the reactor is kept (the stack
+//! removes all it added when closed).
 #![no_main]
 
 use std::cell::{Cell, RefCell};
@@ -28,7 +34,7 @@ use std::time::Duration;
 use caploop::net::acks::AckThinner;
 use caploop::net::gro::Gro;
 use caploop::net::offload::Offloaded;
-use caploop::slirp::{Config, Stack};
+use caploop::slirp::{Config, Stack, TcpMode};
 use caploop::Reactor;
 use libfuzzer_sys::fuzz_target;
 
@@ -36,7 +42,12 @@ const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 10, 0, 2, 2];
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 thread_local! {
-    static REACTOR: RefCell<Reactor<()>> = RefCell::new(Reactor::new().expect("reactor"));
+    static REACTOR: RefCell<Reactor<()>> = RefCell::new({
+        // SAFETY: unshare changes only this process's network namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "guest_frames runs as root, in a network namespace of its own");
+        Reactor::new().expect("reactor")
+    });
 }
 
 fuzz_target!(|data: &[u8]| REACTOR.with(|r| run(&mut r.borrow_mut(), data)));
@@ -46,10 +57,13 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
         return;
     };
     let mtu = [1500, 576, 65520][usize::from(choice & 3) % 3];
+    let own = choice & 8 != 0;
     let config = Config {
         mtu,
         mru: mtu,
         ipv6: choice & 4 == 0,
+        restricted: !own,
+        tcp: if own { TcpMode::Own } else { TcpMode::Slirp },
         ..Config::default()
     };
     let bad = Rc::new(Cell::new(None::<usize>));

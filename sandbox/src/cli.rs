@@ -71,6 +71,18 @@ pub struct Cli {
     #[arg(long, help_heading = "Network")]
     pub open: bool,
 
+    /// Who serves the guest's TCP in open mode: slirp (libslirp, at most
+    /// 64 KiB in flight) or own (scaled windows, each connection relayed to
+    /// a host socket; experimental).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "slirp",
+        value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<caploop::slirp::TcpMode>()),
+        help_heading = "Network"
+    )]
+    pub tcp: caploop::slirp::TcpMode,
+
     /// The VM's name, for logs.
     #[arg(long, value_name = "NAME", help_heading = "Network")]
     pub vmname: Option<String>,

@@ -96,6 +96,7 @@ fn hypervisor_session(cli: &Cli, mtu: usize, name: &str) -> Result<Session, Serv
         mtu,
         mru: mtu,
         ipv6: cli.ipv6,
+        tcp: cli.tcp,
         ..caploop::slirp::Config::default()
     };
     config

@@ -291,6 +291,9 @@ impl Prepared {
         link.offloaded_in = inbound.offloaded_in;
         link.acks_thinned_in = inbound.acks_thinned_in;
         let slirp = stack.counters();
+        if let Some(tcp) = stack.tcp_counters() {
+            log::info!("{name}: own TCP {tcp:?}");
+        }
         log::info!(
             "{name}: link in {} frames / {} bytes ({} offloaded, {} merged, {} ACKs thinned), out {} frames / {} bytes ({} merged, {} ACKs thinned), {} dropped; slirp {slirp:?}",
             link.frames_in,

@@ -106,6 +106,7 @@ pub fn config(cli: &Cli, mtu: usize) -> Result<(Config, Network), UsageError> {
         host_loopback: !cli.disable_host_loopback,
         outbound_addr,
         outbound_addr6,
+        tcp: cli.tcp,
         ..Config::default()
     };
     config

@@ -53,6 +53,23 @@ impl<T: AsRef<[u8]>> Ethernet<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ethernet<T> {
+    /// Sets the destination address.
+    pub fn set_dst(&mut self, mac: [u8; 6]) {
+        self.0.as_mut()[..6].copy_from_slice(&mac);
+    }
+
+    /// Sets the source address.
+    pub fn set_src(&mut self, mac: [u8; 6]) {
+        self.0.as_mut()[6..12].copy_from_slice(&mac);
+    }
+
+    /// Sets the EtherType.
+    pub fn set_ethertype(&mut self, ethertype: u16) {
+        self.0.as_mut()[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    }
+}
+
 impl<'a> Ethernet<&'a [u8]> {
     /// The payload, borrowed from the buffer rather than the view.
     pub fn into_payload(self) -> &'a [u8] {

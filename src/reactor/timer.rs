@@ -580,7 +580,7 @@ mod tests {
                 index: seq,
             });
             reference.insert((key, seq));
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let top = h.peek().expect("non-empty");
                 assert_eq!(Some((top.key, top.seq)), reference.pop_first());
                 h.pop();

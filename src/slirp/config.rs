@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::raw::c_char;
 
 use super::ffi;
+pub use crate::tcp::TcpMode;
 
 /// The smallest MTU/MRU accepted (the IPv4 minimum).
 pub const MTU_MIN: usize = 68;
@@ -64,6 +65,9 @@ pub struct Config {
     pub domainname: Option<String>,
     /// DNS search domains offered by DHCP.
     pub dns_search: Vec<String>,
+    /// Who serves the guest's TCP in open mode: libslirp, or the path of
+    /// scaled windows beside it ([`crate::tcp`]).
+    pub tcp: TcpMode,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             hostname: None,
             domainname: None,
             dns_search: Vec::new(),
+            tcp: TcpMode::Slirp,
         }
     }
 }

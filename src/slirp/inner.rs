@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     pub reass: RefCell<Reassembler>,
     pub sink: RefCell<Sink>,
     pub counters: Cell<Counters>,
+    /// The own TCP path ([`TcpMode::Own`](crate::tcp::TcpMode) in open
+    /// mode).
+    pub tcp: Option<RefCell<crate::tcp::Path>>,
 }
 
 impl Inner {
@@ -204,6 +207,38 @@ impl Inner {
         }
         if let Some(h) = st.prepare.take() {
             r.remove_prepare(h);
+        }
+        if let Some(p) = &self.tcp {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.teardown(r);
+            }
+        }
+    }
+
+    /// One round of the own TCP path, its frames handed to the sink.
+    pub fn run_tcp<D: 'static>(&self, r: &mut Reactor<D>) {
+        let Some(p) = &self.tcp else {
+            return;
+        };
+        let frames = {
+            let Ok(mut p) = p.try_borrow_mut() else {
+                return;
+            };
+            p.run(r);
+            std::mem::take(&mut p.out)
+        };
+        if frames.is_empty() {
+            return;
+        }
+        let Ok(mut sink) = self.sink.try_borrow_mut() else {
+            return;
+        };
+        for frame in frames {
+            self.count(|c| {
+                c.frames_out += 1;
+                c.bytes_out += frame.len() as u64;
+            });
+            sink(&frame);
         }
     }
 

@@ -43,7 +43,7 @@ mod stack;
 mod timers;
 mod urgent;
 
-pub use config::{Config, ConfigError, MTU_MAX, MTU_MIN};
+pub use config::{Config, ConfigError, TcpMode, MTU_MAX, MTU_MIN};
 pub use hostfwd::{parse_rules, Proto, Rule, RuleError};
 pub use inbound::Inbound;
 pub use stack::{Counters, Stack, ETH_HLEN};

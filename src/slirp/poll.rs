@@ -123,6 +123,7 @@ impl Inner {
             self.teardown(r);
         } else {
             self.sync(r);
+            self.run_tcp(r);
         }
     }
 

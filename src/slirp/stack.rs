@@ -5,7 +5,7 @@ use std::os::raw::c_int;
 use std::rc::Rc;
 
 use super::callbacks::{Shared, CALLBACKS};
-use super::config::Config;
+use super::config::{Config, TcpMode};
 use super::ffi;
 use super::hostfwd::{Proto, Rule};
 use super::inner::{Inner, State};
@@ -57,6 +57,8 @@ impl Stack {
         sink: impl FnMut(&[u8]) + 'static,
     ) -> Result<Stack> {
         let cconfig = config.to_c()?;
+        let tcp = (config.tcp == TcpMode::Own && !config.restricted)
+            .then(|| RefCell::new(crate::tcp::Path::new(tcp_rules(&config))));
         let inner = Rc::new(Inner {
             slirp: Cell::new(std::ptr::null_mut()),
             in_slirp: Cell::new(false),
@@ -68,6 +70,7 @@ impl Stack {
             reass: RefCell::new(Reassembler::new()),
             sink: RefCell::new(Box::new(sink)),
             counters: Cell::new(Counters::default()),
+            tcp,
         });
         *inner.shared.detacher.borrow_mut() = Some(reactor.detacher());
         let opaque = &*inner.shared as *const Shared as *mut std::os::raw::c_void;
@@ -176,6 +179,11 @@ impl Stack {
     /// a cut super-segment) to libslirp, without TCP urgent data
     /// ([`urgent`](super::urgent)).
     fn deliver(&self, frame: &[u8]) {
+        if let Some(p) = &self.inner.tcp {
+            if p.try_borrow_mut().is_ok_and(|mut p| p.take(frame)) {
+                return;
+            }
+        }
         let cleared = urgent::cleared(frame);
         let frame = match &cleared {
             Some(f) => {
@@ -336,6 +344,13 @@ impl Stack {
         c
     }
 
+    /// What the own TCP path has done, if the stack has it
+    /// ([`TcpMode::Own`] in open mode).
+    pub fn tcp_counters(&self) -> Option<crate::tcp::TcpCounters> {
+        let p = self.inner.tcp.as_ref()?;
+        p.try_borrow().ok().map(|p| p.counters)
+    }
+
     /// The configuration the stack runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -438,6 +453,24 @@ fn dns_query_frame(src: [u8; 4], dns: [u8; 4], port: u16) -> Vec<u8> {
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&dnsq);
     f
+}
+
+/// Where the own TCP path may take the guest's connections.
+fn tcp_rules(c: &Config) -> crate::tcp::Rules {
+    crate::tcp::Rules {
+        ipv4: c.ipv4,
+        network: c.network,
+        prefix_len: c.prefix_len,
+        host: c.host,
+        ipv6: c.ipv6,
+        prefix6: c.prefix6,
+        prefix6_len: c.prefix6_len,
+        host6: c.host6,
+        host_loopback: c.host_loopback,
+        outbound: c.outbound_addr,
+        outbound6: c.outbound_addr6,
+        mtu: c.mtu,
+    }
 }
 
 /// Whether `frame` is an ARP packet or an IPv4 or IPv6 datagram whose

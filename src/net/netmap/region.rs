@@ -140,7 +140,7 @@ impl Region {
         // SAFETY: `off + n <= len`, so the offset stays within the mapping
         // the caller of `new` vouched for.
         let p = unsafe { self.base.as_ptr().add(off) };
-        if (p as usize) % align != 0 {
+        if !(p as usize).is_multiple_of(align) {
             return Err(corrupt(format!(
                 "{what}: offset {off} is not {align}-byte aligned"
             )));

@@ -1,0 +1,55 @@
+//! The host side of a flow: a non-blocking TCP socket connecting to where
+//! the guest asked (or where libslirp's rules translate it to).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+
+/// Where a `connect` stands right after it was made.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// Connected at once (loopback may do that).
+    Done(TcpStream),
+    /// In progress: writable once it is done, then `SO_ERROR` says how.
+    Pending(TcpStream),
+}
+
+/// A non-blocking, close-on-exec TCP socket to `to`, bound to `from` (port
+/// any) when given, with Nagle off (smoltcp hands over whole runs).
+pub(crate) fn connect_to(to: SocketAddr, from: Option<IpAddr>) -> io::Result<Started> {
+    let family = match to {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    // Non-blocking and close-on-exec from the start where `socket` takes
+    // the flags (no `fcntl` on it after entry); elsewhere std's ioctl.
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let flags = SockFlag::empty();
+    let fd: OwnedFd = socket(family, SockType::Stream, flags, None)?;
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let fd: OwnedFd = {
+        let s = TcpStream::from(fd);
+        s.set_nonblocking(true)?;
+        s.into()
+    };
+    if let Some(ip) = from {
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(SocketAddr::new(ip, 0)),
+        )?;
+    }
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    match connect(raw, &SockaddrStorage::from(to)) {
+        Ok(()) => Ok(Started::Done(TcpStream::from(fd))),
+        Err(Errno::EINPROGRESS) => Ok(Started::Pending(TcpStream::from(fd))),
+        Err(e) => Err(e.into()),
+    }
+}

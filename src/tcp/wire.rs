@@ -1,0 +1,98 @@
+//! The link between smoltcp and the guest: IP packets in (taken from the
+//! guest's Ethernet frames), Ethernet frames out (smoltcp's IP packets
+//! behind the guest's and the gateway's addresses).
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::frame::ETH_HLEN;
+
+/// The Ethernet addresses of frames to the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Macs {
+    /// The guest's (the source of its frames).
+    pub guest: [u8; 6],
+    /// The gateway's (where the guest sent them).
+    pub gateway: [u8; 6],
+}
+
+/// One flow's side of the link, lent to smoltcp for one poll: the packets
+/// the guest sent it, and where its answers go.
+pub(crate) struct Wire<'a> {
+    pub rx: &'a mut VecDeque<Vec<u8>>,
+    pub out: &'a mut Vec<Vec<u8>>,
+    pub macs: Macs,
+    /// The largest IP packet toward the guest.
+    pub mtu: usize,
+}
+
+pub(crate) struct Rx(Vec<u8>);
+
+pub(crate) struct Tx<'a> {
+    out: &'a mut Vec<Vec<u8>>,
+    macs: Macs,
+}
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; ETH_HLEN + len];
+        let r = f(&mut frame[ETH_HLEN..]);
+        let ethertype = if frame.get(ETH_HLEN).is_some_and(|b| b >> 4 == 6) {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
+        if let Ok(mut eth) = Ethernet::new_checked(&mut frame[..]) {
+            eth.set_dst(self.macs.guest);
+            eth.set_src(self.macs.gateway);
+            eth.set_ethertype(ethertype);
+        }
+        self.out.push(frame);
+        r
+    }
+}
+
+impl Device for Wire<'_> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((
+            Rx(packet),
+            Tx {
+                out: self.out,
+                macs: self.macs,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx {
+            out: self.out,
+            macs: self.macs,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = self.mtu;
+        c
+    }
+}
