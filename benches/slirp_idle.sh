@@ -18,6 +18,9 @@
 #
 #   benches/slirp_idle.sh [REPS] [MIB] [STRACE_MIB]     (defaults 5 256 16)
 #
+# KINDS picks the loops (default "caploop netbe pollrebuild"); "own" is
+# caploop with the own TCP path serving the forward (TcpMode::Own).
+#
 # Needs strace for the system-call columns (printed as "-" without it).
 set -eu
 REPS=${1:-5}
@@ -30,7 +33,7 @@ cargo build --release --quiet --example slirp_idle_bench
 BIN=$CARGO_TARGET_DIR/release/examples/slirp_idle_bench
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-KINDS="caploop netbe pollrebuild"
+KINDS=${KINDS:-"caploop netbe pollrebuild"}
 NS="1 100 1000"
 
 field() { # field NAME LINE

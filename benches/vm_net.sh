@@ -9,6 +9,8 @@
 #   vhost-nooffload  the same with --no-offload (plain frames; not in the
 #           default PEERS)
 #   stream  caploop-sandbox --qemu-stream PATH (-netdev stream)
+#   vhost-own, stream-own  the same with --tcp=own (the guest's TCP served
+#           by the own path, scaled windows; not in the default PEERS)
 #   passt   passt -s PATH                      (-netdev stream)
 #
 # Every peer gets the same guest: memory from memory-backend-memfd,
@@ -136,14 +138,17 @@ run_one() {
     local -a net
     rm -f "$sock"
     case $peer in
-    vhost | vhost-nooffload)
+    vhost | vhost-nooffload | vhost-own)
         local extra=()
         [ "$peer" = vhost-nooffload ] && extra=(--no-offload)
+        [ "$peer" = vhost-own ] && extra=(--tcp=own)
         RUST_LOG=info "$SANDBOX" --vhost-user "$sock" --open --mtu "$mtu" "${extra[@]}" 2>"$log" &
         net=(-chardev "socket,id=c0,path=$sock" -netdev vhost-user,id=n0,chardev=c0)
         ;;
-    stream)
-        RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" 2>"$log" &
+    stream | stream-own)
+        local extra=()
+        [ "$peer" = stream-own ] && extra=(--tcp=own)
+        RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" "${extra[@]}" 2>"$log" &
         net=(-netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$sock")
         ;;
     passt)
@@ -246,7 +251,8 @@ for (mtu, d) in sorted({(k[0], k[1]) for k in groups}):
         g = groups.get((mtu, d, p))
         return med([x[f] for x in g]) if g else None
     for a, b in [("vhost", "stream"), ("vhost", "passt"), ("vhost-nooffload", "stream"),
-                 ("stream", "passt")]:
+                 ("stream", "passt"), ("vhost-own", "passt"), ("stream-own", "passt"),
+                 ("vhost-own", "vhost"), ("stream-own", "stream")]:
         if m(a, "gbit") and m(b, "gbit"):
             cpu = lambda p: m(p, "peer") + m(p, "qemu")
             print(f"{mtu:>6} {d:<9} {a + '/' + b:<24} {m(a, 'gbit') / m(b, 'gbit'):>7.2f} "

@@ -9,8 +9,11 @@
 //! Driven by `benches/slirp_idle.sh`.
 //!
 //! ```text
-//! slirp_idle_bench caploop|netbe|pollrebuild IDLE MIB
+//! slirp_idle_bench caploop|own|netbe|pollrebuild IDLE MIB
 //! ```
+//!
+//! `own` is `caploop` with the own TCP path (`TcpMode::Own`): the forward
+//! and its connections are the path's, not libslirp's.
 //!
 //! The guest is a smoltcp stack in this process, on the loop thread; the
 //! host side (the idle connections and the busy writer) is a second thread
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use caploop::net::Netbe;
 use caploop::slirp::ffi;
-use caploop::slirp::{Config, Proto, Rule, Stack};
+use caploop::slirp::{Config, Proto, Rule, Stack, TcpMode};
 use caploop::Reactor;
 use smoltcp::socket::tcp;
 
@@ -536,7 +539,7 @@ fn marker() {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: slirp_idle_bench caploop|netbe|pollrebuild IDLE MIB";
+    let usage = "usage: slirp_idle_bench caploop|own|netbe|pollrebuild IDLE MIB";
     let kind = args.get(1).expect(usage).clone();
     let idle: usize = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
     let mib: u64 = args.get(3).and_then(|s| s.parse().ok()).expect(usage);
@@ -545,11 +548,16 @@ fn main() {
     let rx: Rc<RefCell<VecDeque<Vec<u8>>>> = Rc::default();
     let mut port = 0;
     let mut driver: Box<dyn Driver> = match kind.as_str() {
-        "caploop" => {
+        "caploop" | "own" => {
             let mut reactor = Reactor::new().expect("reactor");
             let rx2 = rx.clone();
             let config = Config {
                 ipv6: false,
+                tcp: if kind == "own" {
+                    TcpMode::Own
+                } else {
+                    TcpMode::Slirp
+                },
                 ..Config::default()
             };
             let stack = Stack::new(&mut reactor, config, move |f: &[u8]| {

@@ -12,7 +12,10 @@
 //!   over 64 KiB (and, with `--tcp=slirp`, neither: the test can fail);
 //! - a refused connect is a RST (`ECONNREFUSED` in the namespace);
 //! - a server that speaks first is heard, and a host RST reaches the
-//!   namespace as `ECONNRESET`.
+//!   namespace as `ECONNRESET`;
+//! - a host forward added through the slirp4netns API carries 4 MiB each
+//!   way byte-exact through the path, and the namespace's end sees a
+//!   window scale.
 //!
 //! Needs root, `ip`, `nft`, `ss`, `python3`.
 
@@ -21,11 +24,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::Command;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::helper::BIN;
+use common::guest::Scratch;
+use common::helper::{free_port, Reaper, BIN};
 use common::s4nn::*;
 
 const LEN: usize = 4 << 20;
@@ -282,4 +286,78 @@ fn a_server_that_speaks_first_is_heard_and_a_host_reset_reaches_the_namespace() 
     let log = finish(h);
     assert_eq!(out.trim(), "220 hello\nConnectionResetError:104", "{out}");
     assert_eq!(own(&log, "flows_opened"), 2, "{log}");
+}
+
+/// A server in `ns` on `port`: takes one connection, reads it to its end,
+/// answers with `len` bytes of a pattern and closes; prints the SHA-256
+/// of what it read and whether `ss` showed a window scale on it.
+fn ns_sink(ns: &Netns, port: u16, len: usize) -> (Reaper, std::process::ChildStdout) {
+    let script = format!(
+        "import socket,hashlib,subprocess\n\
+         t=socket.socket(); t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         t.bind(('0.0.0.0',{port})); t.listen(1)\n\
+         print('listening',flush=True)\n\
+         c,a=t.accept(); c.settimeout(15)\n\
+         ss=subprocess.run(['ss','-tinH','sport','=',':{port}'],capture_output=True,text=True).stdout\n\
+         h=hashlib.sha256(); n=0\n\
+         while True:\n\
+         \x20   b=c.recv(65536)\n\
+         \x20   if not b: break\n\
+         \x20   h.update(b); n+=len(b)\n\
+         c.sendall(bytes(i*7%251 for i in range({len})))\n\
+         c.close()\n\
+         print(n, h.hexdigest(), 'wscale:' in ss, flush=True)\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 10];
+    out.read_exact(&mut line)
+        .expect("the namespace's server starts");
+    assert_eq!(&line, b"listening\n");
+    (Reaper(child), out)
+}
+
+#[test]
+fn a_host_forward_carries_4_mib_each_way_through_the_path() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let scratch = Scratch::new("owntcp");
+    let sock = api_sock(&scratch);
+    let h = helper_logging(
+        &ns,
+        &["-c", "--tcp=own", "--api-socket", sock.to_str().unwrap()],
+    );
+    let (_server, mut said) = ns_sink(&ns, 8080, LEN);
+    let port = free_port();
+    assert_eq!(
+        api(&sock, &add_hostfwd("tcp", port, 8080)),
+        r#"{"return":{"id":1}}"#
+    );
+    let sent = pattern_of(7, LEN);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    c.write_all(&sent).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    let mut line = String::new();
+    said.read_to_string(&mut line).unwrap();
+    let log = finish(h);
+    let expect: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(back.len(), LEN, "namespace -> host length");
+    assert!(back == expect, "namespace -> host bytes");
+    assert_eq!(
+        line.trim(),
+        format!("{LEN} {} True", sha256_hex(&sent)),
+        "host -> namespace, and the window scale"
+    );
+    assert_eq!(own(&log, "flows_opened"), 1, "{log}");
 }

@@ -268,3 +268,73 @@ fn dgram_front_end_serves_one_frame_per_datagram() {
     let status = wait_exit(&mut helper.0, Duration::from_secs(10)).expect("exit on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// Restricted mode with `--tcp=own`: a host forward's connection reaches
+/// the guest through the own path. The helper has seen no unicast frame
+/// of the guest's, so it asks the guest's Ethernet address by ARP first;
+/// then its SYN offers a window scale (libslirp's never does), and its
+/// listener accepted inside the sandbox.
+#[test]
+fn a_restricted_forward_goes_through_the_own_path_with_a_window_scale() {
+    use caploop::frame::ethernet::{Ethernet, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+    use caploop::frame::ipv4::Ipv4;
+    use caploop::frame::tcp::{Tcp, ACK, SYN};
+
+    let mut q = start(&["--tcp=own"]);
+    // The forward listens once the helper has set up its session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _client = loop {
+        match TcpStream::connect(("127.0.0.1", q.hostfwd_port)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the forward never listened: {e}"),
+        }
+    };
+    let gateway = [0x52, 0x55, 10, 0, 2, 2];
+    q.expect("an ARP request for 10.0.2.15", |f| {
+        let eth = Ethernet::new_checked(f).ok()?;
+        let arp = eth.payload();
+        (eth.ethertype() == ETHERTYPE_ARP
+            && eth.src() == gateway
+            && arp.get(6..8) == Some(&[0, 1])
+            && arp.get(24..28) == Some(&[10, 0, 2, 15]))
+        .then_some(())
+    });
+    let guest_mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    let mut reply = gateway.to_vec();
+    reply.extend_from_slice(&guest_mac);
+    reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    reply.extend_from_slice(&guest_mac);
+    reply.extend_from_slice(&[10, 0, 2, 15]);
+    reply.extend_from_slice(&gateway);
+    reply.extend_from_slice(&[10, 0, 2, 2]);
+    q.conn.write_all(&Qemu::framed(&reply)).unwrap();
+    let options = q.expect("a SYN to 10.0.2.15:80", |f| {
+        let eth = Ethernet::new_checked(f).ok()?;
+        if eth.ethertype() != ETHERTYPE_IPV4 || eth.dst() != guest_mac {
+            return None;
+        }
+        let ip = Ipv4::new_checked(eth.payload()).ok()?;
+        let tcp = Tcp::new_checked(ip.payload()).ok()?;
+        (ip.dst() == [10, 0, 2, 15] && tcp.dst_port() == 80 && tcp.flags() & (SYN | ACK) == SYN)
+            .then(|| tcp.options().to_vec())
+    });
+    // Options: kind 3 is the window scale.
+    let mut o = &options[..];
+    let mut scaled = false;
+    while let Some(&kind) = o.first() {
+        match kind {
+            0 => break,
+            1 => o = &o[1..],
+            _ => {
+                scaled |= kind == 3;
+                let len = usize::from(*o.get(1).unwrap_or(&2)).max(2);
+                o = o.get(len..).unwrap_or(&[]);
+            }
+        }
+    }
+    assert!(scaled, "no window scale in the SYN's options {options:?}");
+}

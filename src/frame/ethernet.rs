@@ -77,6 +77,24 @@ impl<'a> Ethernet<&'a [u8]> {
     }
 }
 
+/// An ARP request for IPv4 over Ethernet, broadcast: who has `target`,
+/// tell `sender_ip` at `sender_mac` (RFC 826).
+pub fn arp_request(sender_mac: [u8; 6], sender_ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; ETH_HLEN + ARP_LEN];
+    if let Ok(mut eth) = Ethernet::new_checked(&mut f[..]) {
+        eth.set_dst([0xff; 6]);
+        eth.set_src(sender_mac);
+        eth.set_ethertype(ETHERTYPE_ARP);
+    }
+    let arp = &mut f[ETH_HLEN..];
+    // Ethernet, IPv4, their address lengths, request.
+    arp[..8].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    arp[8..14].copy_from_slice(&sender_mac);
+    arp[14..18].copy_from_slice(&sender_ip);
+    arp[24..28].copy_from_slice(&target);
+    f
+}
+
 /// The EtherType of `frame`, if it is long enough to have one.
 pub fn ethertype(frame: &[u8]) -> Option<u16> {
     Ethernet::new_checked(frame).ok().map(|e| e.ethertype())

@@ -57,7 +57,7 @@ impl Stack {
         sink: impl FnMut(&[u8]) + 'static,
     ) -> Result<Stack> {
         let cconfig = config.to_c()?;
-        let tcp = (config.tcp == TcpMode::Own && !config.restricted)
+        let tcp = (config.tcp == TcpMode::Own)
             .then(|| RefCell::new(crate::tcp::Path::new(tcp_rules(&config))));
         let inner = Rc::new(Inner {
             slirp: Cell::new(std::ptr::null_mut()),
@@ -250,7 +250,9 @@ impl Stack {
 
     /// Adds a host forward. The host socket is bound at once (so a port in
     /// use fails here) and registered in `reactor` (the stack's own) at
-    /// once, so a sandbox plan taken next limits it.
+    /// once, so a sandbox plan taken next limits it. With
+    /// [`TcpMode::Own`] a TCP forward is the own path's (its connections
+    /// get scaled windows); UDP ones stay libslirp's.
     pub fn add_hostfwd<D: 'static>(&self, reactor: &mut Reactor<D>, rule: &Rule) -> Result<()> {
         let inner = &self.inner;
         if rule.proto == Proto::Udp && inner.config.restricted {
@@ -278,6 +280,17 @@ impl Stack {
                 "the host and guest addresses are of different families \
                  (libslirp forwards within one; give an IPv6 guest address)",
             );
+        }
+        if let (Proto::Tcp, Some(p)) = (rule.proto, &inner.tcp) {
+            let Ok(mut p) = p.try_borrow_mut() else {
+                return refuse("the TCP path is busy");
+            };
+            return p
+                .add_forward(reactor, host, guest)
+                .map_err(|source| Error::Hostfwd {
+                    rule: rule.to_string(),
+                    source,
+                });
         }
         let h = ffi::SockAddr::new(host);
         let g = ffi::SockAddr::new(guest);
@@ -309,6 +322,16 @@ impl Stack {
     /// forwarded stay up.
     pub fn remove_hostfwd<D: 'static>(&self, reactor: &mut Reactor<D>, rule: &Rule) -> Result<()> {
         let inner = &self.inner;
+        if let (Proto::Tcp, Some(p)) = (rule.proto, &inner.tcp) {
+            let removed = p
+                .try_borrow_mut()
+                .is_ok_and(|mut p| p.remove_forward(reactor, rule.host_socket_addr()));
+            return if removed {
+                Ok(())
+            } else {
+                Err(Error::NoSuchHostfwd(rule.to_string()))
+            };
+        }
         let h = ffi::SockAddr::new(rule.host_socket_addr());
         let (hp, hl) = h.as_ptr();
         let flags = match rule.proto {
@@ -470,6 +493,7 @@ fn tcp_rules(c: &Config) -> crate::tcp::Rules {
         outbound: c.outbound_addr,
         outbound6: c.outbound_addr6,
         mtu: c.mtu,
+        open: !c.restricted,
     }
 }
 

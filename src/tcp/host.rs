@@ -53,3 +53,28 @@ pub(crate) fn connect_to(to: SocketAddr, from: Option<IpAddr>) -> io::Result<Sta
         Err(e) => Err(e.into()),
     }
 }
+
+/// A non-blocking, close-on-exec TCP listener on `at`, with
+/// `SO_REUSEADDR` (as libslirp's forwards have).
+pub(crate) fn listen_on(at: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let family = match at {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let flags = SockFlag::empty();
+    let fd: OwnedFd = socket(family, SockType::Stream, flags, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    bind(raw, &SockaddrStorage::from(at))?;
+    nix::sys::socket::listen(
+        &fd,
+        nix::sys::socket::Backlog::new(128).map_err(io::Error::from)?,
+    )?;
+    let l = std::net::TcpListener::from(fd);
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    l.set_nonblocking(true)?;
+    Ok(l)
+}

@@ -95,6 +95,9 @@ pub struct Rules {
     pub outbound6: Option<Ipv6Addr>,
     /// The largest IP packet toward the guest.
     pub mtu: usize,
+    /// The guest may connect out (open mode); else the path serves host
+    /// forwards only.
+    pub open: bool,
 }
 
 impl Rules {
@@ -290,7 +293,37 @@ pub(crate) struct Path {
     pub counters: TcpCounters,
     /// [`MAX_FLOWS`], or fewer for a test.
     max_flows: usize,
+    /// Host forwards served by the path, by id (ids shared with flows).
+    forwards: HashMap<u64, Forward>,
+    /// The guest's and the gateway's Ethernet addresses, from the last
+    /// unicast frame the guest sent (for connections the host opens).
+    macs: Option<Macs>,
+    /// The next port on the host address a forwarded connection comes
+    /// from, as the guest sees it.
+    next_port: u16,
+    /// Forwarded connections waiting for the guest's Ethernet address
+    /// (asked by ARP), with their deadline.
+    waiting: Vec<(TcpStream, SocketAddr, Instant)>,
 }
+
+/// How long a forwarded connection waits for the guest's Ethernet address.
+const ARP_WAIT: Duration = Duration::from_secs(3);
+
+/// A host forward the path serves: its listener and where it leads.
+struct Forward {
+    listener: Rc<std::net::TcpListener>,
+    reg: Handle,
+    guest: SocketAddr,
+    /// The listener was reported readable: connections wait.
+    pending: bool,
+    /// Disabled after a failed `accept` until then.
+    resting: Option<Instant>,
+}
+
+/// Ports forwarded connections come from, as the guest sees them.
+const FORWARD_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// Connections one forward accepts per round, at most.
+const ACCEPTS_PER_ROUND: usize = 64;
 
 impl Path {
     pub fn new(rules: Rules) -> Path {
@@ -307,7 +340,188 @@ impl Path {
             out: Vec::new(),
             counters: TcpCounters::default(),
             max_flows: MAX_FLOWS,
+            forwards: HashMap::new(),
+            macs: None,
+            next_port: *FORWARD_PORTS.start(),
+            waiting: Vec::new(),
         }
+    }
+
+    /// Serves TCP host forward `host` -> `guest` (the stack's rule) from
+    /// now on: a non-blocking listener on `host` (`SO_REUSEADDR`, as
+    /// libslirp's), registered in `r`. Each connection it accepts reaches
+    /// the guest from the host address (10.0.2.2 or its IPv6 one), with a
+    /// scaled window.
+    pub fn add_forward<D: 'static>(
+        &mut self,
+        r: &mut Reactor<D>,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> std::io::Result<()> {
+        if self
+            .forwards
+            .values()
+            .any(|f| f.listener.local_addr().ok() == Some(host))
+        {
+            return Err(std::io::Error::from(ErrorKind::AddrInUse));
+        }
+        let listener = Rc::new(host::listen_on(host)?);
+        let id = self.next_id;
+        self.next_id += 1;
+        let events = Rc::clone(&self.events);
+        let reg = r
+            .add(
+                Rc::clone(&listener),
+                Interest::READ,
+                Rights::EPHEMERAL | Rights::LISTENER,
+                move |_, _, _| {
+                    events.borrow_mut().push((
+                        id,
+                        Ready {
+                            readable: true,
+                            ..Ready::default()
+                        },
+                    ))
+                },
+            )
+            .map_err(std::io::Error::other)?;
+        self.forwards.insert(
+            id,
+            Forward {
+                listener,
+                reg,
+                guest,
+                pending: false,
+                resting: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops serving the host forward listening on `host`; connections
+    /// already forwarded stay up. Whether there was one.
+    pub fn remove_forward<D: 'static>(&mut self, r: &mut Reactor<D>, host: SocketAddr) -> bool {
+        let Some(id) = self
+            .forwards
+            .iter()
+            .find(|(_, f)| f.listener.local_addr().ok() == Some(host))
+            .map(|(&id, _)| id)
+        else {
+            return false;
+        };
+        if let Some(f) = self.forwards.remove(&id) {
+            let _ = r.delete(f.reg);
+        }
+        true
+    }
+
+    /// Accepts what forward `fid`'s listener has waiting, each connection
+    /// a flow toward the guest (smoltcp's socket connecting to it).
+    fn accept<D: 'static>(&mut self, r: &mut Reactor<D>, fid: u64) {
+        for _ in 0..ACCEPTS_PER_ROUND {
+            let Some(f) = self.forwards.get_mut(&fid) else {
+                return;
+            };
+            let (stream, peer) = match f.listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    f.pending = false;
+                    return;
+                }
+                Err(e) => {
+                    // Out of descriptors, say: the listener stays readable,
+                    // so it rests a second rather than spin the loop.
+                    log::warn!("tcp: forward to {}: accept: {e}; resting 1 s", f.guest);
+                    f.pending = false;
+                    if r.disable(f.reg).is_ok() {
+                        f.resting = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    return;
+                }
+            };
+            let guest = f.guest;
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            log::debug!("tcp: forward from {peer} to {guest}");
+            self.connect_guest(r, stream, guest);
+        }
+    }
+
+    /// Opens a flow from the host address to `guest` for a connection a
+    /// forward accepted; asks the guest's Ethernet address first (ARP) if
+    /// no frame of the guest's has told it yet.
+    fn connect_guest<D: 'static>(
+        &mut self,
+        r: &mut Reactor<D>,
+        stream: TcpStream,
+        guest: SocketAddr,
+    ) {
+        let Some(macs) = self.macs else {
+            if let IpAddr::V4(ip) = guest.ip() {
+                let h = self.rules.host.octets();
+                let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
+                self.out
+                    .push(crate::frame::ethernet::arp_request(gateway, h, ip.octets()));
+            }
+            self.waiting
+                .push((stream, guest, Instant::now() + ARP_WAIT));
+            return;
+        };
+        if self.flows.len() >= self.max_flows {
+            self.counters.flows_refused += 1;
+            return;
+        }
+        let from = match guest.ip() {
+            IpAddr::V4(_) => IpAddr::V4(self.rules.host),
+            IpAddr::V6(_) => IpAddr::V6(self.rules.host6),
+        };
+        let Some(key) = self.free_key(guest, from) else {
+            self.counters.flows_refused += 1;
+            return;
+        };
+        let mut flow = Flow::new(key, stream, macs, self.rules.mtu, self.now());
+        let mut s = new_socket();
+        let ok = s
+            .connect(
+                flow.iface.context(),
+                (ip_address(guest.ip()), guest.port()),
+                (ip_address(from), key.remote.port()),
+            )
+            .is_ok();
+        if !ok {
+            self.counters.flows_refused += 1;
+            return;
+        }
+        flow.socket = Some(flow.sockets.add(s));
+        flow.phase = Phase::Relaying;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.counters.flows_opened += 1;
+        self.by_key.insert(key, id);
+        self.flows.insert(id, flow);
+        self.serve(r, id);
+    }
+
+    /// A flow key from `from` on a port no flow to `guest` uses.
+    fn free_key(&mut self, guest: SocketAddr, from: IpAddr) -> Option<Key> {
+        let span = usize::from(FORWARD_PORTS.end() - FORWARD_PORTS.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == *FORWARD_PORTS.end() {
+                *FORWARD_PORTS.start()
+            } else {
+                port + 1
+            };
+            let key = Key {
+                guest,
+                remote: SocketAddr::new(from, port),
+            };
+            if !self.by_key.contains_key(&key) {
+                return Some(key);
+            }
+        }
+        None
     }
 
     /// Removes every registration and the timer from the reactor (the
@@ -317,6 +531,9 @@ impl Path {
             if let Some(h) = flow.reg {
                 let _ = r.delete(h);
             }
+        }
+        for (_, f) in self.forwards.drain() {
+            let _ = r.delete(f.reg);
         }
         self.by_key.clear();
         self.timers.clear();
@@ -334,6 +551,15 @@ impl Path {
     /// flow it has, or a SYN it will serve. Syscalls only (the host
     /// `connect`); the reactor work waits for [`run`](Path::run).
     pub fn take(&mut self, frame: &[u8]) -> bool {
+        if let Ok(eth) = Ethernet::new_checked(frame) {
+            // Unicast to the gateway: its address and the guest's.
+            if eth.dst()[0] & 1 == 0 {
+                self.macs = Some(Macs {
+                    guest: eth.src(),
+                    gateway: eth.dst(),
+                });
+            }
+        }
         let Some(seg) = segment(frame) else {
             return false;
         };
@@ -352,7 +578,7 @@ impl Path {
             }
             return true;
         }
-        if seg.flags & (SYN | ACK | RST) != SYN {
+        if !self.rules.open || seg.flags & (SYN | ACK | RST) != SYN {
             return false;
         }
         let Some(target) = self.rules.target(seg.key.remote) else {
@@ -422,8 +648,12 @@ impl Path {
             self.timer = Some(r.add_timer_disarmed(|_, _, _| {}));
         }
         let events = std::mem::take(&mut *self.events.borrow_mut());
+        let mut accepts = Vec::new();
         for (id, ready) in events {
-            if let Some(flow) = self.flows.get_mut(&id) {
+            if let Some(f) = self.forwards.get_mut(&id) {
+                f.pending = true;
+                accepts.push(id);
+            } else if let Some(flow) = self.flows.get_mut(&id) {
                 flow.ready.readable |= ready.readable;
                 flow.ready.writable |= ready.writable;
                 flow.ready.hangup |= ready.hangup;
@@ -443,6 +673,38 @@ impl Path {
                 }
             }
         }
+        // Connections that waited for the guest's Ethernet address.
+        if !self.waiting.is_empty() {
+            let now = Instant::now();
+            let waiting = std::mem::take(&mut self.waiting);
+            for (stream, guest, deadline) in waiting {
+                if self.macs.is_some() {
+                    self.connect_guest(r, stream, guest);
+                } else if deadline > now {
+                    self.waiting.push((stream, guest, deadline));
+                } else {
+                    log::warn!("tcp: forward to {guest}: the guest never answered ARP");
+                    self.counters.flows_refused += 1;
+                }
+            }
+        }
+        for f in self.forwards.values_mut() {
+            if f.resting.is_some_and(|t| t <= Instant::now()) && r.enable(f.reg).is_ok() {
+                f.resting = None;
+            }
+        }
+        // Listeners still holding connections from the last round too.
+        accepts.extend(
+            self.forwards
+                .iter()
+                .filter(|(_, f)| f.pending)
+                .map(|(&id, _)| id),
+        );
+        accepts.sort_unstable();
+        accepts.dedup();
+        for fid in accepts {
+            self.accept(r, fid);
+        }
         let work = std::mem::take(&mut self.work);
         for id in work {
             self.serve(r, id);
@@ -450,8 +712,17 @@ impl Path {
         self.counters.flows = self.flows.len() as u64;
         self.counters.frames_out += self.out.len() as u64;
         if let Some(h) = self.timer {
-            let _ = match self.timers.first() {
-                Some(&(when, _)) => r.rearm_timer_at(h, when),
+            // While connections wait for ARP, look again every 100 ms.
+            let arp =
+                (!self.waiting.is_empty()).then(|| Instant::now() + Duration::from_millis(100));
+            let next = self.timers.first().map(|&(when, _)| when);
+            let resting = self.forwards.values().filter_map(|f| f.resting).min();
+            // Frames made this round: the round should end without waiting,
+            // so a loop that hands them to its guest after the round (a VMM
+            // driving `run_once`) does so at once, not after its timeout.
+            let sent = (!self.out.is_empty()).then(Instant::now);
+            let _ = match next.into_iter().chain(arp).chain(resting).chain(sent).min() {
+                Some(when) => r.rearm_timer_at(h, when),
                 None => r.disarm_timer(h),
             };
         }
@@ -497,11 +768,7 @@ impl Path {
                 let syn = std::mem::take(syn);
                 match flow.host.take_error() {
                     Ok(None) => {
-                        let mut s = tcp::Socket::new(
-                            tcp::SocketBuffer::new(vec![0; BUFFER]),
-                            tcp::SocketBuffer::new(vec![0; BUFFER]),
-                        );
-                        s.set_nagle_enabled(false);
+                        let mut s = new_socket();
                         let local = IpListenEndpoint {
                             addr: Some(ip_address(flow.key.remote.ip())),
                             port: flow.key.remote.port(),
@@ -593,6 +860,17 @@ impl Path {
             }
         }
     }
+}
+
+/// A smoltcp socket with the path's buffers, Nagle off (the bytes come
+/// from a host socket in runs already).
+fn new_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+    );
+    s.set_nagle_enabled(false);
+    s
 }
 
 /// Queues `flow` (id `id`) for this round's service, once.
@@ -790,6 +1068,7 @@ mod tests {
             outbound: None,
             outbound6: None,
             mtu: 1500,
+            open: true,
         }
     }
 
@@ -896,6 +1175,12 @@ mod tests {
         assert!(!p.take(&syn([192, 0, 2, 1], ACK)));
         assert!(!p.take(&syn([10, 0, 2, 3], SYN)));
         assert_eq!(p.counters, TcpCounters::default());
+        // Restricted: the guest opens nothing through the path.
+        let mut restricted = Path::new(Rules {
+            open: false,
+            ..rules()
+        });
+        assert!(!restricted.take(&syn([10, 0, 2, 2], SYN)));
         // SYNs to the host address, which is this host's loopback: two
         // flows fit the table, the third is refused with a RST.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
