@@ -225,20 +225,22 @@ impl Inner {
                 return;
             };
             p.run(r);
-            std::mem::take(&mut p.out)
+            std::mem::take(&mut p.out.list)
         };
         if frames.is_empty() {
             return;
         }
-        let Ok(mut sink) = self.sink.try_borrow_mut() else {
-            return;
-        };
-        for frame in frames {
-            self.count(|c| {
-                c.frames_out += 1;
-                c.bytes_out += frame.len() as u64;
-            });
-            sink(&frame);
+        if let Ok(mut sink) = self.sink.try_borrow_mut() {
+            for frame in &frames {
+                self.count(|c| {
+                    c.frames_out += 1;
+                    c.bytes_out += frame.len() as u64;
+                });
+                sink(frame);
+            }
+        }
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.out.recycle(frames);
         }
     }
 

@@ -42,6 +42,7 @@ use crate::frame::tcp::{Tcp, ACK, RST, SYN};
 use crate::reactor::{Handle, Interest, Reactor, TimerHandle};
 use crate::rights::Rights;
 use host::Started;
+pub use wire::Frames;
 use wire::{Macs, Wire};
 
 /// Who serves the guest's TCP.
@@ -289,7 +290,7 @@ pub(crate) struct Path {
     events: Rc<RefCell<Vec<(u64, Ready)>>>,
     timer: Option<TimerHandle>,
     /// Frames for the guest, handed to the stack's sink after each round.
-    pub out: Vec<Vec<u8>>,
+    pub out: Frames,
     pub counters: TcpCounters,
     /// [`MAX_FLOWS`], or fewer for a test.
     max_flows: usize,
@@ -337,7 +338,7 @@ impl Path {
             timers: BTreeSet::new(),
             events: Rc::new(RefCell::new(Vec::new())),
             timer: None,
-            out: Vec::new(),
+            out: Frames::default(),
             counters: TcpCounters::default(),
             max_flows: MAX_FLOWS,
             forwards: HashMap::new(),
@@ -462,6 +463,7 @@ impl Path {
                 let h = self.rules.host.octets();
                 let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
                 self.out
+                    .list
                     .push(crate::frame::ethernet::arp_request(gateway, h, ip.octets()));
             }
             self.waiting
@@ -896,7 +898,7 @@ fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Instant) -> Int
         IfaceConfig::new(HardwareAddress::Ip),
         &mut Wire {
             rx: &mut VecDeque::new(),
-            out: &mut Vec::new(),
+            out: &mut Frames::default(),
             macs: Macs::default(),
             mtu,
         },
@@ -930,7 +932,7 @@ impl Flow {
         }
     }
 
-    fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Vec<Vec<u8>>, mtu: usize) {
+    fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Frames, mtu: usize) {
         let mut wire = Wire {
             rx: &mut self.rx,
             out,
@@ -1193,7 +1195,7 @@ mod tests {
         assert_eq!(p.counters.flows_refused, 1);
         assert_eq!(p.flows.len(), 2);
         assert_eq!(p.out.len(), 1, "one RST");
-        let rst = segment(&p.out[0]).unwrap();
+        let rst = segment(&p.out.list[0]).unwrap();
         // From the address the guest asked for, to the guest.
         assert_eq!(rst.key.guest, at(&format!("10.0.2.2:{port}")));
         assert_eq!(rst.key.remote, at("10.0.2.15:1003"));
