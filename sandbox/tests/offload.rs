@@ -26,46 +26,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::Command;
 
-use common::helper::BIN;
 use common::s4nn::*;
 
 const LEN: usize = 4 << 20;
-
-/// Starts the helper on `ns` with `args`, logging at info level.
-fn helper_logging(ns: &Netns, args: &[&str]) -> Started {
-    let mut cmd = Command::new(BIN);
-    cmd.env("RUST_LOG", "info").args(args).args([
-        "-r",
-        "5",
-        "--netns-type=path",
-        &ns.path(),
-        "tap0",
-    ]);
-    let mut s = start(cmd, Some(5), None);
-    s.ready();
-    s
-}
-
-/// Ends the helper with SIGTERM and returns its log.
-fn finish(mut s: Started) -> String {
-    // SAFETY: kill sends a signal to our own child, which is alive.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
-    let status = s.helper.0.wait().unwrap();
-    let mut log = String::new();
-    s.helper
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "helper {status:?}: {log}");
-    log
-}
 
 /// 4 MiB each way through 10.0.2.2, then the helper's log.
 fn stream_v4_and_finish(ns: &Netns, h: Started) -> String {
@@ -119,15 +84,6 @@ fn merged(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("no link counters in the log: {log}"));
     let at = out.find(" merged").unwrap();
     out[..at].rsplit('(').next().unwrap().parse().unwrap()
-}
-
-fn nft(ns: &Netns, ruleset: &str) {
-    let out = ns.exec(&["nft", ruleset]);
-    assert!(
-        out.status.success(),
-        "nft {ruleset}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Drops, in the namespace, every 20th TCP data packet it sends to the

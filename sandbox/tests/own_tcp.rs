@@ -25,46 +25,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::guest::Scratch;
-use common::helper::{free_port, Reaper, BIN};
+use common::helper::{free_port, Reaper};
 use common::s4nn::*;
 
 const LEN: usize = 4 << 20;
-
-/// Starts the helper on `ns` with `args`, logging at info level.
-fn helper_logging(ns: &Netns, args: &[&str]) -> Started {
-    let mut cmd = Command::new(BIN);
-    cmd.env("RUST_LOG", "info").args(args).args([
-        "-r",
-        "5",
-        "--netns-type=path",
-        &ns.path(),
-        "tap0",
-    ]);
-    let mut s = start(cmd, Some(5), None);
-    s.ready();
-    s
-}
-
-/// Ends the helper with SIGTERM and returns its log.
-fn finish(mut s: Started) -> String {
-    // SAFETY: kill sends a signal to our own child, which is alive.
-    unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
-    let status = s.helper.0.wait().unwrap();
-    let mut log = String::new();
-    s.helper
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "helper {status:?}: {log}");
-    log
-}
 
 /// A counter of the own path from the helper's exit line.
 fn own(log: &str, field: &str) -> u64 {
@@ -81,15 +48,6 @@ fn own(log: &str, field: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn nft(ns: &Netns, ruleset: &str) {
-    let out = ns.exec(&["nft", ruleset]);
-    assert!(
-        out.status.success(),
-        "nft {ruleset}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Drops, in the namespace, every 20th TCP data packet it sends to the
@@ -308,19 +266,7 @@ fn ns_sink(ns: &Netns, port: u16, len: usize) -> (Reaper, std::process::ChildStd
          c.close()\n\
          print(n, h.hexdigest(), 'wscale:' in ss, flush=True)\n"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut out = child.stdout.take().unwrap();
-    let mut line = [0u8; 10];
-    out.read_exact(&mut line)
-        .expect("the namespace's server starts");
-    assert_eq!(&line, b"listening\n");
-    (Reaper(child), out)
+    ns_server(ns, &script)
 }
 
 #[test]

@@ -452,18 +452,7 @@ fn guest_server(ns: &Netns, tcp: u16, udp: u16) -> Reaper {
          \x20   except Exception: pass\n\
          \x20   c.close()\n"
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut out = child.stdout.take().unwrap();
-    let mut line = [0u8; 10];
-    out.read_exact(&mut line).expect("the guest server starts");
-    assert_eq!(&line, b"listening\n");
-    Reaper(child)
+    ns_server(ns, &script).0
 }
 
 fn host_to_guest_tcp(port: u16) -> Result<String, String> {

@@ -21,27 +21,32 @@
 //! socket is non-blocking and the reactor's). smoltcp never reads TCP's
 //! urgent pointer, so urgent data is ordinary data here.
 
+mod flow;
+mod forward;
 mod host;
+mod rules;
+mod segment;
 mod wire;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::IpListenEndpoint;
 
-use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::frame::ipv4::{Ipv4, PROTO_TCP};
-use crate::frame::ipv6::Ipv6;
-use crate::frame::tcp::{Tcp, ACK, RST, SYN};
-use crate::reactor::{Handle, Interest, Reactor, TimerHandle};
+use crate::frame::ethernet::Ethernet;
+use crate::frame::tcp::{ACK, RST, SYN};
+use crate::reactor::{Interest, Reactor, TimerHandle};
 use crate::rights::Rights;
+use flow::{iface_for, ip_address, new_socket, queue, Flow, Phase, Ready};
+use forward::{Forward, FORWARD_PORTS};
 use host::Started;
+pub use rules::Rules;
+use segment::{segment, Key};
 pub use wire::Frames;
 use wire::{Macs, Wire};
 
@@ -77,186 +82,6 @@ pub const BUFFER: usize = 1 << 21;
 
 /// Segments one flow may send per round, at most.
 const EGRESS_PASSES: usize = 256;
-
-/// Where the path may take the guest's connections, from the stack's
-/// configuration.
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct Rules {
-    pub ipv4: bool,
-    pub network: Ipv4Addr,
-    pub prefix_len: u8,
-    pub host: Ipv4Addr,
-    pub ipv6: bool,
-    pub prefix6: Ipv6Addr,
-    pub prefix6_len: u8,
-    pub host6: Ipv6Addr,
-    pub host_loopback: bool,
-    pub outbound: Option<Ipv4Addr>,
-    pub outbound6: Option<Ipv6Addr>,
-    /// The largest IP packet toward the guest.
-    pub mtu: usize,
-    /// The guest may connect out (open mode); else the path serves host
-    /// forwards only.
-    pub open: bool,
-}
-
-impl Rules {
-    /// Where a guest connection to `to` goes on the host, if this path
-    /// takes it: the host's address means its loopback (when allowed);
-    /// anything else inside the virtual network, and addresses no host
-    /// socket should reach, stay libslirp's.
-    pub fn target(&self, to: SocketAddr) -> Option<SocketAddr> {
-        let port = to.port();
-        match to.ip() {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                if !self.ipv4 {
-                    None
-                } else if a == self.host {
-                    self.host_loopback
-                        .then(|| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))
-                } else if u32::from(a) & mask == u32::from(self.network) & mask
-                    || a.is_loopback()
-                    || a.is_unspecified()
-                    || a.is_broadcast()
-                    || a.is_multicast()
-                {
-                    None
-                } else {
-                    Some(to)
-                }
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix6_len))
-                    .unwrap_or(0);
-                if !self.ipv6 {
-                    None
-                } else if a == self.host6 {
-                    self.host_loopback
-                        .then(|| SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port))
-                } else if u128::from(a) & mask == u128::from(self.prefix6) & mask
-                    || a.is_loopback()
-                    || a.is_unspecified()
-                    || a.is_multicast()
-                {
-                    None
-                } else {
-                    Some(to)
-                }
-            }
-        }
-    }
-
-    fn bind_for(&self, to: SocketAddr) -> Option<IpAddr> {
-        match to {
-            SocketAddr::V4(_) => self.outbound.map(IpAddr::from),
-            SocketAddr::V6(_) => self.outbound6.map(IpAddr::from),
-        }
-    }
-}
-
-/// A flow as the guest's segments name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    guest: SocketAddr,
-    remote: SocketAddr,
-}
-
-/// One TCP segment from the guest, as the path needs it.
-struct Segment<'a> {
-    key: Key,
-    /// The IP packet (header to its length).
-    packet: &'a [u8],
-    flags: u8,
-    macs: Macs,
-}
-
-/// Reads what the path needs from a guest frame: one TCP segment over
-/// IPv4 (unfragmented) or IPv6 (no extension headers); `None` otherwise.
-fn segment(frame: &[u8]) -> Option<Segment<'_>> {
-    let eth = Ethernet::new_checked(frame).ok()?;
-    let macs = Macs {
-        guest: eth.src(),
-        gateway: eth.dst(),
-    };
-    let (src, dst, packet, payload): (IpAddr, IpAddr, &[u8], &[u8]) = match eth.ethertype() {
-        ETHERTYPE_IPV4 => {
-            let ip = Ipv4::new_checked(eth.into_payload()).ok()?;
-            if ip.protocol() != PROTO_TCP || ip.is_fragment() {
-                return None;
-            }
-            let packet = &eth.into_payload()[..ip.total_len()];
-            (ip.src().into(), ip.dst().into(), packet, ip.into_payload())
-        }
-        ETHERTYPE_IPV6 => {
-            let ip = Ipv6::new_checked(eth.into_payload()).ok()?;
-            if ip.next_header() != PROTO_TCP {
-                return None;
-            }
-            let (s, d) = ip.addrs().split_at(16);
-            let s: [u8; 16] = s.try_into().ok()?;
-            let d: [u8; 16] = d.try_into().ok()?;
-            let packet = &eth.into_payload()[..crate::frame::ipv6::IP6 + ip.payload_len()];
-            (s.into(), d.into(), packet, ip.into_payload())
-        }
-        _ => return None,
-    };
-    let tcp = Tcp::new_checked(payload).ok()?;
-    Some(Segment {
-        key: Key {
-            guest: SocketAddr::new(src, tcp.src_port()),
-            remote: SocketAddr::new(dst, tcp.dst_port()),
-        },
-        packet,
-        flags: tcp.flags(),
-        macs,
-    })
-}
-
-/// Where a flow stands.
-enum Phase {
-    /// The host `connect` is in progress; the guest's SYN waits for it.
-    Connecting { syn: Vec<u8> },
-    /// Connected: smoltcp's socket and the host's relay bytes.
-    Relaying,
-    /// Over: removed after this round's poll (a RST may still go out).
-    Done,
-}
-
-/// Readiness the reactor reported for a flow's host socket since the
-/// flow was last served.
-#[derive(Debug, Clone, Copy, Default)]
-struct Ready {
-    readable: bool,
-    writable: bool,
-    hangup: bool,
-}
-
-struct Flow {
-    key: Key,
-    phase: Phase,
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    socket: Option<SocketHandle>,
-    host: Rc<TcpStream>,
-    reg: Option<Handle>,
-    interest: Interest,
-    ready: Ready,
-    /// Packets from the guest for smoltcp's next poll.
-    rx: VecDeque<Vec<u8>>,
-    macs: Macs,
-    /// The host sent its end of file (smoltcp's socket was closed).
-    host_eof: bool,
-    /// The guest's FIN was passed on (`shutdown(SHUT_WR)`).
-    shut_wr: bool,
-    /// When smoltcp next wants a poll, as queued in `Path::timers`.
-    due: Option<Instant>,
-    queued: bool,
-}
 
 /// What the path has done, for the stack's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -307,25 +132,6 @@ pub(crate) struct Path {
     waiting: Vec<(TcpStream, SocketAddr, Instant)>,
 }
 
-/// How long a forwarded connection waits for the guest's Ethernet address.
-const ARP_WAIT: Duration = Duration::from_secs(3);
-
-/// A host forward the path serves: its listener and where it leads.
-struct Forward {
-    listener: Rc<std::net::TcpListener>,
-    reg: Handle,
-    guest: SocketAddr,
-    /// The listener was reported readable: connections wait.
-    pending: bool,
-    /// Disabled after a failed `accept` until then.
-    resting: Option<Instant>,
-}
-
-/// Ports forwarded connections come from, as the guest sees them.
-const FORWARD_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
-/// Connections one forward accepts per round, at most.
-const ACCEPTS_PER_ROUND: usize = 64;
-
 impl Path {
     pub fn new(rules: Rules) -> Path {
         Path {
@@ -346,184 +152,6 @@ impl Path {
             next_port: *FORWARD_PORTS.start(),
             waiting: Vec::new(),
         }
-    }
-
-    /// Serves TCP host forward `host` -> `guest` (the stack's rule) from
-    /// now on: a non-blocking listener on `host` (`SO_REUSEADDR`, as
-    /// libslirp's), registered in `r`. Each connection it accepts reaches
-    /// the guest from the host address (10.0.2.2 or its IPv6 one), with a
-    /// scaled window.
-    pub fn add_forward<D: 'static>(
-        &mut self,
-        r: &mut Reactor<D>,
-        host: SocketAddr,
-        guest: SocketAddr,
-    ) -> std::io::Result<()> {
-        if self
-            .forwards
-            .values()
-            .any(|f| f.listener.local_addr().ok() == Some(host))
-        {
-            return Err(std::io::Error::from(ErrorKind::AddrInUse));
-        }
-        let listener = Rc::new(host::listen_on(host)?);
-        let id = self.next_id;
-        self.next_id += 1;
-        let events = Rc::clone(&self.events);
-        let reg = r
-            .add(
-                Rc::clone(&listener),
-                Interest::READ,
-                Rights::EPHEMERAL | Rights::LISTENER,
-                move |_, _, _| {
-                    events.borrow_mut().push((
-                        id,
-                        Ready {
-                            readable: true,
-                            ..Ready::default()
-                        },
-                    ))
-                },
-            )
-            .map_err(std::io::Error::other)?;
-        self.forwards.insert(
-            id,
-            Forward {
-                listener,
-                reg,
-                guest,
-                pending: false,
-                resting: None,
-            },
-        );
-        Ok(())
-    }
-
-    /// Stops serving the host forward listening on `host`; connections
-    /// already forwarded stay up. Whether there was one.
-    pub fn remove_forward<D: 'static>(&mut self, r: &mut Reactor<D>, host: SocketAddr) -> bool {
-        let Some(id) = self
-            .forwards
-            .iter()
-            .find(|(_, f)| f.listener.local_addr().ok() == Some(host))
-            .map(|(&id, _)| id)
-        else {
-            return false;
-        };
-        if let Some(f) = self.forwards.remove(&id) {
-            let _ = r.delete(f.reg);
-        }
-        true
-    }
-
-    /// Accepts what forward `fid`'s listener has waiting, each connection
-    /// a flow toward the guest (smoltcp's socket connecting to it).
-    fn accept<D: 'static>(&mut self, r: &mut Reactor<D>, fid: u64) {
-        for _ in 0..ACCEPTS_PER_ROUND {
-            let Some(f) = self.forwards.get_mut(&fid) else {
-                return;
-            };
-            let (stream, peer) = match f.listener.accept() {
-                Ok(c) => c,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    f.pending = false;
-                    return;
-                }
-                Err(e) => {
-                    // Out of descriptors, say: the listener stays readable,
-                    // so it rests a second rather than spin the loop.
-                    log::warn!("tcp: forward to {}: accept: {e}; resting 1 s", f.guest);
-                    f.pending = false;
-                    if r.disable(f.reg).is_ok() {
-                        f.resting = Some(Instant::now() + Duration::from_secs(1));
-                    }
-                    return;
-                }
-            };
-            let guest = f.guest;
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            log::debug!("tcp: forward from {peer} to {guest}");
-            self.connect_guest(r, stream, guest);
-        }
-    }
-
-    /// Opens a flow from the host address to `guest` for a connection a
-    /// forward accepted; asks the guest's Ethernet address first (ARP) if
-    /// no frame of the guest's has told it yet.
-    fn connect_guest<D: 'static>(
-        &mut self,
-        r: &mut Reactor<D>,
-        stream: TcpStream,
-        guest: SocketAddr,
-    ) {
-        let Some(macs) = self.macs else {
-            if let IpAddr::V4(ip) = guest.ip() {
-                let h = self.rules.host.octets();
-                let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
-                self.out
-                    .list
-                    .push(crate::frame::ethernet::arp_request(gateway, h, ip.octets()));
-            }
-            self.waiting
-                .push((stream, guest, Instant::now() + ARP_WAIT));
-            return;
-        };
-        if self.flows.len() >= self.max_flows {
-            self.counters.flows_refused += 1;
-            return;
-        }
-        let from = match guest.ip() {
-            IpAddr::V4(_) => IpAddr::V4(self.rules.host),
-            IpAddr::V6(_) => IpAddr::V6(self.rules.host6),
-        };
-        let Some(key) = self.free_key(guest, from) else {
-            self.counters.flows_refused += 1;
-            return;
-        };
-        let mut flow = Flow::new(key, stream, macs, self.rules.mtu, self.now());
-        let mut s = new_socket();
-        let ok = s
-            .connect(
-                flow.iface.context(),
-                (ip_address(guest.ip()), guest.port()),
-                (ip_address(from), key.remote.port()),
-            )
-            .is_ok();
-        if !ok {
-            self.counters.flows_refused += 1;
-            return;
-        }
-        flow.socket = Some(flow.sockets.add(s));
-        flow.phase = Phase::Relaying;
-        let id = self.next_id;
-        self.next_id += 1;
-        self.counters.flows_opened += 1;
-        self.by_key.insert(key, id);
-        self.flows.insert(id, flow);
-        self.serve(r, id);
-    }
-
-    /// A flow key from `from` on a port no flow to `guest` uses.
-    fn free_key(&mut self, guest: SocketAddr, from: IpAddr) -> Option<Key> {
-        let span = usize::from(FORWARD_PORTS.end() - FORWARD_PORTS.start()) + 1;
-        for _ in 0..span {
-            let port = self.next_port;
-            self.next_port = if port == *FORWARD_PORTS.end() {
-                *FORWARD_PORTS.start()
-            } else {
-                port + 1
-            };
-            let key = Key {
-                guest,
-                remote: SocketAddr::new(from, port),
-            };
-            if !self.by_key.contains_key(&key) {
-                return Some(key);
-            }
-        }
-        None
     }
 
     /// Removes every registration and the timer from the reactor (the
@@ -864,197 +492,13 @@ impl Path {
     }
 }
 
-/// A smoltcp socket with the path's buffers, Nagle off (the bytes come
-/// from a host socket in runs already).
-fn new_socket() -> tcp::Socket<'static> {
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; BUFFER]),
-        tcp::SocketBuffer::new(vec![0; BUFFER]),
-    );
-    s.set_nagle_enabled(false);
-    s
-}
-
-/// Queues `flow` (id `id`) for this round's service, once.
-fn queue(work: &mut Vec<u64>, flow: &mut Flow, id: u64) {
-    if !flow.queued {
-        flow.queued = true;
-        work.push(id);
-    }
-}
-
-fn ip_address(ip: IpAddr) -> IpAddress {
-    match ip {
-        IpAddr::V4(a) => IpAddress::Ipv4(a),
-        IpAddr::V6(a) => IpAddress::Ipv6(a),
-    }
-}
-
-/// A smoltcp interface that owns `remote`'s address: the guest's packets
-/// to it are its own.
-/// (smoltcp keeps the device's capabilities, the MTU among them, from here.)
-fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Instant) -> Interface {
-    let mut iface = Interface::new(
-        IfaceConfig::new(HardwareAddress::Ip),
-        &mut Wire {
-            rx: &mut VecDeque::new(),
-            out: &mut Frames::default(),
-            macs: Macs::default(),
-            mtu,
-        },
-        now,
-    );
-    let prefix = if remote.is_ipv4() { 32 } else { 128 };
-    iface.update_ip_addrs(|a| {
-        let _ = a.push(IpCidr::new(ip_address(remote.ip()), prefix));
-    });
-    iface
-}
-
-impl Flow {
-    fn new(key: Key, host: TcpStream, macs: Macs, mtu: usize, now: smoltcp::time::Instant) -> Flow {
-        Flow {
-            key,
-            phase: Phase::Done,
-            iface: iface_for(key.remote, mtu, now),
-            sockets: SocketSet::new(Vec::new()),
-            socket: None,
-            host: Rc::new(host),
-            reg: None,
-            interest: Interest::empty(),
-            ready: Ready::default(),
-            rx: VecDeque::new(),
-            macs,
-            host_eof: false,
-            shut_wr: false,
-            due: None,
-            queued: false,
-        }
-    }
-
-    fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Frames, mtu: usize) {
-        let mut wire = Wire {
-            rx: &mut self.rx,
-            out,
-            macs: self.macs,
-            mtu,
-        };
-        self.iface.poll(now, &mut wire, &mut self.sockets);
-        // smoltcp sends one segment a socket per egress pass: let it send
-        // what its window allows, up to a bound (the rest next round, its
-        // poll delay then being zero).
-        for _ in 0..EGRESS_PASSES {
-            if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
-                break;
-            }
-        }
-    }
-
-    /// Moves bytes both ways between smoltcp's socket and the host's, as
-    /// far as each takes them. Returns whether smoltcp has anything new
-    /// to send (data, a window update, a FIN).
-    fn relay(&mut self) -> bool {
-        let Some(h) = self.socket else {
-            return false;
-        };
-        let s = self.sockets.get_mut::<tcp::Socket>(h);
-        let mut changed = false;
-        let mut host = &*self.host;
-        // Guest -> host: what the host socket takes leaves smoltcp's
-        // buffer (and opens the guest's window).
-        while s.can_recv() {
-            let r = s.recv(|buf| match host.write(buf) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
-            });
-            match r {
-                Ok(Ok(n)) if n > 0 => changed = true,
-                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    self.ready.writable = false;
-                    break;
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Ok(Err(_)) => {
-                    // The host side is gone: reset the guest's side.
-                    s.abort();
-                    return true;
-                }
-                _ => break,
-            }
-        }
-        // The guest's FIN, once its data is through.
-        let guest_fin = matches!(
-            s.state(),
-            tcp::State::CloseWait
-                | tcp::State::LastAck
-                | tcp::State::Closing
-                | tcp::State::TimeWait
-        );
-        if !self.shut_wr && guest_fin && s.recv_queue() == 0 {
-            let _ = host.shutdown(Shutdown::Write);
-            self.shut_wr = true;
-        }
-        // Host -> guest: read straight into smoltcp's buffer.
-        while !self.host_eof && self.ready.readable && s.can_send() {
-            let r = s.send(|buf| match host.read(buf) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
-            });
-            match r {
-                Ok(Ok(0)) => {
-                    self.host_eof = true;
-                    s.close();
-                    changed = true;
-                }
-                Ok(Ok(_)) => changed = true,
-                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
-                    self.ready.readable = false;
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Ok(Err(_)) => {
-                    s.abort();
-                    return true;
-                }
-                Err(_) => break,
-            }
-        }
-        changed
-    }
-
-    /// Whether smoltcp's socket is closed for good (both FINs through, a
-    /// RST either way, or it never left `Listen` after its SYN).
-    fn finished(&mut self) -> bool {
-        let Some(h) = self.socket else {
-            return true;
-        };
-        let s = self.sockets.get::<tcp::Socket>(h);
-        matches!(s.state(), tcp::State::Closed | tcp::State::Listen) && self.rx.is_empty()
-    }
-
-    fn interest_wanted(&self) -> Interest {
-        let mut i = Interest::empty();
-        match self.phase {
-            Phase::Connecting { .. } => i |= Interest::WRITE,
-            Phase::Relaying => {
-                if let Some(h) = self.socket {
-                    let s = self.sockets.get::<tcp::Socket>(h);
-                    if !self.host_eof && s.can_send() {
-                        i |= Interest::READ;
-                    }
-                    if s.can_recv() {
-                        i |= Interest::WRITE;
-                    }
-                }
-            }
-            Phase::Done => {}
-        }
-        i
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::ethernet::ETHERTYPE_IPV4;
+    use crate::frame::ipv4::{Ipv4, PROTO_TCP};
+    use crate::frame::tcp::Tcp;
+    use std::net::Ipv4Addr;
 
     fn rules() -> Rules {
         Rules {

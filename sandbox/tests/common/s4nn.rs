@@ -509,3 +509,63 @@ pub fn wait_slaac(ns: &Netns) {
     });
     assert!(slaac, "no fd00:: address by SLAAC within 10 s: {last}");
 }
+
+/// Starts the helper on `ns` with `args`, logging at info level.
+pub fn helper_logging(ns: &Netns, args: &[&str]) -> Started {
+    let mut cmd = Command::new(BIN);
+    cmd.env("RUST_LOG", "info").args(args).args([
+        "-r",
+        "5",
+        "--netns-type=path",
+        &ns.path(),
+        "tap0",
+    ]);
+    let mut s = start(cmd, Some(5), None);
+    s.ready();
+    s
+}
+
+/// Ends the helper with SIGTERM and returns its log.
+pub fn finish(mut s: Started) -> String {
+    // SAFETY: kill sends a signal to our own child, which is alive.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
+    let status = s.helper.0.wait().unwrap();
+    let mut log = String::new();
+    s.helper
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "helper {status:?}: {log}");
+    log
+}
+
+/// Runs `nft` with `ruleset` in `ns`, which must take it.
+pub fn nft(ns: &Netns, ruleset: &str) {
+    let out = ns.exec(&["nft", ruleset]);
+    assert!(
+        out.status.success(),
+        "nft {ruleset}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `script` with python3 in `ns` in the background, once it printed
+/// "listening": the process (killed when dropped) and its output after.
+pub fn ns_server(ns: &Netns, script: &str) -> (Reaper, std::process::ChildStdout) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 10];
+    out.read_exact(&mut line)
+        .expect("the namespace's server starts");
+    assert_eq!(&line, b"listening\n");
+    (Reaper(child), out)
+}

@@ -1,0 +1,252 @@
+//! One flow: its smoltcp interface and socket, its host socket, and the
+//! bytes relayed between them.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::Instant;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use super::segment::Key;
+use super::wire::{Frames, Macs, Wire};
+use super::{BUFFER, EGRESS_PASSES};
+use crate::reactor::{Handle, Interest};
+
+/// Where a flow stands.
+pub(super) enum Phase {
+    /// The host `connect` is in progress; the guest's SYN waits for it.
+    Connecting { syn: Vec<u8> },
+    /// Connected: smoltcp's socket and the host's relay bytes.
+    Relaying,
+    /// Over: removed after this round's poll (a RST may still go out).
+    Done,
+}
+
+/// Readiness the reactor reported for a flow's host socket since the
+/// flow was last served.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Ready {
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    pub(super) hangup: bool,
+}
+
+pub(super) struct Flow {
+    pub(super) key: Key,
+    pub(super) phase: Phase,
+    pub(super) iface: Interface,
+    pub(super) sockets: SocketSet<'static>,
+    pub(super) socket: Option<SocketHandle>,
+    pub(super) host: Rc<TcpStream>,
+    pub(super) reg: Option<Handle>,
+    pub(super) interest: Interest,
+    pub(super) ready: Ready,
+    /// Packets from the guest for smoltcp's next poll.
+    pub(super) rx: VecDeque<Vec<u8>>,
+    pub(super) macs: Macs,
+    /// The host sent its end of file (smoltcp's socket was closed).
+    pub(super) host_eof: bool,
+    /// The guest's FIN was passed on (`shutdown(SHUT_WR)`).
+    pub(super) shut_wr: bool,
+    /// When smoltcp next wants a poll, as queued in `Path::timers`.
+    pub(super) due: Option<Instant>,
+    pub(super) queued: bool,
+}
+
+/// A smoltcp socket with the path's buffers, Nagle off (the bytes come
+/// from a host socket in runs already).
+pub(super) fn new_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+        tcp::SocketBuffer::new(vec![0; BUFFER]),
+    );
+    s.set_nagle_enabled(false);
+    s
+}
+
+/// Queues `flow` (id `id`) for this round's service, once.
+pub(super) fn queue(work: &mut Vec<u64>, flow: &mut Flow, id: u64) {
+    if !flow.queued {
+        flow.queued = true;
+        work.push(id);
+    }
+}
+
+pub(super) fn ip_address(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(a) => IpAddress::Ipv4(a),
+        IpAddr::V6(a) => IpAddress::Ipv6(a),
+    }
+}
+
+/// A smoltcp interface that owns `remote`'s address: the guest's packets
+/// to it are its own.
+/// (smoltcp keeps the device's capabilities, the MTU among them, from here.)
+pub(super) fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Instant) -> Interface {
+    let mut iface = Interface::new(
+        IfaceConfig::new(HardwareAddress::Ip),
+        &mut Wire {
+            rx: &mut VecDeque::new(),
+            out: &mut Frames::default(),
+            macs: Macs::default(),
+            mtu,
+        },
+        now,
+    );
+    let prefix = if remote.is_ipv4() { 32 } else { 128 };
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(ip_address(remote.ip()), prefix));
+    });
+    iface
+}
+
+impl Flow {
+    pub(super) fn new(
+        key: Key,
+        host: TcpStream,
+        macs: Macs,
+        mtu: usize,
+        now: smoltcp::time::Instant,
+    ) -> Flow {
+        Flow {
+            key,
+            phase: Phase::Done,
+            iface: iface_for(key.remote, mtu, now),
+            sockets: SocketSet::new(Vec::new()),
+            socket: None,
+            host: Rc::new(host),
+            reg: None,
+            interest: Interest::empty(),
+            ready: Ready::default(),
+            rx: VecDeque::new(),
+            macs,
+            host_eof: false,
+            shut_wr: false,
+            due: None,
+            queued: false,
+        }
+    }
+
+    pub(super) fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Frames, mtu: usize) {
+        let mut wire = Wire {
+            rx: &mut self.rx,
+            out,
+            macs: self.macs,
+            mtu,
+        };
+        self.iface.poll(now, &mut wire, &mut self.sockets);
+        // smoltcp sends one segment a socket per egress pass: let it send
+        // what its window allows, up to a bound (the rest next round, its
+        // poll delay then being zero).
+        for _ in 0..EGRESS_PASSES {
+            if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
+                break;
+            }
+        }
+    }
+
+    /// Moves bytes both ways between smoltcp's socket and the host's, as
+    /// far as each takes them. Returns whether smoltcp has anything new
+    /// to send (data, a window update, a FIN).
+    pub(super) fn relay(&mut self) -> bool {
+        let Some(h) = self.socket else {
+            return false;
+        };
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        let mut changed = false;
+        let mut host = &*self.host;
+        // Guest -> host: what the host socket takes leaves smoltcp's
+        // buffer (and opens the guest's window).
+        while s.can_recv() {
+            let r = s.recv(|buf| match host.write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(n)) if n > 0 => changed = true,
+                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    self.ready.writable = false;
+                    break;
+                }
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(Err(_)) => {
+                    // The host side is gone: reset the guest's side.
+                    s.abort();
+                    return true;
+                }
+                _ => break,
+            }
+        }
+        // The guest's FIN, once its data is through.
+        let guest_fin = matches!(
+            s.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+        );
+        if !self.shut_wr && guest_fin && s.recv_queue() == 0 {
+            let _ = host.shutdown(Shutdown::Write);
+            self.shut_wr = true;
+        }
+        // Host -> guest: read straight into smoltcp's buffer.
+        while !self.host_eof && self.ready.readable && s.can_send() {
+            let r = s.send(|buf| match host.read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => {
+                    self.host_eof = true;
+                    s.close();
+                    changed = true;
+                }
+                Ok(Ok(_)) => changed = true,
+                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    self.ready.readable = false;
+                }
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(Err(_)) => {
+                    s.abort();
+                    return true;
+                }
+                Err(_) => break,
+            }
+        }
+        changed
+    }
+
+    /// Whether smoltcp's socket is closed for good (both FINs through, a
+    /// RST either way, or it never left `Listen` after its SYN).
+    pub(super) fn finished(&mut self) -> bool {
+        let Some(h) = self.socket else {
+            return true;
+        };
+        let s = self.sockets.get::<tcp::Socket>(h);
+        matches!(s.state(), tcp::State::Closed | tcp::State::Listen) && self.rx.is_empty()
+    }
+
+    pub(super) fn interest_wanted(&self) -> Interest {
+        let mut i = Interest::empty();
+        match self.phase {
+            Phase::Connecting { .. } => i |= Interest::WRITE,
+            Phase::Relaying => {
+                if let Some(h) = self.socket {
+                    let s = self.sockets.get::<tcp::Socket>(h);
+                    if !self.host_eof && s.can_send() {
+                        i |= Interest::READ;
+                    }
+                    if s.can_recv() {
+                        i |= Interest::WRITE;
+                    }
+                }
+            }
+            Phase::Done => {}
+        }
+        i
+    }
+}

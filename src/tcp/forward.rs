@@ -1,0 +1,212 @@
+//! Host forwards the path serves: a listener per rule, each connection it
+//! accepts a flow toward the guest.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::flow::{ip_address, new_socket, Flow, Phase, Ready};
+use super::segment::Key;
+use super::{host, Path};
+use crate::reactor::{Handle, Interest, Reactor};
+use crate::rights::Rights;
+
+/// How long a forwarded connection waits for the guest's Ethernet address.
+pub(super) const ARP_WAIT: Duration = Duration::from_secs(3);
+
+/// A host forward the path serves: its listener and where it leads.
+pub(super) struct Forward {
+    pub(super) listener: Rc<std::net::TcpListener>,
+    pub(super) reg: Handle,
+    pub(super) guest: SocketAddr,
+    /// The listener was reported readable: connections wait.
+    pub(super) pending: bool,
+    /// Disabled after a failed `accept` until then.
+    pub(super) resting: Option<Instant>,
+}
+
+/// Ports forwarded connections come from, as the guest sees them.
+pub(super) const FORWARD_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// Connections one forward accepts per round, at most.
+pub(super) const ACCEPTS_PER_ROUND: usize = 64;
+
+impl Path {
+    /// Serves TCP host forward `host` -> `guest` (the stack's rule) from
+    /// now on: a non-blocking listener on `host` (`SO_REUSEADDR`, as
+    /// libslirp's), registered in `r`. Each connection it accepts reaches
+    /// the guest from the host address (10.0.2.2 or its IPv6 one), with a
+    /// scaled window.
+    pub fn add_forward<D: 'static>(
+        &mut self,
+        r: &mut Reactor<D>,
+        host: SocketAddr,
+        guest: SocketAddr,
+    ) -> std::io::Result<()> {
+        if self
+            .forwards
+            .values()
+            .any(|f| f.listener.local_addr().ok() == Some(host))
+        {
+            return Err(std::io::Error::from(ErrorKind::AddrInUse));
+        }
+        let listener = Rc::new(host::listen_on(host)?);
+        let id = self.next_id;
+        self.next_id += 1;
+        let events = Rc::clone(&self.events);
+        let reg = r
+            .add(
+                Rc::clone(&listener),
+                Interest::READ,
+                Rights::EPHEMERAL | Rights::LISTENER,
+                move |_, _, _| {
+                    events.borrow_mut().push((
+                        id,
+                        Ready {
+                            readable: true,
+                            ..Ready::default()
+                        },
+                    ))
+                },
+            )
+            .map_err(std::io::Error::other)?;
+        self.forwards.insert(
+            id,
+            Forward {
+                listener,
+                reg,
+                guest,
+                pending: false,
+                resting: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops serving the host forward listening on `host`; connections
+    /// already forwarded stay up. Whether there was one.
+    pub fn remove_forward<D: 'static>(&mut self, r: &mut Reactor<D>, host: SocketAddr) -> bool {
+        let Some(id) = self
+            .forwards
+            .iter()
+            .find(|(_, f)| f.listener.local_addr().ok() == Some(host))
+            .map(|(&id, _)| id)
+        else {
+            return false;
+        };
+        if let Some(f) = self.forwards.remove(&id) {
+            let _ = r.delete(f.reg);
+        }
+        true
+    }
+
+    /// Accepts what forward `fid`'s listener has waiting, each connection
+    /// a flow toward the guest (smoltcp's socket connecting to it).
+    pub(super) fn accept<D: 'static>(&mut self, r: &mut Reactor<D>, fid: u64) {
+        for _ in 0..ACCEPTS_PER_ROUND {
+            let Some(f) = self.forwards.get_mut(&fid) else {
+                return;
+            };
+            let (stream, peer) = match f.listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    f.pending = false;
+                    return;
+                }
+                Err(e) => {
+                    // Out of descriptors, say: the listener stays readable,
+                    // so it rests a second rather than spin the loop.
+                    log::warn!("tcp: forward to {}: accept: {e}; resting 1 s", f.guest);
+                    f.pending = false;
+                    if r.disable(f.reg).is_ok() {
+                        f.resting = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    return;
+                }
+            };
+            let guest = f.guest;
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            log::debug!("tcp: forward from {peer} to {guest}");
+            self.connect_guest(r, stream, guest);
+        }
+    }
+
+    /// Opens a flow from the host address to `guest` for a connection a
+    /// forward accepted; asks the guest's Ethernet address first (ARP) if
+    /// no frame of the guest's has told it yet.
+    pub(super) fn connect_guest<D: 'static>(
+        &mut self,
+        r: &mut Reactor<D>,
+        stream: TcpStream,
+        guest: SocketAddr,
+    ) {
+        let Some(macs) = self.macs else {
+            if let IpAddr::V4(ip) = guest.ip() {
+                let h = self.rules.host.octets();
+                let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
+                self.out
+                    .list
+                    .push(crate::frame::ethernet::arp_request(gateway, h, ip.octets()));
+            }
+            self.waiting
+                .push((stream, guest, Instant::now() + ARP_WAIT));
+            return;
+        };
+        if self.flows.len() >= self.max_flows {
+            self.counters.flows_refused += 1;
+            return;
+        }
+        let from = match guest.ip() {
+            IpAddr::V4(_) => IpAddr::V4(self.rules.host),
+            IpAddr::V6(_) => IpAddr::V6(self.rules.host6),
+        };
+        let Some(key) = self.free_key(guest, from) else {
+            self.counters.flows_refused += 1;
+            return;
+        };
+        let mut flow = Flow::new(key, stream, macs, self.rules.mtu, self.now());
+        let mut s = new_socket();
+        let ok = s
+            .connect(
+                flow.iface.context(),
+                (ip_address(guest.ip()), guest.port()),
+                (ip_address(from), key.remote.port()),
+            )
+            .is_ok();
+        if !ok {
+            self.counters.flows_refused += 1;
+            return;
+        }
+        flow.socket = Some(flow.sockets.add(s));
+        flow.phase = Phase::Relaying;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.counters.flows_opened += 1;
+        self.by_key.insert(key, id);
+        self.flows.insert(id, flow);
+        self.serve(r, id);
+    }
+
+    /// A flow key from `from` on a port no flow to `guest` uses.
+    fn free_key(&mut self, guest: SocketAddr, from: IpAddr) -> Option<Key> {
+        let span = usize::from(FORWARD_PORTS.end() - FORWARD_PORTS.start()) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == *FORWARD_PORTS.end() {
+                *FORWARD_PORTS.start()
+            } else {
+                port + 1
+            };
+            let key = Key {
+                guest,
+                remote: SocketAddr::new(from, port),
+            };
+            if !self.by_key.contains_key(&key) {
+                return Some(key);
+            }
+        }
+        None
+    }
+}
