@@ -86,32 +86,6 @@ fn merged(log: &str) -> u64 {
     out[..at].rsplit('(').next().unwrap().parse().unwrap()
 }
 
-/// Drops, in the namespace, every 20th TCP data packet it sends to the
-/// tap and one in 100,000 it receives from it.
-fn lose_packets(ns: &Netns) {
-    nft(
-        ns,
-        "add table inet loss; \
-         add chain inet loss out { type filter hook output priority 0; }; \
-         add chain inet loss in { type filter hook input priority 0; }; \
-         add rule inet loss out oif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 20 == 7 counter drop; \
-         add rule inet loss in iif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 100000 == 5 counter drop",
-    );
-}
-
-/// Both loss rules dropped something: a loss test that lost nothing
-/// proves little.
-fn assert_lost(ns: &Netns) {
-    let rules = String::from_utf8(ns.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
-    let drops: Vec<u64> = rules
-        .split("counter packets ")
-        .skip(1)
-        .map(|t| t.split(' ').next().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(drops.len(), 2, "{rules}");
-    assert!(drops.iter().all(|&n| n > 0), "nothing dropped: {rules}");
-}
-
 /// Super-segments came from the tap into libslirp, and merged frames went
 /// to the tap.
 fn assert_offloaded_both_ways(log: &str) {
@@ -137,7 +111,7 @@ fn offloads_carry_4_mib_each_way_over_ipv4_with_packets_lost() {
     }
     let ns = Netns::new();
     let h = helper_logging(&ns, &["-c"]);
-    lose_packets(&ns);
+    lose_packets(&ns, 100_000);
     let log = stream_v4_and_finish(&ns, h);
     assert_offloaded_both_ways(&log);
     assert_lost(&ns);
@@ -155,7 +129,7 @@ fn offloads_carry_4_mib_each_way_over_ipv6_with_packets_lost() {
     no_dad(&ns);
     let h = helper_logging(&ns, &["-c", "-6"]);
     wait_slaac(&ns);
-    lose_packets(&ns);
+    lose_packets(&ns, 100_000);
     stream_each_way(&ns, "fd00::2", TcpListener::bind("[::1]:0").unwrap(), LEN);
     let log = finish(h);
     assert_offloaded_both_ways(&log);

@@ -50,30 +50,6 @@ fn own(log: &str, field: &str) -> u64 {
         .unwrap()
 }
 
-/// Drops, in the namespace, every 20th TCP data packet it sends to the
-/// tap and one in 2,000 it receives from it; returns a check that both
-/// rules dropped something.
-fn lose_packets(ns: &Netns) -> impl Fn(&Netns) {
-    nft(
-        ns,
-        "add table inet loss; \
-         add chain inet loss out { type filter hook output priority 0; }; \
-         add chain inet loss in { type filter hook input priority 0; }; \
-         add rule inet loss out oif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 20 == 7 counter drop; \
-         add rule inet loss in iif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 2000 == 5 counter drop",
-    );
-    |ns: &Netns| {
-        let rules = String::from_utf8(ns.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
-        let drops: Vec<u64> = rules
-            .split("counter packets ")
-            .skip(1)
-            .map(|t| t.split(' ').next().unwrap().parse().unwrap())
-            .collect();
-        assert_eq!(drops.len(), 2, "{rules}");
-        assert!(drops.iter().all(|&n| n > 0), "nothing dropped: {rules}");
-    }
-}
-
 /// 4 MiB each way through the own path at `mtu`, with losses.
 fn four_mib_each_way(v6: bool, mtu: u32) {
     let ns = Netns::new();
@@ -84,7 +60,7 @@ fn four_mib_each_way(v6: bool, mtu: u32) {
         args.push("-6");
     }
     let h = helper_logging(&ns, &args);
-    let lost = lose_packets(&ns);
+    lose_packets(&ns, 2_000);
     let (via, host) = if v6 {
         ("fd00::2", "[::1]:0")
     } else {
@@ -92,7 +68,7 @@ fn four_mib_each_way(v6: bool, mtu: u32) {
     };
     stream_each_way(&ns, via, TcpListener::bind(host).unwrap(), LEN);
     let log = finish(h);
-    lost(&ns);
+    assert_lost(&ns);
     assert_eq!(own(&log, "flows_opened"), 1, "{log}");
     assert!(own(&log, "frames_in") > 100, "{log}");
     assert_eq!(own(&log, "flows"), 0, "the flow is over: {log}");

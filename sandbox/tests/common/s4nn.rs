@@ -569,3 +569,31 @@ pub fn ns_server(ns: &Netns, script: &str) -> (Reaper, std::process::ChildStdout
     assert_eq!(&line, b"listening\n");
     (Reaper(child), out)
 }
+
+/// Drops, in `ns`, every 20th TCP data packet it sends to the tap and one
+/// in `in_every` it receives from it.
+pub fn lose_packets(ns: &Netns, in_every: u32) {
+    nft(
+        ns,
+        &format!(
+            "add table inet loss; \
+             add chain inet loss out {{ type filter hook output priority 0; }}; \
+             add chain inet loss in {{ type filter hook input priority 0; }}; \
+             add rule inet loss out oif tap0 meta l4proto tcp meta length > 1000 numgen inc mod 20 == 7 counter drop; \
+             add rule inet loss in iif tap0 meta l4proto tcp meta length > 1000 numgen inc mod {in_every} == 5 counter drop"
+        ),
+    );
+}
+
+/// Both rules of [`lose_packets`] dropped something: a loss test that
+/// lost nothing proves little.
+pub fn assert_lost(ns: &Netns) {
+    let rules = String::from_utf8(ns.exec(&["nft", "list", "ruleset"]).stdout).unwrap();
+    let drops: Vec<u64> = rules
+        .split("counter packets ")
+        .skip(1)
+        .map(|t| t.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(drops.len(), 2, "{rules}");
+    assert!(drops.iter().all(|&n| n > 0), "nothing dropped: {rules}");
+}
