@@ -83,6 +83,12 @@ pub struct Cli {
     )]
     pub tcp: caploop::slirp::TcpMode,
 
+    /// With --tcp=own: a forwarded connection reaches the guest from the
+    /// real client's address (not 10.0.2.2) unless the client is on the
+    /// host's loopback.
+    #[arg(long = "hostfwd-real-source", help_heading = "Network")]
+    pub hostfwd_real_source: bool,
+
     /// The VM's name, for logs.
     #[arg(long, value_name = "NAME", help_heading = "Network")]
     pub vmname: Option<String>,

@@ -97,6 +97,7 @@ fn hypervisor_session(cli: &Cli, mtu: usize, name: &str) -> Result<Session, Serv
         mru: mtu,
         ipv6: cli.ipv6,
         tcp: cli.tcp,
+        hostfwd_real_source: cli.hostfwd_real_source,
         ..caploop::slirp::Config::default()
     };
     config

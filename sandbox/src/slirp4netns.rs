@@ -107,6 +107,7 @@ pub fn config(cli: &Cli, mtu: usize) -> Result<(Config, Network), UsageError> {
         outbound_addr,
         outbound_addr6,
         tcp: cli.tcp,
+        hostfwd_real_source: cli.hostfwd_real_source,
         ..Config::default()
     };
     config

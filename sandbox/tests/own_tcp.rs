@@ -283,3 +283,84 @@ fn a_host_forward_carries_4_mib_each_way_through_the_path() {
     );
     assert_eq!(own(&log, "flows_opened"), 1, "{log}");
 }
+
+/// An address on this namespace's `lo` (this kernel has no dummy
+/// interfaces), for a client that is not on a loopback address; removed
+/// when dropped.
+struct ExtraAddr(&'static str);
+
+impl ExtraAddr {
+    fn new(addr: &'static str) -> ExtraAddr {
+        let ok = std::process::Command::new("ip")
+            .args(["addr", "add", addr, "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip addr add {addr} dev lo");
+        ExtraAddr(addr)
+    }
+}
+
+impl Drop for ExtraAddr {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "del", self.0, "dev", "lo"])
+            .status();
+    }
+}
+
+/// With `--hostfwd-real-source` a forwarded connection from a client off
+/// loopback reaches the namespace from the client's own address; one from
+/// loopback still from 10.0.2.2 (the namespace would take 127.0.0.1 for
+/// its own). Without the flag the first is 10.0.2.2 too.
+#[test]
+fn a_forward_shows_the_namespace_the_real_client_when_asked() {
+    if !is_root() {
+        return;
+    }
+    let _addr = ExtraAddr::new("192.0.2.77/32");
+    let seen = |flags: &[&str]| -> (String, String) {
+        let ns = Netns::new();
+        let scratch = Scratch::new("ownsrc");
+        let sock = api_sock(&scratch);
+        let mut args = vec!["-c", "--tcp=own", "--api-socket", sock.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let h = helper_logging(&ns, &args);
+        let (_server, mut said) = ns_server(
+            &ns,
+            "import socket\n\
+             t=socket.socket(); t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             t.bind(('0.0.0.0',8081)); t.listen(4)\n\
+             print('listening',flush=True)\n\
+             for _ in range(2):\n\
+             \x20   c,a=t.accept(); print(a[0],flush=True); c.sendall(b'ok'); c.close()\n",
+        );
+        let (off_lo, lo) = (free_port(), free_port());
+        for (host, port) in [("192.0.2.77", off_lo), ("127.0.0.1", lo)] {
+            let req = format!(
+                r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"{host}","host_port":{port},"guest_addr":"","guest_port":8081}}}}"#
+            );
+            assert!(api(&sock, &req).starts_with(r#"{"return""#));
+        }
+        let mut peers = Vec::new();
+        for (host, port) in [("192.0.2.77", off_lo), ("127.0.0.1", lo)] {
+            let mut c = TcpStream::connect((host, port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut ok = String::new();
+            c.read_to_string(&mut ok).unwrap();
+            assert_eq!(ok, "ok");
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while said.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                line.push(b[0]);
+            }
+            peers.push(String::from_utf8(line).unwrap());
+        }
+        finish(h);
+        (peers[0].clone(), peers[1].clone())
+    };
+    assert_eq!(
+        seen(&["--hostfwd-real-source"]),
+        ("192.0.2.77".to_string(), "10.0.2.2".to_string())
+    );
+    assert_eq!(seen(&[]), ("10.0.2.2".to_string(), "10.0.2.2".to_string()));
+}

@@ -68,6 +68,13 @@ pub struct Config {
     /// Who serves the guest's TCP in open mode: libslirp, or the path of
     /// scaled windows beside it ([`crate::tcp`]).
     pub tcp: TcpMode,
+    /// With [`TcpMode::Own`]: a forwarded TCP connection reaches the guest
+    /// from the real client's address and port, as pasta's do, unless the
+    /// client is on the host's loopback (the guest would take that address
+    /// for its own) or of the other IP family; then, and always when off,
+    /// from the host address, as libslirp's (what slirp4netns users'
+    /// programs expect). Off by default.
+    pub hostfwd_real_source: bool,
 }
 
 impl Default for Config {
@@ -96,6 +103,7 @@ impl Default for Config {
             domainname: None,
             dns_search: Vec::new(),
             tcp: TcpMode::Slirp,
+            hostfwd_real_source: false,
         }
     }
 }

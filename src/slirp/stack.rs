@@ -494,6 +494,7 @@ fn tcp_rules(c: &Config) -> crate::tcp::Rules {
         outbound6: c.outbound_addr6,
         mtu: c.mtu,
         open: !c.restricted,
+        real_client: c.hostfwd_real_source,
     }
 }
 

@@ -133,8 +133,8 @@ impl Path {
         }
     }
 
-    /// Opens a flow from the host address to `guest` for a connection a
-    /// forward accepted; asks the guest's Ethernet address first (ARP) if
+    /// Opens a flow from the host address (or the real client's, with
+    /// `Rules::real_client`) to `guest` for a connection a forward accepted; asks the guest's Ethernet address first (ARP) if
     /// no frame of the guest's has told it yet.
     pub(super) fn connect_guest<D: 'static>(
         &mut self,
@@ -158,11 +158,28 @@ impl Path {
             self.counters.flows_refused += 1;
             return;
         }
-        let from = match guest.ip() {
-            IpAddr::V4(_) => IpAddr::V4(self.rules.host),
-            IpAddr::V6(_) => IpAddr::V6(self.rules.host6),
+        // The real client when asked for and the guest can answer it (same
+        // family, not a loopback address, which the guest would take for
+        // its own); else the host address on a port of ours.
+        let real = stream.peer_addr().ok().filter(|p| {
+            self.rules.real_client
+                && p.is_ipv4() == guest.is_ipv4()
+                && !p.ip().is_loopback()
+                && !p.ip().is_unspecified()
+        });
+        let key = match real {
+            Some(remote) if !self.by_key.contains_key(&Key { guest, remote }) => {
+                Some(Key { guest, remote })
+            }
+            _ => {
+                let from = match guest.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(self.rules.host),
+                    IpAddr::V6(_) => IpAddr::V6(self.rules.host6),
+                };
+                self.free_key(guest, from)
+            }
         };
-        let Some(key) = self.free_key(guest, from) else {
+        let Some(key) = key else {
             self.counters.flows_refused += 1;
             return;
         };
@@ -172,7 +189,7 @@ impl Path {
             .connect(
                 flow.iface.context(),
                 (ip_address(guest.ip()), guest.port()),
-                (ip_address(from), key.remote.port()),
+                (ip_address(key.remote.ip()), key.remote.port()),
             )
             .is_ok();
         if !ok {

@@ -515,6 +515,7 @@ mod tests {
             outbound6: None,
             mtu: 1500,
             open: true,
+            real_client: false,
         }
     }
 
