@@ -24,25 +24,14 @@ pub struct Ipv4<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> Ipv4<T> {
     /// The view, or what is wrong with the header in `buf`.
     pub fn new_checked(buf: T) -> Result<Ipv4<T>, FrameError> {
-        let b = buf.as_ref();
-        if b.len() < IP4 {
-            return Err(FrameError::Short {
-                have: b.len(),
-                need: IP4,
-            });
-        }
-        if b[0] >> 4 != 4 {
-            return Err(bad(format!("IP version {} in an IPv4 header", b[0] >> 4)));
-        }
-        let ihl = usize::from(b[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
-        if ihl < IP4 || total < ihl || total > b.len() {
+        let ip = Ipv4::new_header(buf)?;
+        let (ihl, total, have) = (ip.header_len(), ip.total_len(), ip.b().len());
+        if total < ihl || total > have {
             return Err(bad(format!(
-                "IPv4 header length {ihl} and total length {total} in {} bytes",
-                b.len()
+                "IPv4 header length {ihl} and total length {total} in {have} bytes"
             )));
         }
-        Ok(Ipv4(buf))
+        Ok(ip)
     }
 
     /// A view of a header about to be rewritten, whose total length need

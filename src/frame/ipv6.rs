@@ -15,24 +15,14 @@ pub struct Ipv6<T: AsRef<[u8]>>(T);
 impl<T: AsRef<[u8]>> Ipv6<T> {
     /// The view, or what is wrong with the header in `buf`.
     pub fn new_checked(buf: T) -> Result<Ipv6<T>, FrameError> {
-        let b = buf.as_ref();
-        if b.len() < IP6 {
-            return Err(FrameError::Short {
-                have: b.len(),
-                need: IP6,
-            });
-        }
-        if b[0] >> 4 != 6 {
-            return Err(bad(format!("IP version {} in an IPv6 header", b[0] >> 4)));
-        }
-        let payload = usize::from(u16::from_be_bytes([b[4], b[5]]));
-        if IP6 + payload > b.len() {
+        let ip = Ipv6::new_header(buf)?;
+        let (payload, have) = (ip.payload_len(), ip.b().len());
+        if IP6 + payload > have {
             return Err(bad(format!(
-                "IPv6 payload length {payload} in {} bytes",
-                b.len()
+                "IPv6 payload length {payload} in {have} bytes"
             )));
         }
-        Ok(Ipv6(buf))
+        Ok(ip)
     }
 
     /// A view of a header about to be rewritten, whose payload length

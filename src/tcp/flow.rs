@@ -107,6 +107,7 @@ pub(super) fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Inst
 impl Flow {
     pub(super) fn new(
         key: Key,
+        phase: Phase,
         host: TcpStream,
         macs: Macs,
         mtu: usize,
@@ -114,7 +115,7 @@ impl Flow {
     ) -> Flow {
         Flow {
             key,
-            phase: Phase::Done,
+            phase,
             iface: iface_for(key.remote, mtu, now),
             sockets: SocketSet::new(Vec::new()),
             socket: None,

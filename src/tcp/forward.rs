@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::flow::{ip_address, new_socket, Flow, Phase, Ready};
+use super::flow::{ip_address, new_socket, Flow, Phase};
 use super::segment::Key;
-use super::{host, Path};
+use super::{host, watch, Path};
 use crate::reactor::{Handle, Interest, Reactor};
 use crate::rights::Rights;
 
@@ -53,23 +53,15 @@ impl Path {
         let listener = Rc::new(host::listen_on(host)?);
         let id = self.next_id;
         self.next_id += 1;
-        let events = Rc::clone(&self.events);
-        let reg = r
-            .add(
-                Rc::clone(&listener),
-                Interest::READ,
-                Rights::EPHEMERAL | Rights::LISTENER,
-                move |_, _, _| {
-                    events.borrow_mut().push((
-                        id,
-                        Ready {
-                            readable: true,
-                            ..Ready::default()
-                        },
-                    ))
-                },
-            )
-            .map_err(std::io::Error::other)?;
+        let reg = watch(
+            r,
+            &self.events,
+            Rc::clone(&listener),
+            Interest::READ,
+            Rights::EPHEMERAL | Rights::LISTENER,
+            id,
+        )
+        .map_err(std::io::Error::other)?;
         self.forwards.insert(
             id,
             Forward {
@@ -183,7 +175,14 @@ impl Path {
             self.counters.flows_refused += 1;
             return;
         };
-        let mut flow = Flow::new(key, stream, macs, self.rules.mtu, self.now());
+        let mut flow = Flow::new(
+            key,
+            Phase::Relaying,
+            stream,
+            macs,
+            self.rules.mtu,
+            self.now(),
+        );
         let mut s = new_socket();
         let ok = s
             .connect(
@@ -197,7 +196,6 @@ impl Path {
             return;
         }
         flow.socket = Some(flow.sockets.add(s));
-        flow.phase = Phase::Relaying;
         let id = self.next_id;
         self.next_id += 1;
         self.counters.flows_opened += 1;

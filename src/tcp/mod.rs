@@ -236,9 +236,12 @@ impl Path {
                 }
             }
         };
+        let syn = Phase::Connecting {
+            syn: seg.packet.to_vec(),
+        };
         let mut flow = match started {
             Some(Started::Done(s)) | Some(Started::Pending(s)) => {
-                Flow::new(seg.key, s, seg.macs, self.rules.mtu, self.now())
+                Flow::new(seg.key, syn, s, seg.macs, self.rules.mtu, self.now())
             }
             None => {
                 // No socket of its own: smoltcp answers the SYN with a RST.
@@ -257,16 +260,10 @@ impl Path {
                 return true;
             }
         };
-        flow.phase = Phase::Connecting {
-            syn: seg.packet.to_vec(),
-        };
         self.counters.flows_opened += 1;
         self.by_key.insert(seg.key, id);
+        queue(&mut self.work, &mut flow, id);
         self.flows.insert(id, flow);
-        self.work.push(id);
-        if let Some(f) = self.flows.get_mut(&id) {
-            f.queued = true;
-        }
         true
     }
 
@@ -366,21 +363,13 @@ impl Path {
         };
         flow.queued = false;
         if flow.reg.is_none() && !matches!(flow.phase, Phase::Done) {
-            let events = Rc::clone(&self.events);
-            let reg = r.add(
+            let reg = watch(
+                r,
+                &self.events,
                 Rc::clone(&flow.host),
                 Interest::WRITE,
                 Rights::EPHEMERAL | Rights::SOCKET,
-                move |_, _, ev| {
-                    events.borrow_mut().push((
-                        id,
-                        Ready {
-                            readable: ev.readable,
-                            writable: ev.writable,
-                            hangup: ev.hangup || ev.error,
-                        },
-                    ))
-                },
+                id,
             );
             match reg {
                 Ok(h) => {
@@ -490,6 +479,29 @@ impl Path {
             }
         }
     }
+}
+
+/// Registers `source` (flow or forward `id`'s host socket) in `r`: its
+/// readiness is queued in `events` for the next round.
+fn watch<D: 'static>(
+    r: &mut Reactor<D>,
+    events: &Rc<RefCell<Vec<(u64, Ready)>>>,
+    source: impl Into<crate::reactor::Source>,
+    interest: Interest,
+    rights: Rights,
+    id: u64,
+) -> crate::reactor::Result<crate::reactor::Handle> {
+    let events = Rc::clone(events);
+    r.add(source, interest, rights, move |_, _, ev| {
+        events.borrow_mut().push((
+            id,
+            Ready {
+                readable: ev.readable,
+                writable: ev.writable,
+                hangup: ev.hangup || ev.error,
+            },
+        ))
+    })
 }
 
 #[cfg(test)]
