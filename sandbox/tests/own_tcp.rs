@@ -364,3 +364,122 @@ fn a_forward_shows_the_namespace_the_real_client_when_asked() {
     );
     assert_eq!(seen(&[]), ("10.0.2.2".to_string(), "10.0.2.2".to_string()));
 }
+
+/// A host that connects through a forward while the helper has no
+/// descriptor left: the listener rests instead of spinning, and serves
+/// again once descriptors come back.
+#[test]
+fn a_forward_out_of_descriptors_does_not_spin_and_recovers() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let scratch = Scratch::new("ownemfile");
+    let sock = api_sock(&scratch);
+    let h = helper_logging(
+        &ns,
+        &["-c", "--tcp=own", "--api-socket", sock.to_str().unwrap()],
+    );
+    let (_server, _said) = ns_server(
+        &ns,
+        "import socket\n\
+         t=socket.socket(); t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         t.bind(('0.0.0.0',8082)); t.listen(64)\n\
+         print('listening',flush=True)\n\
+         while True:\n\
+         \x20   c,a=t.accept(); c.sendall(b'ok'); c.close()\n",
+    );
+    let port = free_port();
+    assert_eq!(
+        api(&sock, &add_hostfwd("tcp", port, 8082)),
+        r#"{"return":{"id":1}}"#
+    );
+    // The guest is heard from before the descriptors run out.
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut ok = String::new();
+    first.read_to_string(&mut ok).unwrap();
+    assert_eq!(ok, "ok");
+    let pid = h.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    // The soft limit only, so that it can be raised again.
+    let mut was = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit writes one rlimit into `was`.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut was) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let lim = libc::rlimit {
+        rlim_cur: open + 2,
+        rlim_max: was.rlim_max,
+    };
+    // SAFETY: prlimit reads one rlimit that lives for the call.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // Clients held open: each accepted one keeps a descriptor, then
+    // accept fails and the rest wait in the backlog.
+    let clients: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = common::helper::cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = common::helper::cpu_ticks(pid) - before;
+    assert!(used < 20, "{used} ticks of CPU in 2 s: the helper spins");
+    drop(clients);
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &was, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut again = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut ok = String::new();
+    again.read_to_string(&mut ok).unwrap();
+    assert_eq!(ok, "ok", "the forward serves again");
+    finish(h);
+}
+
+/// SIGTERM ends the helper at once while a flow is stuck both ways: the
+/// host peer reads nothing and the namespace keeps sending into a full
+/// window.
+#[test]
+fn sigterm_ends_the_helper_with_a_flow_stuck_on_a_peer_that_stops_reading() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = std::thread::spawn(move || accept_within(&listener, Duration::from_secs(10)));
+    let mut sender = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c"])
+        .arg(format!(
+            "import socket\n\
+             s=socket.create_connection(('10.0.2.2',{port}),timeout=30)\n\
+             s.sendall(bytes(64<<20))\n"
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _held = host.join().unwrap().expect("the host peer was reached");
+    std::thread::sleep(Duration::from_secs(1));
+    let t = std::time::Instant::now();
+    let log = finish(h);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(own(&log, "flows"), 1, "the stuck flow was open: {log}");
+    let _ = sender.kill();
+    let _ = sender.wait();
+}

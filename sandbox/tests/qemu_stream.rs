@@ -276,33 +276,13 @@ fn dgram_front_end_serves_one_frame_per_datagram() {
 /// listener accepted inside the sandbox.
 #[test]
 fn a_restricted_forward_goes_through_the_own_path_with_a_window_scale() {
-    use caploop::frame::ethernet::{Ethernet, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+    use caploop::frame::ethernet::{Ethernet, ETHERTYPE_IPV4};
     use caploop::frame::ipv4::Ipv4;
     use caploop::frame::tcp::{Tcp, ACK, SYN};
 
     let mut q = start(&["--tcp=own"]);
-    // The forward listens once the helper has set up its session.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _client = loop {
-        match TcpStream::connect(("127.0.0.1", q.hostfwd_port)) {
-            Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("the forward never listened: {e}"),
-        }
-    };
+    let _client = connect_until_arp(&mut q);
     let gateway = [0x52, 0x55, 10, 0, 2, 2];
-    q.expect("an ARP request for 10.0.2.15", |f| {
-        let eth = Ethernet::new_checked(f).ok()?;
-        let arp = eth.payload();
-        (eth.ethertype() == ETHERTYPE_ARP
-            && eth.src() == gateway
-            && arp.get(6..8) == Some(&[0, 1])
-            && arp.get(24..28) == Some(&[10, 0, 2, 15]))
-        .then_some(())
-    });
     let guest_mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     let mut reply = gateway.to_vec();
     reply.extend_from_slice(&guest_mac);
@@ -337,4 +317,42 @@ fn a_restricted_forward_goes_through_the_own_path_with_a_window_scale() {
         }
     }
     assert!(scaled, "no window scale in the SYN's options {options:?}");
+}
+
+/// Connects to the forward of a `--tcp=own` helper whose guest has sent
+/// nothing, and waits for the ARP request for 10.0.2.15 it makes.
+fn connect_until_arp(q: &mut Qemu) -> TcpStream {
+    use caploop::frame::ethernet::{Ethernet, ETHERTYPE_ARP};
+    // The forward listens once the helper has set up its session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        match TcpStream::connect(("127.0.0.1", q.hostfwd_port)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the forward never listened: {e}"),
+        }
+    };
+    let gateway = [0x52, 0x55, 10, 0, 2, 2];
+    q.expect("an ARP request for 10.0.2.15", |f| {
+        let eth = Ethernet::new_checked(f).ok()?;
+        let arp = eth.payload();
+        (eth.ethertype() == ETHERTYPE_ARP
+            && eth.src() == gateway
+            && arp.get(6..8) == Some(&[0, 1])
+            && arp.get(24..28) == Some(&[10, 0, 2, 15]))
+        .then_some(())
+    });
+    client
+}
+
+/// SIGTERM ends a `--tcp=own` helper while a forwarded connection waits
+/// for the guest's Ethernet address.
+#[test]
+fn sigterm_ends_the_helper_while_a_forward_waits_for_arp() {
+    let mut q = start(&["--tcp=own"]);
+    let _client = connect_until_arp(&mut q);
+    // SAFETY: kill with the helper's pid, which is alive (we hold its Child).
+    unsafe { libc::kill(q.helper.0.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut q.helper.0, Duration::from_secs(5)).expect("exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
 }

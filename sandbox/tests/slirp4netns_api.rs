@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::guest::Scratch;
-use common::helper::{free_port, BIN};
+use common::helper::{cpu_ticks, free_port, BIN};
 use common::s4nn::{add_hostfwd, api, start, stream_mib, try_connect, Netns, Started, LIST};
 
 fn is_root() -> bool {
@@ -64,14 +64,6 @@ fn reply_within(c: &mut UnixStream, timeout: Duration) -> Option<String> {
             Err(_) => return None,
         }
     }
-}
-
-/// Clock ticks of CPU the process has used (utime + stime).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 #[test]

@@ -134,6 +134,12 @@ impl Path {
         stream: TcpStream,
         guest: SocketAddr,
     ) {
+        // Waiting connections count against the table: a host that
+        // connects while the guest stays silent holds at most that many.
+        if self.flows.len() + self.waiting.len() >= self.max_flows {
+            self.counters.flows_refused += 1;
+            return;
+        }
         let Some(macs) = self.macs else {
             if let IpAddr::V4(ip) = guest.ip() {
                 let h = self.rules.host.octets();
@@ -146,10 +152,6 @@ impl Path {
                 .push((stream, guest, Instant::now() + ARP_WAIT));
             return;
         };
-        if self.flows.len() >= self.max_flows {
-            self.counters.flows_refused += 1;
-            return;
-        }
         // The real client when asked for and the guest can answer it (same
         // family, not a loopback address, which the guest would take for
         // its own); else the host address on a port of ours.

@@ -661,4 +661,32 @@ mod tests {
         assert!(p.take(&seg4([10, 0, 2, 2], 1001, port, SYN)));
         assert_eq!(p.counters.flows_opened, 2);
     }
+
+    #[test]
+    fn connections_waiting_for_a_silent_guest_are_bounded_by_the_table() {
+        let mut r: Reactor<()> = Reactor::new().unwrap();
+        let mut p = Path::new(rules());
+        p.max_flows = 2;
+        p.add_forward(&mut r, at("127.0.0.1:0"), at("10.0.2.15:80"))
+            .unwrap();
+        let host = p
+            .forwards
+            .values()
+            .next()
+            .unwrap()
+            .listener
+            .local_addr()
+            .unwrap();
+        let clients: Vec<_> = (0..3).map(|_| TcpStream::connect(host).unwrap()).collect();
+        r.run_once(Some(Duration::from_millis(200)), &mut ())
+            .unwrap();
+        p.run(&mut r);
+        // The guest has sent nothing: two wait for its address (ARP asked),
+        // the third is refused.
+        assert_eq!(p.waiting.len(), 2);
+        assert_eq!(p.counters.flows_refused, 1);
+        assert!(!p.out.list.is_empty(), "an ARP request went out");
+        p.teardown(&mut r);
+        drop(clients);
+    }
 }

@@ -103,3 +103,11 @@ impl Drop for Reaper {
         let _ = self.0.wait();
     }
 }
+
+/// Clock ticks of CPU the process has used (utime + stime).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
