@@ -550,9 +550,17 @@ fn urgent_data_from_the_namespace_reaches_the_host_as_ordinary_bytes() {
         eprintln!("skipped: network namespaces need root");
         return;
     }
+    // Through libslirp (urgent data cleared in front of it) and through
+    // the own TCP path (smoltcp never reads the urgent pointer).
+    for tcp in ["--tcp=slirp", "--tcp=own"] {
+        urgent_data_reaches_the_host_as_ordinary_bytes(tcp);
+    }
+}
+
+fn urgent_data_reaches_the_host_as_ordinary_bytes(tcp: &str) {
     let ns = Netns::new();
     common::s4nn::no_dad(&ns);
-    let mut s = s4nn_helper(&ns, &["-c", "--enable-ipv6"]);
+    let mut s = s4nn_helper(&ns, &["-c", "--enable-ipv6", tcp]);
     common::s4nn::wait_slaac(&ns);
     for (via, bind) in [("10.0.2.2", "127.0.0.1:0"), ("fd00::2", "[::1]:0")] {
         let listener = TcpListener::bind(bind).unwrap();
@@ -576,13 +584,13 @@ fn urgent_data_from_the_namespace_reaches_the_host_as_ordinary_bytes() {
         assert_eq!(
             got.len(),
             400_001,
-            "{via}: the host read {} bytes",
+            "{via} {tcp}: the host read {} bytes",
             got.len()
         );
         assert_eq!(
             common::s4nn::sha256_hex(&got),
             out.trim(),
-            "{via}: the bytes differ"
+            "{via} {tcp}: the bytes differ"
         );
     }
     alive(&mut s.helper, "after urgent data");
