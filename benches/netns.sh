@@ -4,10 +4,11 @@
 # namespace and an iperf3 server on host 127.0.0.1 (10.0.2.2, the gateway,
 # is the host's loopback for all three).
 #
-#   caploop      caploop-sandbox --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
-#   own          caploop-sandbox as above with --tcp=own: the namespace's TCP
-#                served by the own path (smoltcp, scaled windows) instead of
-#                libslirp
+#   caploop      caploop-sandbox --configure --mtu=MTU --tcp=slirp --netns-type=path /var/run/netns/NS tap0
+#                (the namespace's TCP served by libslirp, the fallback)
+#   own          caploop-sandbox as above with --tcp=own, its default: the
+#                namespace's TCP served by the own path (smoltcp, scaled
+#                windows)
 #   slirp4netns  slirp4netns --configure --mtu=MTU --netns-type=path /var/run/netns/NS tap0
 #   pasta        pasta -f -q --runas 0 -4 --config-net -m MTU -a 10.0.2.100 -n 24 -g 10.0.2.2
 #                      -I tap0 -t none -u none -T none -U none --netns /var/run/netns/NS
@@ -166,7 +167,7 @@ run_one() {
     case $peer in
     caploop)
         # shellcheck disable=SC2086 # V6 and CAPLOOP_ARGS are lists of flags
-        "$SANDBOX" --configure --mtu="$mtu" $V6 ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
+        "$SANDBOX" --configure --mtu="$mtu" $V6 --tcp=slirp ${CAPLOOP_ARGS:-} --netns-type=path "$nsp" tap0 </dev/null >"$log" 2>&1 &
         ;;
     own)
         # shellcheck disable=SC2086 # V6 and CAPLOOP_ARGS are lists of flags

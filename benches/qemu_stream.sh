@@ -5,7 +5,9 @@
 # (static 10.0.2.15/24, default route via 10.0.2.2) is joined to the peer's
 # unix socket by examples/tap_stream_relay.rs, which speaks QEMU's
 # -netdev stream framing (a 4-byte big-endian length before each frame), as
-# does the peer: caploop-sandbox or passt. iperf3 runs from the namespace to
+# does the peer: caploop-sandbox (peer "own": its default TCP, the own
+# path with scaled windows; peer "caploop": --tcp=slirp, libslirp's) or
+# passt. iperf3 runs from the namespace to
 # an iperf3 server on host 127.0.0.1, which both peers map 10.0.2.2 to:
 # "upload" is namespace->host, "download" (-R) host->namespace.
 #
@@ -14,11 +16,11 @@
 # (utime+stime of /proc/PID/stat) is sampled right before and after the
 # iperf3 client, its VmRSS and VmHWM right after; bytes are iperf3's
 # end.sum_received. The table gives medians over the rounds and the
-# caploop/passt ratios.
+# caploop/passt and own/passt ratios.
 #
 # Run as root:   bash benches/qemu_stream.sh
 # Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
-#                MTUS ("1500 65520"), PEERS ("caploop passt"),
+#                MTUS ("1500 65520"), PEERS ("caploop own passt"),
 #                NO_BUILD=1 to use existing release binaries,
 #                KEEP=DIR to keep the raw results and logs in DIR.
 set -euo pipefail
@@ -28,7 +30,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 MTUS=${MTUS:-"1500 65520"}
-PEERS=${PEERS:-"caploop passt"}
+PEERS=${PEERS:-"caploop own passt"}
 PORT=${PORT:-15201}
 NS="cqb-$$"
 GUEST=10.0.2.15
@@ -104,7 +106,10 @@ run_one() {
 
     case $peer in
     caploop)
-        RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" 2>"$log" &
+        RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" --tcp=slirp 2>"$log" &
+        ;;
+    own)
+        RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" --tcp=own 2>"$log" &
         ;;
     passt)
         passt -f -q -e -1 -4 -s "$sock" -a "$GUEST" -n 24 -g "$GW" -m "$mtu" 2>"$log" &
@@ -160,7 +165,7 @@ run_one() {
         return 1
     fi
     local dropped="-"
-    if [ "$peer" = caploop ]; then
+    if [ "$peer" != passt ]; then
         dropped=$(sed -n 's/.*link in .*, \([0-9]*\) dropped;.*/\1/p' "$log" | tail -1)
         dropped=${dropped:--}
     fi
@@ -218,14 +223,14 @@ for (mtu, d, p), g in sorted(groups.items()):
           f"{med([x['hwm'] for x in g]):>7.1f} {med([x['relay'] for x in g]):>10.3f}  "
           + " ".join(x["retr"] for x in g))
 print()
-print(f"{'MTU':>6} {'direction':<9} {'Gbit/s ratio':>12} {'CPU/GB ratio':>12} {'RSS ratio':>9}   (caploop/passt; want >=1, <=1)")
+print(f"{'MTU':>6} {'direction':<9} {'peer':<8} {'Gbit/s ratio':>12} {'CPU/GB ratio':>12} {'RSS ratio':>9}   (peer/passt; want >=1, <=1)")
 for (mtu, d, p), g in sorted(groups.items()):
-    if p != "caploop" or (mtu, d, "passt") not in groups:
+    if p == "passt" or (mtu, d, "passt") not in groups:
         continue
     h = groups[(mtu, d, "passt")]
     r = lambda k: med([x[k] for x in g]) / med([x[k] for x in h])
     mark = "~" if coarse(g) or coarse(h) else " "
-    print(f"{mtu:>6} {d:<9} {r('gbps'):>12.2f} {r('cpugb'):>11.2f}{mark} {r('rss'):>9.2f}")
+    print(f"{mtu:>6} {d:<9} {p:<8} {r('gbps'):>12.2f} {r('cpugb'):>11.2f}{mark} {r('rss'):>9.2f}")
 print()
 print("~: some run used fewer than 20 clock ticks of CPU, so its CPU figure is coarse.")
 print("retr/dropped: iperf3 sender retransmits / frames caploop-sandbox dropped (- for passt).")

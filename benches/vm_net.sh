@@ -4,13 +4,14 @@
 # libraries) runs iperf3 against an iperf3 server on host 127.0.0.1,
 # through each back end in turn:
 #
-#   vhost   caploop-sandbox --vhost-user PATH  (-netdev vhost-user: frames
-#           in the shared virtio rings, TSO and checksums offloaded)
+#   vhost   caploop-sandbox --vhost-user PATH --tcp=slirp  (-netdev
+#           vhost-user: frames in the shared virtio rings, TSO and checksums
+#           offloaded; the guest's TCP served by libslirp)
 #   vhost-nooffload  the same with --no-offload (plain frames; not in the
 #           default PEERS)
-#   stream  caploop-sandbox --qemu-stream PATH (-netdev stream)
-#   vhost-own, stream-own  the same with --tcp=own (the guest's TCP served
-#           by the own path, scaled windows; not in the default PEERS)
+#   stream  caploop-sandbox --qemu-stream PATH --tcp=slirp (-netdev stream)
+#   vhost-own, stream-own  the same with --tcp=own, caploop's default (the
+#           guest's TCP served by the own path, scaled windows)
 #   passt   passt -s PATH                      (-netdev stream)
 #
 # Every peer gets the same guest: memory from memory-backend-memfd,
@@ -36,7 +37,7 @@
 # Run as root:   bash benches/vm_net.sh
 # Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
 #                MTUS ("1500 65520"), DIRS ("upload download"),
-#                PEERS ("vhost stream passt"),
+#                PEERS ("vhost stream vhost-own stream-own passt"),
 #                CAPLOOP_GUEST_DIR (/var/cache/caploop-guest),
 #                NO_BUILD=1, KEEP=DIR to keep raw results and logs.
 set -euo pipefail
@@ -47,7 +48,7 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 MTUS=${MTUS:-"1500 65520"}
 DIRS=${DIRS:-"upload download"}
-PEERS=${PEERS:-"vhost stream passt"}
+PEERS=${PEERS:-"vhost stream vhost-own stream-own passt"}
 PORT=${PORT:-15202}
 KDIR=${CAPLOOP_GUEST_DIR:-/var/cache/caploop-guest}
 GUEST=10.0.2.15
@@ -139,14 +140,14 @@ run_one() {
     rm -f "$sock"
     case $peer in
     vhost | vhost-nooffload | vhost-own)
-        local extra=()
-        [ "$peer" = vhost-nooffload ] && extra=(--no-offload)
+        local extra=(--tcp=slirp)
+        [ "$peer" = vhost-nooffload ] && extra=(--tcp=slirp --no-offload)
         [ "$peer" = vhost-own ] && extra=(--tcp=own)
         RUST_LOG=info "$SANDBOX" --vhost-user "$sock" --open --mtu "$mtu" "${extra[@]}" 2>"$log" &
         net=(-chardev "socket,id=c0,path=$sock" -netdev vhost-user,id=n0,chardev=c0)
         ;;
     stream | stream-own)
-        local extra=()
+        local extra=(--tcp=slirp)
         [ "$peer" = stream-own ] && extra=(--tcp=own)
         RUST_LOG=info "$SANDBOX" --qemu-stream "$sock" --open --mtu "$mtu" "${extra[@]}" 2>"$log" &
         net=(-netdev "stream,id=n0,server=off,addr.type=unix,addr.path=$sock")

@@ -4,7 +4,8 @@
 //! clears urgent data in front of it. Tried with a real guest stack
 //! (smoltcp) through a host forward, its frames rewritten on the way in:
 //! plain segments and TSO super-segments (`Stack::input_segment`), IPv4
-//! and IPv6.
+//! and IPv6. The own TCP path (the default) takes the same segments and
+//! reads no urgent pointer at all: tried the same way.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use caploop::slirp::{Config, Proto, Stack};
+use caploop::slirp::{Config, Proto, Stack, TcpMode};
 use common::guest::{pattern, Net, Upload};
 
 const LEN: usize = 256 * 1024;
@@ -129,9 +130,14 @@ fn feed(way: Way) -> common::guest::Feed {
 }
 
 /// The guest sends `LEN` bytes to a host client through a forward, its
-/// frames rewritten `way`; what the client read.
-fn transfer(v6: bool, way: Way) -> (Vec<u8>, u64) {
-    let mut net = Net::new(Config::default());
+/// frames rewritten `way`, to the stack's TCP in `tcp`; what the client
+/// read, and how many segments the stack cleared of urgent data
+/// (libslirp) or the own path took.
+fn transfer(v6: bool, way: Way, tcp: TcpMode) -> (Vec<u8>, u64) {
+    let mut net = Net::new(Config {
+        tcp,
+        ..Config::default()
+    });
     net.dhcp();
     let port = if v6 {
         net.forward6(GUEST6.parse().unwrap(), 80)
@@ -157,18 +163,21 @@ fn transfer(v6: bool, way: Way) -> (Vec<u8>, u64) {
         up.step(n.guest.tcp(listen));
         client.is_finished()
     });
-    let cleared = net.stack.counters().urgent_cleared;
+    let cleared = match tcp {
+        TcpMode::Slirp => net.stack.counters().urgent_cleared,
+        TcpMode::Own => net.stack.tcp_counters().map_or(0, |c| c.frames_in),
+    };
     (client.join().unwrap(), cleared)
 }
 
-fn check(v6: bool, way: Way) {
+fn check(v6: bool, way: Way, tcp: TcpMode) {
     if v6 && TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback");
         return;
     }
-    let (got, cleared) = transfer(v6, way);
+    let (got, cleared) = transfer(v6, way, tcp);
     let want = pattern(LEN, 7);
-    let what = format!("{} {way:?}", if v6 { "IPv6" } else { "IPv4" });
+    let what = format!("{} {way:?} {tcp:?}", if v6 { "IPv6" } else { "IPv4" });
     assert!(cleared > 0, "{what}: no urgent segment reached the stack");
     assert_eq!(
         got.len(),
@@ -180,27 +189,47 @@ fn check(v6: bool, way: Way) {
         panic!("{what}: the host read a byte the guest did not send at offset {at}");
     }
     eprintln!(
-        "{what}: {} bytes byte-exact, {cleared} urgent segments cleared",
+        "{what}: {} bytes byte-exact, {cleared} segments cleared or taken",
         got.len()
     );
 }
 
 #[test]
-fn urgent_segments_deliver_only_the_guests_bytes_over_ipv4() {
-    check(false, Way::Segments);
+fn urgent_segments_deliver_only_the_guests_bytes_over_ipv4_through_libslirp() {
+    check(false, Way::Segments, TcpMode::Slirp);
 }
 
 #[test]
-fn urgent_segments_deliver_only_the_guests_bytes_over_ipv6() {
-    check(true, Way::Segments);
+fn urgent_segments_deliver_only_the_guests_bytes_over_ipv4_through_the_own_path() {
+    check(false, Way::Segments, TcpMode::Own);
 }
 
 #[test]
-fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv4() {
-    check(false, Way::SuperSegments);
+fn urgent_segments_deliver_only_the_guests_bytes_over_ipv6_through_libslirp() {
+    check(true, Way::Segments, TcpMode::Slirp);
 }
 
 #[test]
-fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv6() {
-    check(true, Way::SuperSegments);
+fn urgent_segments_deliver_only_the_guests_bytes_over_ipv6_through_the_own_path() {
+    check(true, Way::Segments, TcpMode::Own);
+}
+
+#[test]
+fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv4_through_libslirp() {
+    check(false, Way::SuperSegments, TcpMode::Slirp);
+}
+
+#[test]
+fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv4_through_the_own_path() {
+    check(false, Way::SuperSegments, TcpMode::Own);
+}
+
+#[test]
+fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv6_through_libslirp() {
+    check(true, Way::SuperSegments, TcpMode::Slirp);
+}
+
+#[test]
+fn urgent_super_segments_deliver_only_the_guests_bytes_over_ipv6_through_the_own_path() {
+    check(true, Way::SuperSegments, TcpMode::Own);
 }

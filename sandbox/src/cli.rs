@@ -71,19 +71,19 @@ pub struct Cli {
     #[arg(long, help_heading = "Network")]
     pub open: bool,
 
-    /// Who serves the guest's TCP in open mode: slirp (libslirp, at most
-    /// 64 KiB in flight) or own (scaled windows, each connection relayed to
-    /// a host socket; experimental).
+    /// Who serves the guest's TCP: own (scaled windows, each connection
+    /// relayed to a host socket; host forwards, and in open mode the
+    /// guest's connections) or slirp (libslirp, at most 64 KiB in flight).
     #[arg(
         long,
         value_name = "MODE",
-        default_value = "slirp",
+        default_value = "own",
         value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<caploop::slirp::TcpMode>()),
         help_heading = "Network"
     )]
     pub tcp: caploop::slirp::TcpMode,
 
-    /// With --tcp=own: a forwarded connection reaches the guest from the
+    /// With --tcp=own (the default): a forwarded connection reaches the guest from the
     /// real client's address (not 10.0.2.2) unless the client is on the
     /// host's loopback.
     #[arg(long = "hostfwd-real-source", help_heading = "Network")]

@@ -96,3 +96,46 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6<T> {
         self.0.as_mut()[4..6].copy_from_slice(&len.to_be_bytes());
     }
 }
+
+/// ICMPv6, as a next header.
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// An IPv6 neighbour solicitation over Ethernet, to the target's
+/// solicited-node group: who has `target`, tell `sender_ip` at
+/// `sender_mac` (RFC 4861 4.3, with the source link-layer address option).
+pub fn neighbour_solicitation(
+    sender_mac: [u8; 6],
+    sender_ip: [u8; 16],
+    target: [u8; 16],
+) -> Vec<u8> {
+    use super::checksum::fold;
+    use super::ethernet::{Ethernet, ETHERTYPE_IPV6};
+    use super::ETH_HLEN;
+    const ICMP_LEN: usize = 32;
+    let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    group[13..].copy_from_slice(&target[13..]);
+    let mut f = vec![0u8; ETH_HLEN + IP6 + ICMP_LEN];
+    if let Ok(mut eth) = Ethernet::new_checked(&mut f[..]) {
+        eth.set_dst([0x33, 0x33, 0xff, target[13], target[14], target[15]]);
+        eth.set_src(sender_mac);
+        eth.set_ethertype(ETHERTYPE_IPV6);
+    }
+    let ip = &mut f[ETH_HLEN..];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(ICMP_LEN as u16).to_be_bytes());
+    ip[6] = PROTO_ICMPV6;
+    ip[7] = 255;
+    ip[8..24].copy_from_slice(&sender_ip);
+    ip[24..40].copy_from_slice(&group);
+    let icmp = &mut ip[IP6..];
+    icmp[0] = 135;
+    icmp[8..24].copy_from_slice(&target);
+    // Source link-layer address: type 1, one 8-byte unit.
+    icmp[24] = 1;
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&sender_mac);
+    let pseudo = sum_be(&sender_ip, sum_be(&group, 0)) + u64::from(PROTO_ICMPV6) + ICMP_LEN as u64;
+    let sum = !fold(sum_be(icmp, pseudo));
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    f
+}

@@ -577,3 +577,36 @@ proptest! {
         let _ = (tcp_segment(&bytes), ethertype(&bytes));
     }
 }
+
+#[test]
+fn a_neighbour_solicitation_is_one_smoltcp_reads_with_its_checksum() {
+    use smoltcp::wire::{EthernetFrame, Icmpv6Packet, Icmpv6Repr, Ipv6Packet, NdiscRepr};
+    let mac = [0x52, 0x55, 10, 0, 2, 2];
+    let me: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+    let target: std::net::Ipv6Addr = "fd00::abcd:1234".parse().unwrap();
+    let f = neighbour_solicitation(mac, me.octets(), target.octets());
+    let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+    assert_eq!(eth.dst_addr().0, [0x33, 0x33, 0xff, 0xcd, 0x12, 0x34]);
+    let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.hop_limit(), 255);
+    let group: std::net::Ipv6Addr = "ff02::1:ffcd:1234".parse().unwrap();
+    assert_eq!(ip.dst_addr(), group);
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    let repr = Icmpv6Repr::parse(
+        &me,
+        &group,
+        &icmp,
+        &smoltcp::phy::ChecksumCapabilities::default(),
+    )
+    .expect("a valid checksum");
+    match repr {
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr,
+            lladdr,
+        }) => {
+            assert_eq!(target_addr, target);
+            assert_eq!(lladdr.unwrap().as_bytes(), &mac);
+        }
+        other => panic!("not a solicitation: {other:?}"),
+    }
+}

@@ -65,8 +65,9 @@ pub struct Config {
     pub domainname: Option<String>,
     /// DNS search domains offered by DHCP.
     pub dns_search: Vec<String>,
-    /// Who serves the guest's TCP in open mode: libslirp, or the path of
-    /// scaled windows beside it ([`crate::tcp`]).
+    /// Who serves the guest's TCP: the path of scaled windows beside
+    /// libslirp ([`crate::tcp`], the default: host forwards, and in open
+    /// mode the guest's connections), or libslirp alone.
     pub tcp: TcpMode,
     /// With [`TcpMode::Own`]: a forwarded TCP connection reaches the guest
     /// from the real client's address and port, as pasta's do, unless the
@@ -102,7 +103,7 @@ impl Default for Config {
             hostname: None,
             domainname: None,
             dns_search: Vec::new(),
-            tcp: TcpMode::Slirp,
+            tcp: TcpMode::Own,
             hostfwd_real_source: false,
         }
     }

@@ -22,11 +22,13 @@ pub use crate::frame::ETH_HLEN;
 /// What a [`Stack`](super::Stack) has done, for monitoring and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Frames from the guest handed to libslirp.
+    /// Frames from the guest handed to libslirp or taken by the own TCP
+    /// path ([`Stack::tcp_counters`](super::Stack::tcp_counters) counts
+    /// the path's alone).
     pub frames_in: u64,
     /// Their bytes.
     pub bytes_in: u64,
-    /// Frames from libslirp handed to the sink.
+    /// Frames from libslirp or the own TCP path handed to the sink.
     pub frames_out: u64,
     /// Their bytes.
     pub bytes_out: u64,

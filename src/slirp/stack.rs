@@ -181,6 +181,10 @@ impl Stack {
     fn deliver(&self, frame: &[u8]) {
         if let Some(p) = &self.inner.tcp {
             if p.try_borrow_mut().is_ok_and(|mut p| p.take(frame)) {
+                self.inner.count(|c| {
+                    c.frames_in += 1;
+                    c.bytes_in += frame.len() as u64;
+                });
                 return;
             }
         }
@@ -368,7 +372,7 @@ impl Stack {
     }
 
     /// What the own TCP path has done, if the stack has it
-    /// ([`TcpMode::Own`] in open mode).
+    /// ([`TcpMode::Own`], the default).
     pub fn tcp_counters(&self) -> Option<crate::tcp::TcpCounters> {
         let p = self.inner.tcp.as_ref()?;
         p.try_borrow().ok().map(|p| p.counters)
@@ -433,10 +437,17 @@ impl Stack {
         ffi::version()
     }
 
-    /// The number of libslirp descriptors registered in the reactor (enabled
-    /// or not).
+    /// The number of descriptors the stack has registered in the reactor
+    /// (enabled or not): libslirp's, and the own TCP path's host sockets
+    /// and forward listeners.
     pub fn registrations(&self) -> usize {
-        self.inner.state.try_borrow().map_or(0, |s| s.regs.len())
+        let path = self
+            .inner
+            .tcp
+            .as_ref()
+            .and_then(|p| p.try_borrow().ok())
+            .map_or(0, |p| p.registrations());
+        self.inner.state.try_borrow().map_or(0, |s| s.regs.len()) + path
     }
 }
 

@@ -126,8 +126,9 @@ impl Path {
     }
 
     /// Opens a flow from the host address (or the real client's, with
-    /// `Rules::real_client`) to `guest` for a connection a forward accepted; asks the guest's Ethernet address first (ARP) if
-    /// no frame of the guest's has told it yet.
+    /// `Rules::real_client`) to `guest` for a connection a forward
+    /// accepted; asks the guest's Ethernet address first (ARP, or IPv6
+    /// neighbour discovery) if no frame of the guest's has told it yet.
     pub(super) fn connect_guest<D: 'static>(
         &mut self,
         r: &mut Reactor<D>,
@@ -141,13 +142,18 @@ impl Path {
             return;
         }
         let Some(macs) = self.macs else {
-            if let IpAddr::V4(ip) = guest.ip() {
-                let h = self.rules.host.octets();
-                let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
-                self.out
-                    .list
-                    .push(crate::frame::ethernet::arp_request(gateway, h, ip.octets()));
-            }
+            // libslirp's gateway address, from the host's IPv4 address.
+            let h = self.rules.host.octets();
+            let gateway = [0x52, 0x55, h[0], h[1], h[2], h[3]];
+            let ask = match guest.ip() {
+                IpAddr::V4(ip) => crate::frame::ethernet::arp_request(gateway, h, ip.octets()),
+                IpAddr::V6(ip) => crate::frame::ipv6::neighbour_solicitation(
+                    gateway,
+                    self.rules.host6.octets(),
+                    ip.octets(),
+                ),
+            };
+            self.out.list.push(ask);
             self.waiting
                 .push((stream, guest, Instant::now() + ARP_WAIT));
             return;
