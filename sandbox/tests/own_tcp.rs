@@ -15,7 +15,9 @@
 //!   namespace as `ECONNRESET`;
 //! - a host forward added through the slirp4netns API carries 4 MiB each
 //!   way byte-exact through the path, and the namespace's end sees a
-//!   window scale.
+//!   window scale;
+//! - a namespace reader that stops reading (a zero window) gets all 16 MiB
+//!   byte-exact once it resumes, and the helper idles meanwhile.
 //!
 //! Needs root, `ip`, `nft`, `ss`, `python3`.
 
@@ -482,4 +484,71 @@ fn sigterm_ends_the_helper_with_a_flow_stuck_on_a_peer_that_stops_reading() {
     assert_eq!(own(&log, "flows"), 1, "the stuck flow was open: {log}");
     let _ = sender.kill();
     let _ = sender.wait();
+}
+
+/// A namespace that stops reading advertises a zero window: the path
+/// holds the host's bytes without spinning (the host's socket stops being
+/// read once the flow's buffer is full), probes, and delivers every byte
+/// once the reader resumes.
+#[test]
+fn a_namespace_that_advertises_a_zero_window_gets_every_byte_and_the_helper_waits() {
+    if !is_root() {
+        return;
+    }
+    const DOWN: usize = 16 << 20;
+    let ns = Netns::new();
+    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data: Vec<u8> = (0..DOWN).map(|i| (i * 7 % 251) as u8).collect();
+    let want = sha256_hex(&data);
+    let host = std::thread::spawn(move || -> std::io::Result<usize> {
+        let mut s = accept_within(&listener, Duration::from_secs(10))
+            .ok_or_else(|| std::io::Error::other("no connection"))?;
+        s.write_all(&data)?;
+        s.shutdown(Shutdown::Write)?;
+        Ok(data.len())
+    });
+    // The reader connects, sleeps with a small receive buffer (its window
+    // closes), then reads everything.
+    let mut reader = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c"])
+        .arg(format!(
+            "import socket,hashlib,time\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,65536)\n\
+             s.settimeout(30); s.connect(('10.0.2.2',{port}))\n\
+             time.sleep(4)\n\
+             h=hashlib.sha256(); n=0\n\
+             while True:\n\
+             \x20   b=s.recv(1<<20)\n\
+             \x20   if not b: break\n\
+             \x20   h.update(b); n+=len(b)\n\
+             print(n, h.hexdigest(), flush=True)\n"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // While the window is shut: the helper waits.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = h.pid();
+    let before = common::helper::cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = common::helper::cpu_ticks(pid) - before;
+    let mut out = String::new();
+    reader
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = reader.wait();
+    let sent = host.join().unwrap().expect("the host sent it all");
+    let log = finish(h);
+    assert!(
+        used < 20,
+        "{used} ticks of CPU in 2 s of zero window: the helper spins"
+    );
+    assert_eq!(out.trim(), format!("{sent} {want}"), "{log}");
+    assert_eq!(own(&log, "flows_opened"), 1, "{log}");
 }

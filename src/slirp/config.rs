@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::raw::c_char;
+use std::time::Duration;
 
 use super::ffi;
 pub use crate::tcp::TcpMode;
@@ -76,6 +77,20 @@ pub struct Config {
     /// from the host address, as libslirp's (what slirp4netns users'
     /// programs expect). Off by default.
     pub hostfwd_real_source: bool,
+    /// With [`TcpMode::Own`]: a connection whose guest side has sent
+    /// nothing for half this long is probed (TCP keep-alive), and one
+    /// whose guest has sent nothing for this long (a crashed or silent
+    /// guest) is reset both ways. A live idle connection answers the
+    /// probes and stays. A connection to the guest (through a forward)
+    /// waits for its answer this long at most, 75 s if that is less.
+    /// Default 7200 s (the kernel's keep-alive time, passt's activity
+    /// timeout).
+    pub tcp_idle_timeout: Duration,
+    /// With [`TcpMode::Own`]: once both ends have sent their FIN, a flow
+    /// whose guest has not finished closing in this long is reset (its
+    /// last ACK lost, or never sent). Default 60 s (the kernel's
+    /// `tcp_fin_timeout`).
+    pub tcp_fin_timeout: Duration,
 }
 
 impl Default for Config {
@@ -105,6 +120,8 @@ impl Default for Config {
             dns_search: Vec::new(),
             tcp: TcpMode::Own,
             hostfwd_real_source: false,
+            tcp_idle_timeout: Duration::from_secs(7200),
+            tcp_fin_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -182,6 +199,14 @@ pub enum ConfigError {
     /// Both IPv4 and IPv6 off.
     #[error("both IPv4 and IPv6 are disabled")]
     NoProtocol,
+    /// A timeout of zero, or too long for the clock.
+    #[error("{what} {value:?} is out of range (1 ms to 30 days)")]
+    Timeout {
+        /// Which timeout.
+        what: &'static str,
+        /// The bad value.
+        value: Duration,
+    },
     /// A name that cannot be passed to C or does not fit.
     #[error("{what} {value:?} {why}")]
     Name {
@@ -250,6 +275,16 @@ impl Config {
         for (what, value) in [("MTU", self.mtu), ("MRU", self.mru)] {
             if !(MTU_MIN..=MTU_MAX).contains(&value) {
                 return Err(ConfigError::Mtu { what, value });
+            }
+        }
+        let timeouts = [
+            ("TCP idle timeout", self.tcp_idle_timeout),
+            ("TCP FIN timeout", self.tcp_fin_timeout),
+        ];
+        for (what, value) in timeouts {
+            let range = Duration::from_millis(1)..=Duration::from_secs(30 * 86400);
+            if !range.contains(&value) {
+                return Err(ConfigError::Timeout { what, value });
             }
         }
         if let Some(h) = &self.hostname {
@@ -590,6 +625,22 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("NUL"));
+    }
+
+    #[test]
+    fn timeouts_of_zero_are_named() {
+        let c = Config {
+            tcp_fin_timeout: std::time::Duration::ZERO,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("TCP FIN timeout 0ns"), "{e}");
+        let c = Config {
+            tcp_idle_timeout: std::time::Duration::from_secs(31 * 86400),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("TCP idle timeout 2678400s"), "{e}");
     }
 
     #[test]

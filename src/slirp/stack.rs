@@ -506,6 +506,8 @@ fn tcp_rules(c: &Config) -> crate::tcp::Rules {
         mtu: c.mtu,
         open: !c.restricted,
         real_client: c.hostfwd_real_source,
+        idle_timeout: c.tcp_idle_timeout,
+        fin_timeout: c.tcp_fin_timeout,
     }
 }
 

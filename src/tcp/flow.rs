@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
@@ -55,17 +55,27 @@ pub(super) struct Flow {
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
     pub(super) due: Option<Instant>,
     pub(super) queued: bool,
+    /// The idle timeout and keep-alive are set (once established).
+    pub(super) tuned: bool,
+    /// When both FINs were through (the FIN timeout runs from there).
+    pub(super) fin_since: Option<Instant>,
 }
 
 /// A smoltcp socket with the path's buffers, Nagle off (the bytes come
-/// from a host socket in runs already).
-pub(super) fn new_socket() -> tcp::Socket<'static> {
+/// from a host socket in runs already), that gives up a handshake the
+/// guest leaves unanswered for `timeout`.
+pub(super) fn new_socket(timeout: Duration) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; BUFFER]),
         tcp::SocketBuffer::new(vec![0; BUFFER]),
     );
     s.set_nagle_enabled(false);
+    s.set_timeout(Some(smol_duration(timeout)));
     s
+}
+
+fn smol_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX))
 }
 
 /// Queues `flow` (id `id`) for this round's service, once.
@@ -129,7 +139,58 @@ impl Flow {
             shut_wr: false,
             due: None,
             queued: false,
+            tuned: false,
+            fin_since: None,
         }
+    }
+
+    /// Once established: the guest silent for `idle` ends the flow
+    /// (smoltcp's timeout), probed by keep-alives at half of it, so a
+    /// live idle guest answers and stays.
+    pub(super) fn tune(&mut self, idle: Duration) {
+        let Some(h) = self.socket.filter(|_| !self.tuned) else {
+            return;
+        };
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if s.state() == tcp::State::Established {
+            s.set_timeout(Some(smol_duration(idle)));
+            s.set_keep_alive(Some(smol_duration(idle / 2)));
+            self.tuned = true;
+        }
+    }
+
+    /// When the FIN timeout ends this flow: `fin` after both FINs were
+    /// through (`now` if that is the first this flow hears of it).
+    pub(super) fn fin_deadline(&mut self, now: Instant, fin: Duration) -> Option<Instant> {
+        if !self.closed_both_ways() {
+            return None;
+        }
+        Some(*self.fin_since.get_or_insert(now) + fin)
+    }
+
+    /// Both FINs were passed on: the host's to the guest, the guest's to
+    /// the host.
+    pub(super) fn closed_both_ways(&self) -> bool {
+        self.host_eof && self.shut_wr
+    }
+
+    /// Resets the guest's side (smoltcp sends a RST at its next poll).
+    pub(super) fn abort(&mut self) {
+        if let Some(h) = self.socket {
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+        }
+    }
+
+    /// Makes closing the host socket a reset (`SO_LINGER` 0), for a flow
+    /// that did not end with both FINs: the host peer sees the failure
+    /// rather than a clean end of file.
+    pub(super) fn reset_host(&self) {
+        let linger = nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let _ =
+            nix::sys::socket::setsockopt(&*self.host, nix::sys::socket::sockopt::Linger, &linger);
     }
 
     pub(super) fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Frames, mtu: usize) {

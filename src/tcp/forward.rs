@@ -191,7 +191,7 @@ impl Path {
             self.rules.mtu,
             self.now(),
         );
-        let mut s = new_socket();
+        let mut s = new_socket(self.rules.idle_timeout.min(super::CONNECT_TIMEOUT));
         let ok = s
             .connect(
                 flow.iface.context(),

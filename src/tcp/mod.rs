@@ -84,6 +84,10 @@ pub const BUFFER: usize = 1 << 21;
 /// Segments one flow may send per round, at most.
 const EGRESS_PASSES: usize = 256;
 
+/// How long a handshake with the guest may wait for its answer, at most
+/// (less if the idle timeout is shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// What the path has done, for the stack's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpCounters {
@@ -364,6 +368,7 @@ impl Path {
     fn serve<D: 'static>(&mut self, r: &mut Reactor<D>, id: u64) {
         let smol_now = self.now();
         let mtu = self.rules.mtu;
+        let connect_timeout = self.rules.idle_timeout.min(CONNECT_TIMEOUT);
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
@@ -393,7 +398,7 @@ impl Path {
                 let syn = std::mem::take(syn);
                 match flow.host.take_error() {
                     Ok(None) => {
-                        let mut s = new_socket();
+                        let mut s = new_socket(connect_timeout);
                         let local = IpListenEndpoint {
                             addr: Some(ip_address(flow.key.remote.ip())),
                             port: flow.key.remote.port(),
@@ -419,15 +424,33 @@ impl Path {
             }
         }
         flow.poll(smol_now, &mut self.out, mtu);
+        let mut fin_deadline = None;
         if matches!(flow.phase, Phase::Relaying) {
             if flow.relay() {
                 flow.poll(smol_now, &mut self.out, mtu);
+            }
+            flow.tune(self.rules.idle_timeout);
+            let now = Instant::now();
+            fin_deadline = flow.fin_deadline(now, self.rules.fin_timeout);
+            if fin_deadline.is_some_and(|d| d <= now) {
+                log::debug!(
+                    "tcp: {} -> {}: the guest did not finish closing in {:?}; reset",
+                    flow.key.guest,
+                    flow.key.remote,
+                    self.rules.fin_timeout
+                );
+                flow.abort();
+                flow.poll(smol_now, &mut self.out, mtu);
+                fin_deadline = None;
             }
             if flow.finished() {
                 flow.phase = Phase::Done;
             }
         }
         if matches!(flow.phase, Phase::Done) {
+            if !flow.closed_both_ways() {
+                flow.reset_host();
+            }
             if let Some(h) = flow.reg.take() {
                 let _ = r.delete(h);
             }
@@ -457,7 +480,10 @@ impl Path {
         let next = flow
             .iface
             .poll_delay(smol_now, &flow.sockets)
-            .map(|d| Instant::now() + Duration::from_micros(d.total_micros()));
+            .map(|d| Instant::now() + Duration::from_micros(d.total_micros()))
+            .into_iter()
+            .chain(fin_deadline)
+            .min();
         if log::log_enabled!(log::Level::Trace) {
             if let Some(h) = flow.socket {
                 let s = flow.sockets.get::<tcp::Socket>(h);
@@ -534,6 +560,8 @@ mod tests {
             mtu: 1500,
             open: true,
             real_client: false,
+            idle_timeout: Duration::from_secs(7200),
+            fin_timeout: Duration::from_secs(60),
         }
     }
 

@@ -3,6 +3,7 @@
 //! themselves, the rest of the network stays libslirp's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// Where the path may take the guest's connections, from the stack's
 /// configuration.
@@ -28,6 +29,12 @@ pub struct Rules {
     /// A forwarded connection reaches the guest from the real client's
     /// address and port (as pasta's do), when the guest can answer it.
     pub real_client: bool,
+    /// A flow whose guest has sent nothing this long is reset (probed at
+    /// half of it).
+    pub idle_timeout: Duration,
+    /// A flow both of whose FINs are through and whose guest has not
+    /// finished closing this long is reset.
+    pub fin_timeout: Duration,
 }
 
 impl Rules {
