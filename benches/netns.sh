@@ -42,7 +42,7 @@
 #
 # Run as root:   bash benches/netns.sh
 # Environment:   CARGO_TARGET_DIR (default target), ROUNDS (3), SECS (5),
-#                MTUS ("1500 65520"), PEERS ("caploop slirp4netns pasta"),
+#                MTUS ("1500 65520"), PEERS ("caploop own slirp4netns pasta veth"),
 #                PORT (15301), NO_BUILD=1 to use the existing release binary,
 #                KEEP=DIR to keep the raw results and logs in DIR,
 #                CAPLOOP_ARGS (more flags for caploop-sandbox, e.g. --no-offload),
@@ -59,7 +59,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 MTUS=${MTUS:-"1500 65520"}
-PEERS=${PEERS:-"caploop slirp4netns pasta veth"}
+PEERS=${PEERS:-"caploop own slirp4netns pasta veth"}
 PORT=${PORT:-15301}
 NS="cnb-$$"
 GUEST=10.0.2.100

@@ -715,5 +715,6 @@ fn rule(port: u16) -> Rule {
         host_port: port,
         guest_addr: None,
         guest_port: GUEST_PORT,
+        real_source: None,
     }
 }

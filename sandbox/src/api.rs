@@ -75,6 +75,7 @@ impl Forwards {
                 host_port,
                 guest_addr,
                 guest_port,
+                real_source,
             } => {
                 let rule = Rule {
                     proto: slirp_proto(proto),
@@ -82,6 +83,7 @@ impl Forwards {
                     host_port,
                     guest_addr: Some(guest_addr.unwrap_or(IpAddr::V4(self.default_guest))),
                     guest_port,
+                    real_source,
                 };
                 match self.stack.add_hostfwd(r, &rule) {
                     Ok(()) => {
@@ -109,6 +111,7 @@ impl Forwards {
                         host_port: r.host_port,
                         guest_addr: r.guest_addr.unwrap_or(IpAddr::V4(self.default_guest)),
                         guest_port: r.guest_port,
+                        real_source: r.real_source,
                     })
                     .collect(),
             ),

@@ -313,14 +313,15 @@ impl Drop for ExtraAddr {
 /// With `--hostfwd-real-source` a forwarded connection from a client off
 /// loopback reaches the namespace from the client's own address; one from
 /// loopback still from 10.0.2.2 (the namespace would take 127.0.0.1 for
-/// its own). Without the flag the first is 10.0.2.2 too.
+/// its own). Without the flag the first is 10.0.2.2 too. The API's
+/// `real_source` decides per forward, either way.
 #[test]
 fn a_forward_shows_the_namespace_the_real_client_when_asked() {
     if !is_root() {
         return;
     }
     let _addr = ExtraAddr::new("192.0.2.77/32");
-    let seen = |flags: &[&str]| -> (String, String) {
+    let seen = |flags: &[&str], real_source: &str| -> (String, String) {
         let ns = Netns::new();
         let scratch = Scratch::new("ownsrc");
         let sock = api_sock(&scratch);
@@ -339,7 +340,7 @@ fn a_forward_shows_the_namespace_the_real_client_when_asked() {
         let (off_lo, lo) = (free_port(), free_port());
         for (host, port) in [("192.0.2.77", off_lo), ("127.0.0.1", lo)] {
             let req = format!(
-                r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"{host}","host_port":{port},"guest_addr":"","guest_port":8081}}}}"#
+                r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_addr":"{host}","host_port":{port},"guest_addr":"","guest_port":8081{real_source}}}}}"#
             );
             assert!(api(&sock, &req).starts_with(r#"{"return""#));
         }
@@ -360,11 +361,15 @@ fn a_forward_shows_the_namespace_the_real_client_when_asked() {
         finish(h);
         (peers[0].clone(), peers[1].clone())
     };
+    let real = ("192.0.2.77".to_string(), "10.0.2.2".to_string());
+    let host = ("10.0.2.2".to_string(), "10.0.2.2".to_string());
+    assert_eq!(seen(&["--hostfwd-real-source"], ""), real);
+    assert_eq!(seen(&[], ""), host);
+    assert_eq!(seen(&[], r#","real_source":true"#), real);
     assert_eq!(
-        seen(&["--hostfwd-real-source"]),
-        ("192.0.2.77".to_string(), "10.0.2.2".to_string())
+        seen(&["--hostfwd-real-source"], r#","real_source":false"#),
+        host
     );
-    assert_eq!(seen(&[]), ("10.0.2.2".to_string(), "10.0.2.2".to_string()));
 }
 
 /// A host that connects through a forward while the helper has no

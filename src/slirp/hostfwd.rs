@@ -45,6 +45,11 @@ pub struct Rule {
     pub guest_addr: Option<IpAddr>,
     /// Guest port, never 0.
     pub guest_port: u16,
+    /// With the own TCP path: whether a connection through this forward
+    /// reaches the guest from the real client's address (see
+    /// [`Config::hostfwd_real_source`](super::Config::hostfwd_real_source));
+    /// `None` follows that setting. Not part of the rule's text.
+    pub real_source: Option<bool>,
 }
 
 /// A rule that does not parse: names the whole rule and the part at fault.
@@ -131,6 +136,7 @@ impl FromStr for Rule {
             host_port,
             guest_addr,
             guest_port,
+            real_source: None,
         })
     }
 }
@@ -203,6 +209,7 @@ mod tests {
                     host_port: 2222,
                     guest_addr: None,
                     guest_port: 22,
+                    real_source: None,
                 },
                 Rule {
                     proto: Proto::Udp,
@@ -210,6 +217,7 @@ mod tests {
                     host_port: 5353,
                     guest_addr: None,
                     guest_port: 53,
+                    real_source: None,
                 },
             ]
         );
@@ -312,6 +320,7 @@ mod tests {
                 host_port,
                 guest_addr,
                 guest_port,
+                real_source: None,
             };
             let text = r.to_string();
             prop_assert_eq!(text.parse::<Rule>(), Ok(r));

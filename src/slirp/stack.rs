@@ -290,7 +290,12 @@ impl Stack {
                 return refuse("the TCP path is busy");
             };
             return p
-                .add_forward(reactor, host, guest)
+                .add_forward(
+                    reactor,
+                    host,
+                    guest,
+                    rule.real_source.unwrap_or(inner.config.hostfwd_real_source),
+                )
                 .map_err(|source| Error::Hostfwd {
                     rule: rule.to_string(),
                     source,
@@ -505,7 +510,6 @@ fn tcp_rules(c: &Config) -> crate::tcp::Rules {
         outbound6: c.outbound_addr6,
         mtu: c.mtu,
         open: !c.restricted,
-        real_client: c.hostfwd_real_source,
         idle_timeout: c.tcp_idle_timeout,
         fin_timeout: c.tcp_fin_timeout,
     }

@@ -15,11 +15,21 @@ use crate::rights::Rights;
 /// How long a forwarded connection waits for the guest's Ethernet address.
 pub(super) const ARP_WAIT: Duration = Duration::from_secs(3);
 
+/// Where a forward's connections go, and as whom.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    /// The guest's address and port.
+    pub(super) addr: SocketAddr,
+    /// Connections come from the real client's address when the guest can
+    /// answer it (as pasta's do), else from the host address.
+    pub(super) real_client: bool,
+}
+
 /// A host forward the path serves: its listener and where it leads.
 pub(super) struct Forward {
     pub(super) listener: Rc<std::net::TcpListener>,
     pub(super) reg: Handle,
-    pub(super) guest: SocketAddr,
+    pub(super) guest: Target,
     /// The listener was reported readable: connections wait.
     pub(super) pending: bool,
     /// Disabled after a failed `accept` until then.
@@ -35,13 +45,15 @@ impl Path {
     /// Serves TCP host forward `host` -> `guest` (the stack's rule) from
     /// now on: a non-blocking listener on `host` (`SO_REUSEADDR`, as
     /// libslirp's), registered in `r`. Each connection it accepts reaches
-    /// the guest from the host address (10.0.2.2 or its IPv6 one), with a
-    /// scaled window.
+    /// the guest from the host address (10.0.2.2 or its IPv6 one), or
+    /// with `real_client` from the client's own where the guest can answer
+    /// it, with a scaled window.
     pub fn add_forward<D: 'static>(
         &mut self,
         r: &mut Reactor<D>,
         host: SocketAddr,
         guest: SocketAddr,
+        real_client: bool,
     ) -> std::io::Result<()> {
         if self
             .forwards
@@ -67,7 +79,10 @@ impl Path {
             Forward {
                 listener,
                 reg,
-                guest,
+                guest: Target {
+                    addr: guest,
+                    real_client,
+                },
                 pending: false,
                 resting: None,
             },
@@ -108,7 +123,7 @@ impl Path {
                 Err(e) => {
                     // Out of descriptors, say: the listener stays readable,
                     // so it rests a second rather than spin the loop.
-                    log::warn!("tcp: forward to {}: accept: {e}; resting 1 s", f.guest);
+                    log::warn!("tcp: forward to {}: accept: {e}; resting 1 s", f.guest.addr);
                     f.pending = false;
                     if r.disable(f.reg).is_ok() {
                         f.resting = Some(Instant::now() + Duration::from_secs(1));
@@ -120,21 +135,22 @@ impl Path {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            log::debug!("tcp: forward from {peer} to {guest}");
+            log::debug!("tcp: forward from {peer} to {}", guest.addr);
             self.connect_guest(r, stream, guest);
         }
     }
 
     /// Opens a flow from the host address (or the real client's, with
-    /// `Rules::real_client`) to `guest` for a connection a forward
+    /// `Target::real_client`) to `target` for a connection a forward
     /// accepted; asks the guest's Ethernet address first (ARP, or IPv6
     /// neighbour discovery) if no frame of the guest's has told it yet.
     pub(super) fn connect_guest<D: 'static>(
         &mut self,
         r: &mut Reactor<D>,
         stream: TcpStream,
-        guest: SocketAddr,
+        target: Target,
     ) {
+        let guest = target.addr;
         // Waiting connections count against the table: a host that
         // connects while the guest stays silent holds at most that many.
         if self.flows.len() + self.waiting.len() >= self.max_flows {
@@ -155,14 +171,14 @@ impl Path {
             };
             self.out.list.push(ask);
             self.waiting
-                .push((stream, guest, Instant::now() + ARP_WAIT));
+                .push((stream, target, Instant::now() + ARP_WAIT));
             return;
         };
         // The real client when asked for and the guest can answer it (same
         // family, not a loopback address, which the guest would take for
         // its own); else the host address on a port of ours.
         let real = stream.peer_addr().ok().filter(|p| {
-            self.rules.real_client
+            target.real_client
                 && p.is_ipv4() == guest.is_ipv4()
                 && !p.ip().is_loopback()
                 && !p.ip().is_unspecified()

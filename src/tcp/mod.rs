@@ -30,7 +30,7 @@ mod wire;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use crate::frame::tcp::{ACK, RST, SYN};
 use crate::reactor::{Interest, Reactor, TimerHandle};
 use crate::rights::Rights;
 use flow::{iface_for, ip_address, new_socket, queue, Flow, Phase, Ready};
-use forward::{Forward, FORWARD_PORTS};
+use forward::{Forward, Target, FORWARD_PORTS};
 use host::Started;
 pub use rules::Rules;
 use segment::{segment, Key};
@@ -134,7 +134,7 @@ pub(crate) struct Path {
     next_port: u16,
     /// Forwarded connections waiting for the guest's Ethernet address
     /// (asked by ARP), with their deadline.
-    waiting: Vec<(TcpStream, SocketAddr, Instant)>,
+    waiting: Vec<(TcpStream, Target, Instant)>,
 }
 
 impl Path {
@@ -315,12 +315,13 @@ impl Path {
             let now = Instant::now();
             let waiting = std::mem::take(&mut self.waiting);
             for (stream, guest, deadline) in waiting {
+                let Target { addr, .. } = guest;
                 if self.macs.is_some() {
                     self.connect_guest(r, stream, guest);
                 } else if deadline > now {
                     self.waiting.push((stream, guest, deadline));
                 } else {
-                    log::warn!("tcp: forward to {guest}: the guest never answered ARP");
+                    log::warn!("tcp: forward to {addr}: the guest never answered ARP");
                     self.counters.flows_refused += 1;
                 }
             }
@@ -559,13 +560,12 @@ mod tests {
             outbound6: None,
             mtu: 1500,
             open: true,
-            real_client: false,
             idle_timeout: Duration::from_secs(7200),
             fin_timeout: Duration::from_secs(60),
         }
     }
 
-    fn at(s: &str) -> SocketAddr {
+    fn at(s: &str) -> std::net::SocketAddr {
         s.parse().unwrap()
     }
 
@@ -701,7 +701,7 @@ mod tests {
         let mut r: Reactor<()> = Reactor::new().unwrap();
         let mut p = Path::new(rules());
         p.max_flows = 2;
-        p.add_forward(&mut r, at("127.0.0.1:0"), at("10.0.2.15:80"))
+        p.add_forward(&mut r, at("127.0.0.1:0"), at("10.0.2.15:80"), false)
             .unwrap();
         let host = p
             .forwards

@@ -26,9 +26,6 @@ pub struct Rules {
     /// The guest may connect out (open mode); else the path serves host
     /// forwards only.
     pub open: bool,
-    /// A forwarded connection reaches the guest from the real client's
-    /// address and port (as pasta's do), when the guest can answer it.
-    pub real_client: bool,
     /// A flow whose guest has sent nothing this long is reset (probed at
     /// half of it).
     pub idle_timeout: Duration,

@@ -61,6 +61,11 @@ pub enum Request {
         guest_addr: Option<IpAddr>,
         /// `arguments.guest_port` (1 to 65535).
         guest_port: u16,
+        /// `arguments.real_source` (ours; a boolean): whether a TCP
+        /// connection through the forward reaches the guest from the real
+        /// client's address. `None` when missing or null: the helper's
+        /// `--hostfwd-real-source` decides.
+        real_source: Option<bool>,
     },
     /// `{"execute":"list_hostfwd"}`.
     ListHostfwd,
@@ -84,16 +89,23 @@ impl Request {
                 host_port,
                 guest_addr,
                 guest_port,
-            } => serde_json::json!({
-                "execute": "add_hostfwd",
-                "arguments": {
-                    "proto": proto.as_str(),
-                    "host_addr": addr(host_addr),
-                    "host_port": host_port,
-                    "guest_addr": addr(guest_addr),
-                    "guest_port": guest_port,
+                real_source,
+            } => {
+                let mut v = serde_json::json!({
+                    "execute": "add_hostfwd",
+                    "arguments": {
+                        "proto": proto.as_str(),
+                        "host_addr": addr(host_addr),
+                        "host_port": host_port,
+                        "guest_addr": addr(guest_addr),
+                        "guest_port": guest_port,
+                    }
+                });
+                if let Some(b) = real_source {
+                    v["arguments"]["real_source"] = Value::Bool(*b);
                 }
-            }),
+                v
+            }
             Request::ListHostfwd => serde_json::json!({ "execute": "list_hostfwd" }),
             Request::RemoveHostfwd { id } => serde_json::json!({
                 "execute": "remove_hostfwd",
@@ -305,12 +317,18 @@ fn add_hostfwd(args: Option<&Map<String, Value>>) -> Result<Request, ApiError> {
     let host_port = port("host_port")?;
     let guest_addr = address("guest_addr")?;
     let guest_port = port("guest_port")?;
+    let real_source = match arg(args, "real_source") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        v => return Err(bad(EX, "real_source", v)),
+    };
     Ok(Request::AddHostfwd {
         proto,
         host_addr,
         host_port,
         guest_addr,
         guest_port,
+        real_source,
     })
 }
 
@@ -329,6 +347,10 @@ pub struct Entry {
     pub guest_addr: IpAddr,
     /// The guest port.
     pub guest_port: u16,
+    /// `real_source` as the request gave it (ours; left out when it did
+    /// not, so the entry is slirp4netns's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_source: Option<bool>,
 }
 
 /// A reply on the API socket.
@@ -412,6 +434,47 @@ mod tests {
     }
 
     #[test]
+    fn real_source_is_ours_a_boolean_and_kept_out_of_slirp4netns_replies() {
+        let add = |extra: &str| {
+            format!(
+                r#"{{"execute":"add_hostfwd","arguments":{{"proto":"tcp","host_port":8080,"guest_port":80{extra}}}}}"#
+            )
+        };
+        for (extra, want) in [
+            ("", None),
+            (r#","real_source":null"#, None),
+            (r#","real_source":true"#, Some(true)),
+            (r#","real_source":false"#, Some(false)),
+        ] {
+            let req = parse_request(add(extra).as_bytes()).unwrap();
+            match &req {
+                Request::AddHostfwd { real_source, .. } => {
+                    assert_eq!(*real_source, want, "{extra}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(parse_request(req.to_json().as_bytes()).unwrap(), req);
+        }
+        assert_eq!(
+            desc(&add(r#","real_source":"yes""#)),
+            "bad request: add_hostfwd: bad arguments.real_source"
+        );
+        let entry = |real_source| Entry {
+            id: 1,
+            proto: Proto::Tcp,
+            host_addr: DEFAULT_HOST_ADDR,
+            host_port: 8080,
+            guest_addr: "10.0.2.100".parse().unwrap(),
+            guest_port: 80,
+            real_source,
+        };
+        let plain = serde_json::to_string(&entry(None)).unwrap();
+        assert!(!plain.contains("real_source"), "{plain}");
+        let asked = serde_json::to_string(&entry(Some(true))).unwrap();
+        assert!(asked.contains(r#""real_source":true"#), "{asked}");
+    }
+
+    #[test]
     fn what_rootlesskit_and_podman_send() {
         let r = parse_request(
             b"{\"execute\":\"add_hostfwd\",\"arguments\":{\"proto\":\"tcp\",\"host_addr\":\"127.0.0.1\",\"host_port\":18080,\"guest_addr\":\"10.0.2.100\",\"guest_port\":8080}}\n",
@@ -425,6 +488,7 @@ mod tests {
                 host_port: 18080,
                 guest_addr: Some("10.0.2.100".parse().unwrap()),
                 guest_port: 8080,
+                real_source: None,
             }
         );
         // Podman: guest_addr "" means the default.
@@ -574,6 +638,7 @@ mod tests {
             host_port: 18095,
             guest_addr: "10.0.2.100".parse().unwrap(),
             guest_port: 8080,
+            real_source: None,
         };
         let e2 = Entry {
             id: 2,
@@ -626,7 +691,7 @@ mod tests {
                 }
             });
             let text = format!("{req}\n");
-            let want = Request::AddHostfwd { proto, host_addr: Some(host), host_port: hp, guest_addr: guest, guest_port: gp };
+            let want = Request::AddHostfwd { proto, host_addr: Some(host), host_port: hp, guest_addr: guest, guest_port: gp, real_source: None };
             prop_assert_eq!(parse_request(text.as_bytes()).unwrap(), want.clone());
             prop_assert_eq!(parse_request(want.to_json().as_bytes()).unwrap(), want);
         }

@@ -306,6 +306,7 @@ impl Net {
                 host_port: port,
                 guest_addr: None,
                 guest_port,
+                real_source: None,
             };
             if self.stack.add_hostfwd(&mut self.reactor, &rule).is_ok() {
                 return port;
