@@ -379,6 +379,12 @@ fn open_mode_makes_only_the_sockets_and_options_libslirp_uses() {
             setsockopt(t, libc::SOL_SOCKET, libc::SO_OOBINLINE, &one),
             Ok(())
         );
+        // The own TCP path's reset of a host peer: SO_LINGER 0.
+        let linger = [1u8, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            setsockopt(t, libc::SOL_SOCKET, libc::SO_LINGER, &linger),
+            Ok(())
+        );
         // What routes, marks or intercepts traffic does not.
         assert_eq!(
             setsockopt(u, libc::SOL_SOCKET, libc::SO_MARK, &one),

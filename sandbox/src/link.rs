@@ -96,6 +96,12 @@ pub trait Tx {
     fn flush(&mut self) -> io::Result<()>;
     /// Whether frames are queued.
     fn pending(&self) -> bool;
+    /// Whether frames wait because the peer is not taking them (not just
+    /// held for the round's merging): the own TCP path sends nothing new
+    /// while so. A link that never queues says no.
+    fn full(&self) -> bool {
+        false
+    }
     /// Whether sending showed the peer is gone (a datagram peer gives no
     /// hangup otherwise).
     fn gone(&self) -> bool {
@@ -142,6 +148,10 @@ impl Tx for Thinned {
 
     fn pending(&self) -> bool {
         self.acks.holding() || self.inner.pending()
+    }
+
+    fn full(&self) -> bool {
+        self.inner.full()
     }
 
     fn gone(&self) -> bool {

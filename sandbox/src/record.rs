@@ -324,6 +324,10 @@ impl Tx for RecordTx {
         !self.out.queue.is_empty()
     }
 
+    fn full(&self) -> bool {
+        self.pending()
+    }
+
     fn gone(&self) -> bool {
         self.out.sender.gone
     }

@@ -34,8 +34,9 @@ use crate::startup;
 use crate::terminate;
 
 /// The largest MTU at which a VM guest's TCP downloads through libslirp
-/// were seen never to stall (10 of 10 QEMU guest runs; at 65,520 about one
-/// in four stalled: `benches/vm_net.sh`).
+/// (`--tcp=slirp`) were seen never to stall (10 of 10 QEMU guest runs; at
+/// 65,520 about one in four stalled: `benches/vm_net.sh`). The own TCP
+/// path has no such limit.
 pub const VM_MTU_WITHOUT_STALLS: usize = 16384;
 
 /// Everything a session needs besides its link.
@@ -124,12 +125,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     let policy = policy(&session.config, &extras);
     let mut reactor: Reactor<()> = Reactor::new()?;
     let Link { source, tx } = link;
-    if session.vm && session.config.mtu > VM_MTU_WITHOUT_STALLS {
+    let libslirp_tcp = session.config.tcp == caploop::slirp::TcpMode::Slirp;
+    if session.vm && libslirp_tcp && session.config.mtu > VM_MTU_WITHOUT_STALLS {
         log::warn!(
-            "{name}: MTU {}: libslirp has no TCP window scaling, and above {VM_MTU_WITHOUT_STALLS} \
-             a guest's downloads can stall for 5 s at a time (its window falls below one \
-             32 KiB segment and nothing reopens it until libslirp's probe); \
-             --mtu {VM_MTU_WITHOUT_STALLS} avoids it",
+            "{name}: MTU {} with --tcp=slirp: libslirp has no TCP window scaling, and above \
+             {VM_MTU_WITHOUT_STALLS} a guest's downloads can stall for 5 s at a time (its window \
+             falls below one 32 KiB segment and nothing reopens it until libslirp's probe); \
+             --mtu {VM_MTU_WITHOUT_STALLS}, or the default --tcp=own, avoids it",
             session.config.mtu
         );
     }
@@ -150,6 +152,18 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         session.config.clone(),
         move |frame: &[u8]| sink.borrow_mut().push(frame),
     )?);
+    // The own TCP path holds back while the link's queue is not empty
+    // (flushed here first: this runs before the round's own flush).
+    let full = tx.clone();
+    stack.set_link_full(move || {
+        let Ok(mut t) = full.try_borrow_mut() else {
+            return false;
+        };
+        if t.full() {
+            let _ = t.flush();
+        }
+        t.full()
+    });
     for rule in &session.rules {
         stack.add_hostfwd(&mut reactor, rule)?;
         log::info!("{name}: forwarding {rule}");

@@ -45,7 +45,8 @@
 //!
 //! Seen after entry, allowed: `accept` (not `accept4`) on the hostfwd
 //! listener, `fcntl(F_GETFL/F_SETFL)`, `setsockopt` (`SO_REUSEADDR`,
-//! `SO_OOBINLINE`, `TCP_NODELAY`; open mode also `IP_RECVERR`, `IP_TTL`),
+//! `SO_OOBINLINE`, `TCP_NODELAY`, `SO_LINGER` (the own TCP path's resets);
+//! open mode also `IP_RECVERR`, `IP_TTL`),
 //! `recvfrom`, `sendto` (with an address only in open mode), `shutdown`,
 //! `getsockopt(SO_ACCEPTCONN/SO_TYPE)` (the stack's own check of a new
 //! descriptor's kind); open mode: `socket(AF_INET, SOCK_STREAM|SOCK_DGRAM)`,
@@ -523,6 +524,8 @@ mod tests {
             linux_abi::NIOCCTRL,
             crate::net::netmap::abi::NIOCCTRL as u64
         );
+        assert_eq!(linux_abi::SO_LINGER, libc::SO_LINGER as u64);
+        assert_eq!(linux_abi::SO_OOBINLINE, libc::SO_OOBINLINE as u64);
         assert_eq!(linux_abi::AF_INET, libc::AF_INET as u64);
         assert_eq!(linux_abi::AF_INET6, libc::AF_INET6 as u64);
         assert_eq!(linux_abi::SOCK_STREAM, libc::SOCK_STREAM as u64);

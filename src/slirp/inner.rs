@@ -106,9 +106,10 @@ pub(crate) struct Inner {
     pub reass: RefCell<Reassembler>,
     pub sink: RefCell<Sink>,
     pub counters: Cell<Counters>,
-    /// The own TCP path ([`TcpMode::Own`](crate::tcp::TcpMode) in open
-    /// mode).
+    /// The own TCP path ([`TcpMode::Own`](crate::tcp::TcpMode)).
     pub tcp: Option<RefCell<crate::tcp::Path>>,
+    /// The embedder's word on whether its link toward the guest is full.
+    pub link_full: RefCell<Option<Box<dyn FnMut() -> bool>>>,
 }
 
 impl Inner {
@@ -222,28 +223,36 @@ impl Inner {
         let Some(p) = &self.tcp else {
             return;
         };
-        let frames = {
-            let Ok(mut p) = p.try_borrow_mut() else {
-                return;
-            };
-            p.run(r);
-            std::mem::take(&mut p.out.list)
-        };
-        if frames.is_empty() {
+        let Ok(mut p) = p.try_borrow_mut() else {
             return;
-        }
-        if let Ok(mut sink) = self.sink.try_borrow_mut() {
-            for frame in &frames {
-                self.count(|c| {
-                    c.frames_out += 1;
-                    c.bytes_out += frame.len() as u64;
-                });
-                sink(frame);
+        };
+        let mut drain = |out: &mut crate::tcp::Frames| {
+            if !out.list.is_empty() {
+                let frames = std::mem::take(&mut out.list);
+                if let Ok(mut sink) = self.sink.try_borrow_mut() {
+                    for frame in &frames {
+                        self.count(|c| {
+                            c.frames_out += 1;
+                            c.bytes_out += frame.len() as u64;
+                        });
+                        sink(frame);
+                    }
+                }
+                out.recycle(frames);
             }
-        }
-        if let Ok(mut p) = p.try_borrow_mut() {
-            p.out.recycle(frames);
-        }
+            self.link_full()
+        };
+        p.run(r, &mut drain);
+    }
+
+    /// Whether the embedder's link toward the guest is full
+    /// ([`Stack::set_link_full`](super::Stack::set_link_full)).
+    fn link_full(&self) -> bool {
+        self.link_full
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut f| f.as_mut().map(|f| f()))
+            .unwrap_or(false)
     }
 
     /// Destroys the libslirp instance (closing its sockets).

@@ -71,6 +71,7 @@ impl Stack {
             sink: RefCell::new(Box::new(sink)),
             counters: Cell::new(Counters::default()),
             tcp,
+            link_full: RefCell::new(None),
         });
         *inner.shared.detacher.borrow_mut() = Some(reactor.detacher());
         let opaque = &*inner.shared as *const Shared as *mut std::os::raw::c_void;
@@ -381,6 +382,20 @@ impl Stack {
     pub fn tcp_counters(&self) -> Option<crate::tcp::TcpCounters> {
         let p = self.inner.tcp.as_ref()?;
         p.try_borrow().ok().map(|p| p.counters)
+    }
+
+    /// Tells the own TCP path how to learn whether the link toward the
+    /// guest is full (`probe` returns true while frames wait in the
+    /// embedder's queue; it may try to flush that queue first). While it
+    /// is, the path sends the guest nothing new: its flows keep the bytes
+    /// in their own buffers, windows and acknowledgements hold the host
+    /// back, and nothing is copied into the embedder's queue; a flow held
+    /// back is served again once `probe` says the link has room, which
+    /// the embedder learns from the link becoming writable (its own
+    /// registration). Without a probe the path sends what its windows
+    /// allow and the sink queues what the link cannot take.
+    pub fn set_link_full(&self, probe: impl FnMut() -> bool + 'static) {
+        *self.inner.link_full.borrow_mut() = Some(Box::new(probe));
     }
 
     /// The configuration the stack runs with.

@@ -7,13 +7,15 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config as IfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::segment::Key;
 use super::wire::{Frames, Macs, Wire};
-use super::{BUFFER, EGRESS_PASSES};
+use super::{Drain, BUFFER, EGRESS_PASSES};
 use crate::reactor::{Handle, Interest};
 
 /// Where a flow stands.
@@ -59,6 +61,8 @@ pub(super) struct Flow {
     pub(super) tuned: bool,
     /// When both FINs were through (the FIN timeout runs from there).
     pub(super) fin_since: Option<Instant>,
+    /// In `Path::held`: it has segments to send and the link is full.
+    pub(super) held: bool,
 }
 
 /// A smoltcp socket with the path's buffers, Nagle off (the bytes come
@@ -141,6 +145,7 @@ impl Flow {
             queued: false,
             tuned: false,
             fin_since: None,
+            held: false,
         }
     }
 
@@ -193,22 +198,55 @@ impl Flow {
             nix::sys::socket::setsockopt(&*self.host, nix::sys::socket::sockopt::Linger, &linger);
     }
 
-    pub(super) fn poll(&mut self, now: smoltcp::time::Instant, out: &mut Frames, mtu: usize) {
-        let mut wire = Wire {
-            rx: &mut self.rx,
-            out,
-            macs: self.macs,
-            mtu,
-        };
-        self.iface.poll(now, &mut wire, &mut self.sockets);
-        // smoltcp sends one segment a socket per egress pass: let it send
-        // what its window allows, up to a bound (the rest next round, its
-        // poll delay then being zero).
-        for _ in 0..EGRESS_PASSES {
-            if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
+    /// Feeds smoltcp the guest's packets; then, with `egress`, lets it
+    /// send what its window allows, one segment a pass, each handed to
+    /// `drain` as it is made, and stops once `drain` says the link toward
+    /// the guest is full (the rest stays in smoltcp's buffer, to be sent
+    /// when the link has room) or after [`EGRESS_PASSES`]. Returns whether
+    /// the link is full.
+    pub(super) fn poll(
+        &mut self,
+        now: smoltcp::time::Instant,
+        out: &mut Frames,
+        mtu: usize,
+        egress: bool,
+        drain: &mut Drain<'_>,
+    ) -> bool {
+        loop {
+            let mut wire = Wire {
+                rx: &mut self.rx,
+                out: &mut *out,
+                macs: self.macs,
+                mtu,
+            };
+            let r = self
+                .iface
+                .poll_ingress_single(now, &mut wire, &mut self.sockets);
+            if r == PollIngressSingleResult::None {
                 break;
             }
         }
+        // Replies made while taking packets in (a RST) go out regardless.
+        let mut full = drain(out);
+        if !egress {
+            return full;
+        }
+        for _ in 0..EGRESS_PASSES {
+            if full {
+                break;
+            }
+            let mut wire = Wire {
+                rx: &mut self.rx,
+                out: &mut *out,
+                macs: self.macs,
+                mtu,
+            };
+            if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
+                break;
+            }
+            full = drain(out);
+        }
+        full
     }
 
     /// Moves bytes both ways between smoltcp's socket and the host's, as

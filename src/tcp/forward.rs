@@ -136,7 +136,7 @@ impl Path {
                 continue;
             }
             log::debug!("tcp: forward from {peer} to {}", guest.addr);
-            self.connect_guest(r, stream, guest);
+            self.connect_guest(stream, guest);
         }
     }
 
@@ -144,12 +144,7 @@ impl Path {
     /// `Target::real_client`) to `target` for a connection a forward
     /// accepted; asks the guest's Ethernet address first (ARP, or IPv6
     /// neighbour discovery) if no frame of the guest's has told it yet.
-    pub(super) fn connect_guest<D: 'static>(
-        &mut self,
-        r: &mut Reactor<D>,
-        stream: TcpStream,
-        target: Target,
-    ) {
+    pub(super) fn connect_guest(&mut self, stream: TcpStream, target: Target) {
         let guest = target.addr;
         // Waiting connections count against the table: a host that
         // connects while the guest stays silent holds at most that many.
@@ -169,7 +164,7 @@ impl Path {
                     ip.octets(),
                 ),
             };
-            self.out.list.push(ask);
+            self.out.push(ask);
             self.waiting
                 .push((stream, target, Instant::now() + ARP_WAIT));
             return;
@@ -224,8 +219,9 @@ impl Path {
         self.next_id += 1;
         self.counters.flows_opened += 1;
         self.by_key.insert(key, id);
+        // Served (its SYN sent) in this round's pass over the work.
+        super::flow::queue(&mut self.work, &mut flow, id);
         self.flows.insert(id, flow);
-        self.serve(r, id);
     }
 
     /// A flow key from `from` on a port no flow to `guest` uses.

@@ -88,6 +88,13 @@ const EGRESS_PASSES: usize = 256;
 /// (less if the idle timeout is shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 
+/// Hands the frames made so far to the link toward the guest (emptying
+/// the list), and says whether that link is full: frames wait in its
+/// queue. While it is, flows keep what they would send in their smoltcp
+/// buffers rather than in the link's queue (one copy less, memory
+/// bounded by the flows' buffers).
+pub(crate) type Drain<'a> = dyn FnMut(&mut Frames) -> bool + 'a;
+
 /// What the path has done, for the stack's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpCounters {
@@ -132,6 +139,9 @@ pub(crate) struct Path {
     /// The next port on the host address a forwarded connection comes
     /// from, as the guest sees it.
     next_port: u16,
+    /// Flows with segments to send that a full link held back, served
+    /// again once it has room.
+    held: Vec<u64>,
     /// Forwarded connections waiting for the guest's Ethernet address
     /// (asked by ARP), with their deadline.
     waiting: Vec<(TcpStream, Target, Instant)>,
@@ -155,6 +165,7 @@ impl Path {
             forwards: HashMap::new(),
             macs: None,
             next_port: *FORWARD_PORTS.start(),
+            held: Vec::new(),
             waiting: Vec::new(),
         }
     }
@@ -173,6 +184,7 @@ impl Path {
         self.by_key.clear();
         self.timers.clear();
         self.work.clear();
+        self.held.clear();
         if let Some(h) = self.timer.take() {
             let _ = r.cancel_timer(h);
         }
@@ -267,6 +279,7 @@ impl Path {
                     mtu: self.rules.mtu,
                 };
                 iface.poll(now, &mut wire, &mut sockets);
+                // Goes to the link with the next round's frames.
                 return true;
             }
         };
@@ -279,10 +292,22 @@ impl Path {
 
     /// One round: registers new host sockets, serves every flow something
     /// happened to, arms the wake-up for the next smoltcp timer. Frames
-    /// for the guest are left in [`out`](Path::out).
-    pub fn run<D: 'static>(&mut self, r: &mut Reactor<D>) {
+    /// for the guest go to `drain` as they are made (see [`Drain`]).
+    pub fn run<D: 'static>(&mut self, r: &mut Reactor<D>, drain: &mut Drain<'_>) {
         if self.timer.is_none() {
             self.timer = Some(r.add_timer_disarmed(|_, _, _| {}));
+        }
+        let made = self.out.made;
+        // Frames left from `take` (a refused SYN's RST) go first; then,
+        // if the link has room again, the flows it held back are served.
+        let mut full = drain(&mut self.out);
+        if !full {
+            for id in std::mem::take(&mut self.held) {
+                if let Some(flow) = self.flows.get_mut(&id) {
+                    flow.held = false;
+                    queue(&mut self.work, flow, id);
+                }
+            }
         }
         let events = std::mem::take(&mut *self.events.borrow_mut());
         let mut accepts = Vec::new();
@@ -317,7 +342,7 @@ impl Path {
             for (stream, guest, deadline) in waiting {
                 let Target { addr, .. } = guest;
                 if self.macs.is_some() {
-                    self.connect_guest(r, stream, guest);
+                    self.connect_guest(stream, guest);
                 } else if deadline > now {
                     self.waiting.push((stream, guest, deadline));
                 } else {
@@ -345,10 +370,11 @@ impl Path {
         }
         let work = std::mem::take(&mut self.work);
         for id in work {
-            self.serve(r, id);
+            full = self.serve(r, id, full, drain);
         }
+        drain(&mut self.out);
         self.counters.flows = self.flows.len() as u64;
-        self.counters.frames_out += self.out.len() as u64;
+        self.counters.frames_out = self.out.made;
         if let Some(h) = self.timer {
             // While connections wait for ARP, look again every 100 ms.
             let arp =
@@ -358,7 +384,7 @@ impl Path {
             // Frames made this round: the round should end without waiting,
             // so a loop that hands them to its guest after the round (a VMM
             // driving `run_once`) does so at once, not after its timeout.
-            let sent = (!self.out.is_empty()).then(Instant::now);
+            let sent = (self.out.made != made).then(Instant::now);
             let _ = match next.into_iter().chain(arp).chain(resting).chain(sent).min() {
                 Some(when) => r.rearm_timer_at(h, when),
                 None => r.disarm_timer(h),
@@ -366,12 +392,22 @@ impl Path {
         }
     }
 
-    fn serve<D: 'static>(&mut self, r: &mut Reactor<D>, id: u64) {
+    /// Serves flow `id`; `full` says whether the link toward the guest
+    /// is full (the flow then takes the guest's packets in but sends
+    /// nothing new). Returns whether the link is full after.
+    fn serve<D: 'static>(
+        &mut self,
+        r: &mut Reactor<D>,
+        id: u64,
+        full: bool,
+        drain: &mut Drain<'_>,
+    ) -> bool {
         let smol_now = self.now();
         let mtu = self.rules.mtu;
         let connect_timeout = self.rules.idle_timeout.min(CONNECT_TIMEOUT);
+        let mut full = full;
         let Some(flow) = self.flows.get_mut(&id) else {
-            return;
+            return full;
         };
         flow.queued = false;
         if flow.reg.is_none() && !matches!(flow.phase, Phase::Done) {
@@ -424,11 +460,11 @@ impl Path {
                 flow.ready.writable = false;
             }
         }
-        flow.poll(smol_now, &mut self.out, mtu);
+        full = flow.poll(smol_now, &mut self.out, mtu, !full, drain);
         let mut fin_deadline = None;
         if matches!(flow.phase, Phase::Relaying) {
             if flow.relay() {
-                flow.poll(smol_now, &mut self.out, mtu);
+                full = flow.poll(smol_now, &mut self.out, mtu, !full, drain);
             }
             flow.tune(self.rules.idle_timeout);
             let now = Instant::now();
@@ -441,7 +477,11 @@ impl Path {
                     self.rules.fin_timeout
                 );
                 flow.abort();
-                flow.poll(smol_now, &mut self.out, mtu);
+                // The RST goes out even to a full link.
+                flow.poll(smol_now, &mut self.out, mtu, true, &mut |o| {
+                    drain(o);
+                    false
+                });
                 fin_deadline = None;
             }
             if flow.finished() {
@@ -458,7 +498,7 @@ impl Path {
             let key = flow.key;
             self.flows.remove(&id);
             self.by_key.remove(&key);
-            return;
+            return full;
         }
         // No interest means disabled: epoll reports a hang-up (both
         // directions shut) whatever the interest, and would spin the loop.
@@ -477,10 +517,17 @@ impl Path {
                 }
             }
         }
-        // smoltcp's next wake-up for this flow.
-        let next = flow
-            .iface
-            .poll_delay(smol_now, &flow.sockets)
+        // smoltcp's next wake-up for this flow; none while a full link
+        // holds back what it would send now (it is served again once the
+        // link has room, not spun on).
+        let delay = flow.iface.poll_delay(smol_now, &flow.sockets);
+        let held = full && delay == Some(smoltcp::time::Duration::ZERO);
+        if held && !flow.held {
+            flow.held = true;
+            self.held.push(id);
+        }
+        let next = delay
+            .filter(|_| !held)
             .map(|d| Instant::now() + Duration::from_micros(d.total_micros()))
             .into_iter()
             .chain(fin_deadline)
@@ -511,6 +558,7 @@ impl Path {
                 flow.due = Some(when);
             }
         }
+        full
     }
 }
 
@@ -714,7 +762,7 @@ mod tests {
         let clients: Vec<_> = (0..3).map(|_| TcpStream::connect(host).unwrap()).collect();
         r.run_once(Some(Duration::from_millis(200)), &mut ())
             .unwrap();
-        p.run(&mut r);
+        p.run(&mut r, &mut |_| false);
         // The guest has sent nothing: two wait for its address (ARP asked),
         // the third is refused.
         assert_eq!(p.waiting.len(), 2);

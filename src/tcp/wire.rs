@@ -30,6 +30,8 @@ pub struct Frames {
     /// Made, for the sink.
     pub list: Vec<Vec<u8>>,
     spare: Vec<Vec<u8>>,
+    /// Frames made so far.
+    pub made: u64,
 }
 
 /// Spent buffers kept for reuse, at most.
@@ -56,6 +58,12 @@ impl Frames {
             b.resize(len, 0);
         }
         b
+    }
+
+    /// Adds a frame for the sink.
+    pub(crate) fn push(&mut self, frame: Vec<u8>) {
+        self.list.push(frame);
+        self.made += 1;
     }
 
     /// Whether no frame is waiting for the sink.
@@ -107,7 +115,7 @@ impl phy::TxToken for Tx<'_> {
             eth.set_src(self.macs.gateway);
             eth.set_ethertype(ethertype);
         }
-        self.out.list.push(frame);
+        self.out.push(frame);
         r
     }
 }

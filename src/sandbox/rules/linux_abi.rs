@@ -55,6 +55,8 @@ pub const SOL_SOCKET: u64 = 1;
 pub const SO_REUSEADDR: u64 = 2;
 /// `SO_OOBINLINE`.
 pub const SO_OOBINLINE: u64 = 10;
+/// `SO_LINGER`.
+pub const SO_LINGER: u64 = 13;
 /// `TCP_NODELAY`.
 pub const TCP_NODELAY: u64 = 1;
 /// `IP_TTL`.

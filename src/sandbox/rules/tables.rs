@@ -81,12 +81,15 @@ pub const FATAL_SIGNALS: &[u64] = &[
 /// (`(level, option)`; read from libslirp's source: `SO_REUSEADDR` and
 /// `SO_OOBINLINE` on TCP sockets, `TCP_NODELAY`, `IP_TTL`/`IPV6_UNICAST_HOPS`
 /// before forwarding a datagram, `IP_RECVERR`/`IPV6_RECVERR` on UDP
-/// sockets, `IPV6_V6ONLY` on IPv6 host forwards). Every other option is
+/// sockets, `IPV6_V6ONLY` on IPv6 host forwards), and the own TCP path
+/// (`crate::tcp`: `SO_LINGER` 0 so that a flow ending in a reset resets
+/// its host peer too). Every other option is
 /// refused: no `SO_MARK`, `SO_BINDTODEVICE`, `IP_TRANSPARENT`,
 /// `SO_ATTACH_FILTER`...
 pub const SOCKET_OPTIONS: &[(u64, u64)] = &[
     (linux_abi::SOL_SOCKET, linux_abi::SO_REUSEADDR),
     (linux_abi::SOL_SOCKET, linux_abi::SO_OOBINLINE),
+    (linux_abi::SOL_SOCKET, linux_abi::SO_LINGER),
     (linux_abi::IPPROTO_TCP, linux_abi::TCP_NODELAY),
     (linux_abi::IPPROTO_IP, linux_abi::IP_TTL),
     (linux_abi::IPPROTO_IP, linux_abi::IP_RECVERR),
