@@ -599,3 +599,68 @@ fn a_namespace_reset_reaches_the_host_as_a_reset() {
     assert_eq!(out, "ok");
     verdict.unwrap_or_else(|e| panic!("{e}; {log}"));
 }
+
+/// A namespace that floods SYNs at the host (2,000 connections to a
+/// listener whose queue is full) holds at most the flow table's worth of
+/// host sockets, gets a RST for the rest, and the helper does not spin
+/// while they wait; SIGTERM still ends it.
+#[test]
+fn a_syn_flood_costs_at_most_the_flow_table_and_no_spin() {
+    if !is_root() {
+        return;
+    }
+    const SYNS: usize = 2000;
+    let ns = Netns::new();
+    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
+    // Never accepts: once its queue is full, host connects stay pending.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c"])
+        .arg(format!(
+            "import socket,resource,time,errno\n\
+             resource.setrlimit(resource.RLIMIT_NOFILE,(8192,8192))\n\
+             ss=[]\n\
+             for i in range({SYNS}):\n\
+             \x20   s=socket.socket(); s.setblocking(False)\n\
+             \x20   s.connect_ex(('10.0.2.2',{port})); ss.append(s)\n\
+             time.sleep(5)\n\
+             print(sum(1 for s in ss if s.getsockopt(socket.SOL_SOCKET,socket.SO_ERROR)==errno.ECONNREFUSED))\n"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let pid = h.pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = common::helper::cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = common::helper::cpu_ticks(pid) - before;
+    let held = fds();
+    let mut out = String::new();
+    flood
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = flood.wait();
+    let log = finish(h);
+    drop(listener);
+    // The table's size as documented; the bound must come from it.
+    let table = 1024;
+    let refused: usize = out.trim().parse().unwrap_or_else(|_| panic!("{out}"));
+    eprintln!("{held} descriptors held, {used} ticks in 2 s, {refused} of {SYNS} refused");
+    assert!(held <= table + 64, "{held} descriptors held: {log}");
+    assert!(used < 30, "{used} ticks of CPU in 2 s of a waiting flood");
+    assert!(
+        refused + table + 64 >= SYNS,
+        "{refused} of {SYNS} connects refused: {log}"
+    );
+    assert!(own(&log, "flows_opened") <= table as u64, "{log}");
+}

@@ -14,7 +14,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::segment::Key;
-use super::wire::{Frames, Macs, Wire};
+use super::wire::{Frames, Incoming, Macs, Wire};
 use super::{Drain, BUFFER, EGRESS_PASSES};
 use crate::reactor::{Handle, Interest};
 
@@ -52,6 +52,8 @@ pub(super) struct Flow {
     pub(super) macs: Macs,
     /// The host sent its end of file (smoltcp's socket was closed).
     pub(super) host_eof: bool,
+    /// The guest's FIN was seen (smoltcp's socket was past it).
+    pub(super) guest_fin: bool,
     /// The guest's FIN was passed on (`shutdown(SHUT_WR)`).
     pub(super) shut_wr: bool,
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
@@ -104,7 +106,7 @@ pub(super) fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Inst
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ip),
         &mut Wire {
-            rx: &mut VecDeque::new(),
+            rx: Incoming::One(None),
             out: &mut Frames::default(),
             macs: Macs::default(),
             mtu,
@@ -140,6 +142,7 @@ impl Flow {
             rx: VecDeque::new(),
             macs,
             host_eof: false,
+            guest_fin: false,
             shut_wr: false,
             due: None,
             queued: false,
@@ -165,9 +168,10 @@ impl Flow {
     }
 
     /// When the FIN timeout ends this flow: `fin` after both FINs were
-    /// through (`now` if that is the first this flow hears of it).
+    /// seen (`now` if that is the first this flow hears of it), whether or
+    /// not the host has taken the guest's last bytes yet.
     pub(super) fn fin_deadline(&mut self, now: Instant, fin: Duration) -> Option<Instant> {
-        if !self.closed_both_ways() {
+        if !(self.host_eof && self.guest_fin) {
             return None;
         }
         Some(*self.fin_since.get_or_insert(now) + fin)
@@ -198,6 +202,26 @@ impl Flow {
             nix::sys::socket::setsockopt(&*self.host, nix::sys::socket::sockopt::Linger, &linger);
     }
 
+    /// Feeds smoltcp one packet of the guest's at once, borrowed from the
+    /// link's buffer (a copy of every byte the guest sends saved); what it
+    /// answers right away (a RST) waits in `out`.
+    pub(super) fn ingest(
+        &mut self,
+        now: smoltcp::time::Instant,
+        packet: &[u8],
+        out: &mut Frames,
+        mtu: usize,
+    ) {
+        let mut wire = Wire {
+            rx: Incoming::One(Some(packet)),
+            out,
+            macs: self.macs,
+            mtu,
+        };
+        self.iface
+            .poll_ingress_single(now, &mut wire, &mut self.sockets);
+    }
+
     /// Feeds smoltcp the guest's packets; then, with `egress`, lets it
     /// send what its window allows, one segment a pass, each handed to
     /// `drain` as it is made, and stops once `drain` says the link toward
@@ -214,7 +238,7 @@ impl Flow {
     ) -> bool {
         loop {
             let mut wire = Wire {
-                rx: &mut self.rx,
+                rx: Incoming::Queue(&mut self.rx),
                 out: &mut *out,
                 macs: self.macs,
                 mtu,
@@ -236,7 +260,7 @@ impl Flow {
                 break;
             }
             let mut wire = Wire {
-                rx: &mut self.rx,
+                rx: Incoming::Queue(&mut self.rx),
                 out: &mut *out,
                 macs: self.macs,
                 mtu,
@@ -282,14 +306,16 @@ impl Flow {
             }
         }
         // The guest's FIN, once its data is through.
-        let guest_fin = matches!(
+        // (Remembered: after our own FIN's ACK the socket is Closed, with
+        // the guest's last bytes possibly still to pass on.)
+        self.guest_fin |= matches!(
             s.state(),
             tcp::State::CloseWait
                 | tcp::State::LastAck
                 | tcp::State::Closing
                 | tcp::State::TimeWait
         );
-        if !self.shut_wr && guest_fin && s.recv_queue() == 0 {
+        if !self.shut_wr && self.guest_fin && s.recv_queue() == 0 {
             let _ = host.shutdown(Shutdown::Write);
             self.shut_wr = true;
         }
@@ -320,14 +346,19 @@ impl Flow {
         changed
     }
 
-    /// Whether smoltcp's socket is closed for good (both FINs through, a
-    /// RST either way, or it never left `Listen` after its SYN).
+    /// Whether the flow is over: smoltcp's socket closed for good (both
+    /// FINs through, a RST either way, or it never left `Listen` after its
+    /// SYN) and, after the guest's FIN, every byte it sent passed on to the
+    /// host (smoltcp keeps them readable once closed).
     pub(super) fn finished(&mut self) -> bool {
         let Some(h) = self.socket else {
             return true;
         };
         let s = self.sockets.get::<tcp::Socket>(h);
-        matches!(s.state(), tcp::State::Closed | tcp::State::Listen) && self.rx.is_empty()
+        let unsent = self.guest_fin && s.recv_queue() > 0;
+        matches!(s.state(), tcp::State::Closed | tcp::State::Listen)
+            && self.rx.is_empty()
+            && !unsent
     }
 
     pub(super) fn interest_wanted(&self) -> Interest {

@@ -48,7 +48,7 @@ use host::Started;
 pub use rules::Rules;
 use segment::{segment, Key};
 pub use wire::Frames;
-use wire::{Macs, Wire};
+use wire::{Incoming, Macs, Wire};
 
 /// Who serves the guest's TCP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,14 +216,15 @@ impl Path {
             return false;
         };
         if let Some(&id) = self.by_key.get(&seg.key) {
+            let now = self.now();
             let flow = self.flows.get_mut(&id).expect("indexed flows exist");
             self.counters.frames_in += 1;
             match &mut flow.phase {
                 // A retransmitted SYN: the first one still waits.
                 Phase::Connecting { .. } => {}
                 Phase::Relaying => {
-                    flow.rx.push_back(seg.packet.to_vec());
                     flow.macs = seg.macs;
+                    flow.ingest(now, seg.packet, &mut self.out, self.rules.mtu);
                     queue(&mut self.work, flow, id);
                 }
                 Phase::Done => {}
@@ -273,7 +274,7 @@ impl Path {
                 let mut sockets = SocketSet::new(Vec::new());
                 let mut rx = VecDeque::from([seg.packet.to_vec()]);
                 let mut wire = Wire {
-                    rx: &mut rx,
+                    rx: Incoming::Queue(&mut rx),
                     out: &mut self.out,
                     macs: seg.macs,
                     mtu: self.rules.mtu,

@@ -80,23 +80,36 @@ impl Frames {
 /// One flow's side of the link, lent to smoltcp for one poll: the packets
 /// the guest sent it, and where its answers go.
 pub(crate) struct Wire<'a> {
-    pub rx: &'a mut VecDeque<Vec<u8>>,
+    pub rx: Incoming<'a>,
     pub out: &'a mut Frames,
     pub macs: Macs,
     /// The largest IP packet toward the guest.
     pub mtu: usize,
 }
 
-pub(crate) struct Rx(Vec<u8>);
+/// The guest's packets for smoltcp: queued ones, or the one segment just
+/// taken from the link, borrowed (no copy before smoltcp's own).
+pub(crate) enum Incoming<'a> {
+    Queue(&'a mut VecDeque<Vec<u8>>),
+    One(Option<&'a [u8]>),
+}
+
+pub(crate) enum Rx<'a> {
+    Owned(Vec<u8>),
+    Borrowed(&'a [u8]),
+}
 
 pub(crate) struct Tx<'a> {
     out: &'a mut Frames,
     macs: Macs,
 }
 
-impl phy::RxToken for Rx {
+impl phy::RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        match self {
+            Rx::Owned(p) => f(&p),
+            Rx::Borrowed(p) => f(p),
+        }
     }
 }
 
@@ -122,7 +135,7 @@ impl phy::TxToken for Tx<'_> {
 
 impl Device for Wire<'_> {
     type RxToken<'b>
-        = Rx
+        = Rx<'b>
     where
         Self: 'b;
     type TxToken<'b>
@@ -130,10 +143,13 @@ impl Device for Wire<'_> {
     where
         Self: 'b;
 
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let packet = self.rx.pop_front()?;
+    fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let packet = match &mut self.rx {
+            Incoming::Queue(q) => Rx::Owned(q.pop_front()?),
+            Incoming::One(p) => Rx::Borrowed(p.take()?),
+        };
         Some((
-            Rx(packet),
+            packet,
             Tx {
                 out: self.out,
                 macs: self.macs,
