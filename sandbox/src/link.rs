@@ -88,6 +88,23 @@ pub fn peer_gone(e: &io::Error) -> bool {
     )
 }
 
+/// `writev` of two slices to `fd` (a header and a frame: one system call,
+/// no copy); the raw return value.
+pub fn writev2(fd: std::os::fd::RawFd, a: &[u8], b: &[u8]) -> isize {
+    let iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut libc::c_void,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: writev reads the two live slices iov describes.
+    unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+}
+
 /// The sending half of a link.
 pub trait Tx {
     /// Sends a frame, or queues it for the flush that runs once per round.

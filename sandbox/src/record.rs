@@ -208,20 +208,7 @@ impl Sender {
             (Medium::Tap | Medium::TapVnet, [rec]) => unsafe {
                 libc::write(self.fd, rec.as_ptr().cast(), rec.len())
             },
-            (Medium::Tap | Medium::TapVnet, [a, b]) => {
-                let iov = [
-                    libc::iovec {
-                        iov_base: a.as_ptr() as *mut libc::c_void,
-                        iov_len: a.len(),
-                    },
-                    libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    },
-                ];
-                // SAFETY: writev reads the two live slices iov describes.
-                unsafe { libc::writev(self.fd, iov.as_ptr(), 2) }
-            }
+            (Medium::Tap | Medium::TapVnet, [a, b]) => crate::link::writev2(self.fd, a, b),
             // A record link's records are one part; a tap's at most two.
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };

@@ -97,19 +97,8 @@ impl StreamTx {
         let Some(h) = header(frame.len()) else {
             return false;
         };
-        let iov = [
-            libc::iovec {
-                iov_base: h.as_ptr() as *mut libc::c_void,
-                iov_len: h.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
         let n = loop {
-            // SAFETY: writev reads the two live slices the iovecs describe.
-            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
+            let n = crate::link::writev2(self.fd, &h, frame);
             if n >= 0 {
                 break n as usize;
             }

@@ -52,6 +52,16 @@ fn own(log: &str, field: &str) -> u64 {
         .unwrap()
 }
 
+/// A namespace served by the helper with the own path (logging), and a
+/// listener on the host's loopback with its port.
+fn own_helper_and_listener() -> (Netns, Started, TcpListener, u16) {
+    let ns = Netns::new();
+    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (ns, h, listener, port)
+}
+
 /// 4 MiB each way through the own path at `mtu`, with losses.
 fn four_mib_each_way(v6: bool, mtu: u32) {
     let ns = Netns::new();
@@ -169,10 +179,7 @@ fn a_server_that_speaks_first_is_heard_and_a_host_reset_reaches_the_namespace() 
     if !is_root() {
         return;
     }
-    let ns = Netns::new();
-    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (ns, h, listener, port) = own_helper_and_listener();
     let host = std::thread::spawn(move || {
         // First connection: a banner, then an orderly close.
         let mut s = accept_within(&listener, Duration::from_secs(10))?;
@@ -462,10 +469,7 @@ fn sigterm_ends_the_helper_with_a_flow_stuck_on_a_peer_that_stops_reading() {
     if !is_root() {
         return;
     }
-    let ns = Netns::new();
-    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (ns, h, listener, port) = own_helper_and_listener();
     let host = std::thread::spawn(move || accept_within(&listener, Duration::from_secs(10)));
     let mut sender = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.0, "python3", "-c"])
@@ -502,10 +506,7 @@ fn a_namespace_that_advertises_a_zero_window_gets_every_byte_and_the_helper_wait
         return;
     }
     const DOWN: usize = 16 << 20;
-    let ns = Netns::new();
-    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (ns, h, listener, port) = own_helper_and_listener();
     let data: Vec<u8> = (0..DOWN).map(|i| (i * 7 % 251) as u8).collect();
     let want = sha256_hex(&data);
     let host = std::thread::spawn(move || -> std::io::Result<usize> {
@@ -568,10 +569,7 @@ fn a_namespace_reset_reaches_the_host_as_a_reset() {
     if !is_root() {
         return;
     }
-    let ns = Netns::new();
-    let h = helper_logging(&ns, &["-c", "--tcp=own"]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (ns, h, listener, port) = own_helper_and_listener();
     let host = std::thread::spawn(move || -> Result<(), String> {
         let mut s = accept_within(&listener, Duration::from_secs(10)).ok_or("no connection")?;
         s.set_read_timeout(Some(Duration::from_secs(10)))
