@@ -57,6 +57,9 @@ pub fn open(fd: RawFd, session: &mut Session) -> Result<Link, ServeError> {
     if options.open {
         session.config.restricted = false;
     }
+    if let Some(tcp) = options.tcp {
+        session.config.tcp = tcp;
+    }
     session.rules.extend(options.hostfwd);
     if let Some(name) = options.vmname {
         session.name = name;

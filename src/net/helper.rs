@@ -75,6 +75,8 @@ pub struct HelperOptions {
     pub open: bool,
     /// The VM's name, for the helper's logs.
     pub vmname: Option<String>,
+    /// Who serves TCP in the helper (`tcp=own` or `tcp=slirp`).
+    pub tcp: Option<String>,
 }
 
 impl HelperOptions {
@@ -87,6 +89,7 @@ impl HelperOptions {
             hostfwd: keys.hostfwd,
             open: keys.open,
             vmname: keys.vmname,
+            tcp: keys.tcp,
         })
     }
 
@@ -102,6 +105,9 @@ impl HelperOptions {
         );
         if let Some(v) = &self.vmname {
             l.push("vmname", Value::String(v.clone()));
+        }
+        if let Some(t) = &self.tcp {
+            l.push("tcp", Value::String(t.clone()));
         }
         // Ours alone: the helper says whether it could apply this before
         // any frame (bhyve never asks, and never gets one).
@@ -509,7 +515,12 @@ mod tests {
         assert_eq!(o.hostfwd.as_deref(), Some("tcp::2222-:22"));
         assert!(o.open);
         assert_eq!(o.vmname.as_deref(), Some("vm0"));
+        // `tcp` reaches the helper in its configuration record.
+        let o = HelperOptions::parse("slirp-helper,tcp=slirp").unwrap();
+        let sent = crate::wire::nvlist::HelperConfig::from_packed(&o.config_record()).unwrap();
+        assert_eq!(sent.tcp.as_deref(), Some("slirp"));
         for (name, option) in [
+            ("slirp-helper,tcp=fast", "tcp"),
             ("slirp-helper,mtu=9000", "mtu"),
             ("slirp-helper,open=maybe", "open"),
             #[cfg(feature = "slirp")]

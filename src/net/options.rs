@@ -24,6 +24,8 @@ pub(crate) struct SlirpKeys {
     pub open: bool,
     pub vmname: Option<String>,
     pub helper: Option<String>,
+    /// `tcp=own` or `tcp=slirp`.
+    pub tcp: Option<String>,
 }
 
 impl SlirpKeys {
@@ -65,6 +67,10 @@ impl SlirpKeys {
                     }
                 }
                 "vmname" => out.vmname = Some(value.to_owned()),
+                "tcp" => match value {
+                    "own" | "slirp" => out.tcp = Some(value.to_owned()),
+                    v => return Err(bad(key, format!("{v:?} is neither \"own\" nor \"slirp\""))),
+                },
                 "helper" if takes_helper => {
                     if value.is_empty() {
                         return Err(bad(key, "an empty path".into()));
@@ -73,9 +79,9 @@ impl SlirpKeys {
                 }
                 other => {
                     let takes = if takes_helper {
-                        "helper, hostfwd, open, vmname"
+                        "helper, hostfwd, open, tcp, vmname"
                     } else {
-                        "hostfwd, open, vmname"
+                        "hostfwd, open, tcp, vmname"
                     };
                     return Err(bad(other, format!("unknown (this back end takes {takes})")));
                 }

@@ -29,7 +29,9 @@
 //! options, `slirp,hostfwd=tcp:127.0.0.1:2222-:22;udp::5353-:53,open`.
 //! `hostfwd` takes rules in bhyve syntax separated by `;`; `open` (bare, or
 //! with a bhyve boolean: `true`, `on`, `yes`, `1`, ...) lets the guest reach
-//! the outside; `vmname` is accepted. Any other key (a front-end option
+//! the outside; `tcp=own` (the default) or `tcp=slirp` picks who serves
+//! the guest's TCP (the own path, or libslirp alone: `crate::tcp`);
+//! `vmname` is accepted. Any other key (a front-end option
 //! such as `mac` included: a back end's name carries its own options
 //! only), a key given twice, a bad rule or boolean is
 //! [`Error::BadOption`] naming it, as for `slirp-helper`.
@@ -65,6 +67,9 @@ pub struct SlirpOptions {
     pub open: bool,
     /// The VM's name (`vmname`), unused.
     pub vmname: Option<String>,
+    /// Who serves TCP (`tcp=own` or `tcp=slirp`; the default when absent,
+    /// the own path).
+    pub tcp: Option<slirp::TcpMode>,
     /// Keys given but not used, in order.
     pub ignored: Vec<String>,
 }
@@ -99,6 +104,7 @@ impl SlirpOptions {
             hostfwd,
             open: keys.open,
             vmname: keys.vmname,
+            tcp: keys.tcp.as_deref().and_then(|t| t.parse().ok()),
             ignored: Vec::new(),
         })
     }
@@ -115,16 +121,22 @@ impl SlirpOptions {
             hostfwd,
             open: cfg.open,
             vmname: cfg.vmname,
+            tcp: cfg.tcp.as_deref().and_then(|t| t.parse().ok()),
             ignored: cfg.ignored,
         })
     }
 
-    /// The stack configuration: bhyve's defaults, restricted unless `open`.
+    /// The stack configuration: bhyve's defaults, restricted unless
+    /// `open`, TCP served as `tcp` says.
     pub fn config(&self) -> Config {
-        if self.open {
+        let c = if self.open {
             Config::open()
         } else {
             Config::default()
+        };
+        Config {
+            tcp: self.tcp.unwrap_or(c.tcp),
+            ..c
         }
     }
 }
@@ -533,6 +545,25 @@ mod tests {
             SlirpOptions::parse("slirp,vmname=vm1,").unwrap().vmname,
             Some("vm1".to_owned())
         );
+        // TCP: the own path unless `tcp=slirp`.
+        assert_eq!(
+            SlirpOptions::parse("slirp").unwrap().config().tcp,
+            slirp::TcpMode::Own
+        );
+        assert_eq!(
+            SlirpOptions::parse("slirp,open,tcp=slirp")
+                .unwrap()
+                .config()
+                .tcp,
+            slirp::TcpMode::Slirp
+        );
+        match SlirpOptions::parse("slirp,tcp=fast") {
+            Err(Error::BadOption { option, reason, .. }) => {
+                assert_eq!(option, "tcp");
+                assert!(reason.contains("\"fast\""), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
         for bad in [
             "slirp,open=maybe",
             "slirp,hostfwd=tcp:2222-:22",

@@ -16,6 +16,9 @@ pub struct HelperConfig {
     pub open: bool,
     /// The VM's name.
     pub vmname: Option<String>,
+    /// Who serves TCP (ours, `tcp`): `"own"` or `"slirp"`; `None` is
+    /// the helper's default. bhyve never sends it.
+    pub tcp: Option<String>,
     /// caploop's own `slirp-helper` back end asked for a start-up
     /// acknowledgement ([`ACK_KEY`]); bhyve never does.
     pub ack: bool,
@@ -106,13 +109,13 @@ impl HelperConfig {
     pub fn from_nvlist(list: &NvList) -> Result<HelperConfig, ConfigError> {
         const STRING: &str = "a string";
         let mut cfg = HelperConfig::default();
-        let mut seen = [false; 3];
+        let mut seen = [false; 4];
         for (name, value) in list.pairs() {
             if list.same_name(name, ACK_KEY) {
                 cfg.ack = true;
                 continue;
             }
-            let known = ["hostfwd", "open", "vmname"]
+            let known = ["hostfwd", "open", "vmname", "tcp"]
                 .iter()
                 .position(|k| list.same_name(name, k));
             let Some(i) = known else {
@@ -130,6 +133,8 @@ impl HelperConfig {
             match (i, value) {
                 (0, Value::String(s)) => cfg.hostfwd = Some(s.clone()),
                 (2, Value::String(s)) => cfg.vmname = Some(s.clone()),
+                (3, Value::String(s)) if s == "own" || s == "slirp" => cfg.tcp = Some(s.clone()),
+                (3, _) => return Err(bad("\"own\" or \"slirp\"")),
                 (0 | 2, _) => return Err(bad(STRING)),
                 (_, Value::Bool(b)) => cfg.open = *b,
                 (_, Value::String(s)) => {
@@ -152,6 +157,9 @@ impl HelperConfig {
         l.push("open", Value::String(self.open.to_string()));
         if let Some(n) = &self.vmname {
             l.push("vmname", Value::String(n.clone()));
+        }
+        if let Some(t) = &self.tcp {
+            l.push("tcp", Value::String(t.clone()));
         }
         l
     }

@@ -124,6 +124,7 @@ fn bhyve_record_byte_exact() {
             hostfwd: Some("tcp:127.0.0.1:2222-:22;udp::5353-:53".into()),
             open: true,
             vmname: Some("vm0".into()),
+            tcp: None,
             ack: false,
             ignored: vec!["device".into(), "backend".into()],
         }
@@ -492,11 +493,17 @@ fn helper_config_values() {
         hostfwd: Some("tcp::1-:2".into()),
         open: false,
         vmname: Some("vm".into()),
+        tcp: Some("slirp".into()),
         ack: false,
         ignored: vec![],
     };
     let rec = c.to_nvlist().pack(Endian::Little).unwrap();
     assert_eq!(HelperConfig::from_packed(&rec).unwrap(), c);
+    // Ours: `tcp` is "own" or "slirp", named when it is neither.
+    let e = cfg(NvList::new().with("tcp", s("fast")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"tcp\"") && e.contains("fast"), "{e}");
     assert!(matches!(
         HelperConfig::from_packed(&rec[..5]),
         Err(ConfigError::NvList(NvError::Truncated { .. }))
