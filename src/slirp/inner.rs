@@ -227,18 +227,16 @@ impl Inner {
             return;
         };
         let mut drain = |out: &mut crate::tcp::Frames| {
-            if !out.list.is_empty() {
-                let frames = std::mem::take(&mut out.list);
+            if !out.is_empty() {
                 if let Ok(mut sink) = self.sink.try_borrow_mut() {
-                    for frame in &frames {
+                    out.hand_over(|frame| {
                         self.count(|c| {
                             c.frames_out += 1;
                             c.bytes_out += frame.len() as u64;
                         });
                         sink(frame);
-                    }
+                    });
                 }
-                out.recycle(frames);
             }
             self.link_full()
         };

@@ -59,8 +59,6 @@ pub(super) struct Flow {
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
     pub(super) due: Option<Instant>,
     pub(super) queued: bool,
-    /// The idle timeout and keep-alive are set (once established).
-    pub(super) tuned: bool,
     /// When both FINs were through (the FIN timeout runs from there).
     pub(super) fin_since: Option<Instant>,
     /// In `Path::held`: it has segments to send and the link is full.
@@ -146,7 +144,6 @@ impl Flow {
             shut_wr: false,
             due: None,
             queued: false,
-            tuned: false,
             fin_since: None,
             held: false,
         }
@@ -156,14 +153,14 @@ impl Flow {
     /// (smoltcp's timeout), probed by keep-alives at half of it, so a
     /// live idle guest answers and stays.
     pub(super) fn tune(&mut self, idle: Duration) {
-        let Some(h) = self.socket.filter(|_| !self.tuned) else {
+        let Some(h) = self.socket else {
             return;
         };
         let s = self.sockets.get_mut::<tcp::Socket>(h);
-        if s.state() == tcp::State::Established {
+        // Once: a keep-alive interval set means tuned.
+        if s.keep_alive().is_none() && s.state() == tcp::State::Established {
             s.set_timeout(Some(smol_duration(idle)));
             s.set_keep_alive(Some(smol_duration(idle / 2)));
-            self.tuned = true;
         }
     }
 

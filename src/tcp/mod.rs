@@ -29,7 +29,7 @@ mod segment;
 mod wire;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::net::TcpStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -272,9 +272,8 @@ impl Path {
                 let now = self.now();
                 let mut iface = iface_for(seg.key.remote, self.rules.mtu, now);
                 let mut sockets = SocketSet::new(Vec::new());
-                let mut rx = VecDeque::from([seg.packet.to_vec()]);
                 let mut wire = Wire {
-                    rx: Incoming::Queue(&mut rx),
+                    rx: Incoming::One(Some(seg.packet)),
                     out: &mut self.out,
                     macs: seg.macs,
                     mtu: self.rules.mtu,
@@ -341,13 +340,15 @@ impl Path {
             let now = Instant::now();
             let waiting = std::mem::take(&mut self.waiting);
             for (stream, guest, deadline) in waiting {
-                let Target { addr, .. } = guest;
                 if self.macs.is_some() {
                     self.connect_guest(stream, guest);
                 } else if deadline > now {
                     self.waiting.push((stream, guest, deadline));
                 } else {
-                    log::warn!("tcp: forward to {addr}: the guest never answered ARP");
+                    log::warn!(
+                        "tcp: forward to {}: the guest never answered ARP",
+                        guest.addr
+                    );
                     self.counters.flows_refused += 1;
                 }
             }

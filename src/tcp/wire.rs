@@ -38,14 +38,17 @@ pub struct Frames {
 const SPARE: usize = 256;
 
 impl Frames {
-    /// Takes back buffers the sink is done with.
-    pub fn recycle(&mut self, spent: impl IntoIterator<Item = Vec<u8>>) {
-        for b in spent {
-            if self.spare.len() >= SPARE {
-                break;
+    /// Hands each frame made so far to `sink`, oldest first, and keeps
+    /// their buffers (and the list's) for the next ones.
+    pub fn hand_over(&mut self, mut sink: impl FnMut(&[u8])) {
+        let mut list = std::mem::take(&mut self.list);
+        for frame in list.drain(..) {
+            sink(&frame);
+            if self.spare.len() < SPARE {
+                self.spare.push(frame);
             }
-            self.spare.push(b);
         }
+        self.list = list;
     }
 
     /// A buffer of `len` bytes whose contents are unspecified (the caller
