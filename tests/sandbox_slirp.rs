@@ -111,7 +111,14 @@ fn guest_stream(net: &mut Net, h: SocketHandle, to_send: &[u8], len: usize) -> O
             to_send.len()
         );
     }
-    done.then_some(received)
+    // The guest is done once its bytes are handed to its socket; the
+    // stack still has to pass the last of them to the host. Keep serving
+    // until the stack's connection is over, or the process would end
+    // (and close the host socket) with them undelivered.
+    let over = net.run_until(Duration::from_secs(15), |n| {
+        n.stack.tcp_counters().is_none_or(|c| c.flows == 0)
+    });
+    done.then_some(received).filter(|_| over)
 }
 
 /// Host side of a stream: sends `send`, shuts down writing, and reads
