@@ -154,3 +154,64 @@ fn a_guest_that_never_acknowledges_the_last_fin_is_reset_after_the_fin_timeout()
     );
     assert!(t0.elapsed() >= fin, "gone after {:?}", t0.elapsed());
 }
+
+/// The FIN timeout bounds a close that stopped, not a transfer still
+/// under way: the guest closes first (as `nc < /dev/null` does), the host
+/// sends a file and closes, and the guest takes it slowly through a full
+/// window, for many FIN timeouts after both FINs were seen. Every byte
+/// arrives, then the end of file. Knocks on two mends: the FIN clock
+/// counting only time without progress (else a reset one FIN timeout in),
+/// and the host's FIN held until its data is acknowledged (else smoltcp's
+/// LAST-ACK drops the guest's window updates and the flow wedges).
+#[test]
+fn a_slow_transfer_after_both_fins_outlives_the_fin_timeout() {
+    let fin = Duration::from_millis(300);
+    let (mut net, socks, port) = net(Duration::from_secs(3600), fin, 1);
+    let mut a = connect(port);
+    echo(&mut net, socks[0], &mut a, b"ping");
+    net.guest.tcp(socks[0]).close();
+    let data: Vec<u8> = (0..192 * 1024u32).map(|i| (i ^ (i >> 9)) as u8).collect();
+    let (mut sent, mut got) = (0, Vec::new());
+    let mut host = Some(a);
+    let mut next_read = Instant::now();
+    let t0 = Instant::now();
+    let done = net.run_until(Duration::from_secs(30), |n| {
+        if let Some(s) = host.as_mut() {
+            match s.write(&data[sent..]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("host write: {e}"),
+            }
+            if sent == data.len() {
+                s.shutdown(Shutdown::Write).unwrap();
+                host = None;
+            }
+        }
+        // 2 KiB every 25 ms: about 2.4 s for the file, 8 FIN timeouts.
+        let g = n.guest.tcp(socks[0]);
+        if Instant::now() >= next_read && g.can_recv() {
+            let mut b = [0u8; 2048];
+            let k = g.recv_slice(&mut b).unwrap();
+            got.extend_from_slice(&b[..k]);
+            next_read += Duration::from_millis(25);
+        }
+        !g.may_recv() && !g.can_recv()
+    });
+    assert!(
+        done,
+        "the transfer never ended: {} of {}",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        got.len() == data.len() && got == data,
+        "{} of {} bytes, then the end (a reset after the FIN timeout cuts it)",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        t0.elapsed() > 4 * fin,
+        "too fast to test: {:?}",
+        t0.elapsed()
+    );
+}

@@ -89,6 +89,29 @@ pub struct Cli {
     #[arg(long = "hostfwd-real-source", help_heading = "Network")]
     pub hostfwd_real_source: bool,
 
+    /// With --tcp=own: a connection silent this many seconds either way
+    /// is probed with keep-alives from half of it, and reset if the guest
+    /// does not answer; a forwarded connection the guest does not accept
+    /// is given up after this long or 75 s, whichever is less.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 7200,
+        help_heading = "Network"
+    )]
+    pub tcp_idle_timeout: u64,
+
+    /// With --tcp=own: once both ends sent their FIN, a connection that
+    /// moves no byte and does not finish closing in this many seconds is
+    /// reset.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        help_heading = "Network"
+    )]
+    pub tcp_fin_timeout: u64,
+
     /// The VM's name, for logs.
     #[arg(long, value_name = "NAME", help_heading = "Network")]
     pub vmname: Option<String>,

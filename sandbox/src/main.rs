@@ -98,6 +98,8 @@ fn hypervisor_session(cli: &Cli, mtu: usize, name: &str) -> Result<Session, Serv
         ipv6: cli.ipv6,
         tcp: cli.tcp,
         hostfwd_real_source: cli.hostfwd_real_source,
+        tcp_idle_timeout: std::time::Duration::from_secs(cli.tcp_idle_timeout),
+        tcp_fin_timeout: std::time::Duration::from_secs(cli.tcp_fin_timeout),
         ..caploop::slirp::Config::default()
     };
     config

@@ -108,6 +108,8 @@ pub fn config(cli: &Cli, mtu: usize) -> Result<(Config, Network), UsageError> {
         outbound_addr6,
         tcp: cli.tcp,
         hostfwd_real_source: cli.hostfwd_real_source,
+        tcp_idle_timeout: std::time::Duration::from_secs(cli.tcp_idle_timeout),
+        tcp_fin_timeout: std::time::Duration::from_secs(cli.tcp_fin_timeout),
         ..Config::default()
     };
     config

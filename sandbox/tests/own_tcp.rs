@@ -505,9 +505,32 @@ fn a_namespace_that_advertises_a_zero_window_gets_every_byte_and_the_helper_wait
     if !is_root() {
         return;
     }
-    const DOWN: usize = 16 << 20;
+    zero_window(false, 16 << 20);
+}
+
+/// The same after the namespace closed its side first (as `nc <
+/// /dev/null` does), with a file small enough that the host's FIN is read
+/// while its bytes wait on the shut window: every byte, then the end of
+/// file. (Before the host's FIN waited for its data to be acknowledged,
+/// smoltcp's LAST-ACK dropped the kernel's window update here and the
+/// bytes moved only at its next zero-window probe, about 3 s later;
+/// `tcp_timeouts.rs` knocks on that with a FIN timeout shorter than the
+/// probe.)
+#[test]
+fn a_namespace_that_closed_first_gets_every_byte_through_its_zero_window() {
+    if !is_root() {
+        return;
+    }
+    zero_window(true, 1 << 20);
+}
+
+/// A reader in the namespace whose window shuts for 4 s while the host
+/// sends `down` bytes and closes; with `close_first`, the reader shuts its
+/// sending side right after connecting.
+fn zero_window(close_first: bool, down: usize) {
+    let shut = if close_first { "True" } else { "False" };
     let (ns, h, listener, port) = own_helper_and_listener();
-    let data: Vec<u8> = (0..DOWN).map(|i| (i * 7 % 251) as u8).collect();
+    let data: Vec<u8> = (0..down).map(|i| (i * 7 % 251) as u8).collect();
     let want = sha256_hex(&data);
     let host = std::thread::spawn(move || -> std::io::Result<usize> {
         let mut s = accept_within(&listener, Duration::from_secs(10))
@@ -524,6 +547,7 @@ fn a_namespace_that_advertises_a_zero_window_gets_every_byte_and_the_helper_wait
             "import socket,hashlib,time\n\
              s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,65536)\n\
              s.settimeout(30); s.connect(('10.0.2.2',{port}))\n\
+             if {shut}: s.shutdown(socket.SHUT_WR)\n\
              time.sleep(4)\n\
              h=hashlib.sha256(); n=0\n\
              while True:\n\
@@ -558,6 +582,58 @@ fn a_namespace_that_advertises_a_zero_window_gets_every_byte_and_the_helper_wait
     );
     assert_eq!(out.trim(), format!("{sent} {want}"), "{log}");
     assert_eq!(own(&log, "flows_opened"), 1, "{log}");
+}
+
+/// `--tcp-fin-timeout`: a namespace that closed first and then stops
+/// reading (its window shut) while the host's last bytes wait is reset
+/// once they have not moved for that long; its reader, waking later,
+/// reads the reset rather than holding a connection for ever. (With the
+/// default 60 s it gets every byte, as the test above shows.)
+#[test]
+fn a_close_that_stops_moving_is_reset_after_the_fin_timeout_given_on_the_command_line() {
+    if !is_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let h = helper_logging(&ns, &["-c", "--tcp=own", "--tcp-fin-timeout=1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut s = accept_within(&listener, Duration::from_secs(10))
+            .ok_or_else(|| std::io::Error::other("no connection"))?;
+        s.write_all(&vec![7u8; 1 << 20])?;
+        s.shutdown(Shutdown::Write)
+    });
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c"])
+        .arg(format!(
+            "import socket,time\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,65536)\n\
+             s.settimeout(30); s.connect(('10.0.2.2',{port}))\n\
+             s.shutdown(socket.SHUT_WR)\n\
+             time.sleep(4)\n\
+             n=0\n\
+             try:\n\
+             \x20   while True:\n\
+             \x20       b=s.recv(1<<20)\n\
+             \x20       if not b: break\n\
+             \x20       n+=len(b)\n\
+             \x20   print('eof', n)\n\
+             except ConnectionResetError:\n\
+             \x20   print('reset')\n"
+        ))
+        .output()
+        .unwrap();
+    host.join().unwrap().expect("the host sent it all");
+    let log = finish(h);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "reset",
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(own(&log, "flows"), 0, "{log}");
 }
 
 /// A namespace that resets its connection (`SO_LINGER` 0) resets the

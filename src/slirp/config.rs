@@ -87,9 +87,10 @@ pub struct Config {
     /// timeout).
     pub tcp_idle_timeout: Duration,
     /// With [`TcpMode::Own`]: once both ends have sent their FIN, a flow
-    /// whose guest has not finished closing in this long is reset (its
-    /// last ACK lost, or never sent). Default 60 s (the kernel's
-    /// `tcp_fin_timeout`).
+    /// that moves no byte either way and does not finish closing in this
+    /// long is reset (its last ACK lost or never sent, or a peer that
+    /// stopped taking the last bytes). A slow but moving transfer after
+    /// both FINs is kept. Default 60 s (the kernel's `tcp_fin_timeout`).
     pub tcp_fin_timeout: Duration,
 }
 

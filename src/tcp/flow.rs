@@ -59,8 +59,9 @@ pub(super) struct Flow {
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
     pub(super) due: Option<Instant>,
     pub(super) queued: bool,
-    /// When both FINs were through (the FIN timeout runs from there).
-    pub(super) fin_since: Option<Instant>,
+    /// Once both FINs were seen: since when no byte moved, and how many
+    /// were left to move (either way) then. The FIN timeout runs from there.
+    pub(super) fin_clock: Option<(Instant, usize)>,
     /// In `Path::held`: it has segments to send and the link is full.
     pub(super) held: bool,
 }
@@ -144,7 +145,7 @@ impl Flow {
             shut_wr: false,
             due: None,
             queued: false,
-            fin_since: None,
+            fin_clock: None,
             held: false,
         }
     }
@@ -165,13 +166,27 @@ impl Flow {
     }
 
     /// When the FIN timeout ends this flow: `fin` after both FINs were
-    /// seen (`now` if that is the first this flow hears of it), whether or
-    /// not the host has taken the guest's last bytes yet.
+    /// seen and no byte moved since (`now` starts the clock, and restarts
+    /// it whenever bytes left either way since the last look). A slow
+    /// guest still taking the host's last bytes, or a slow host taking
+    /// the guest's, keeps the flow; one that stopped does not.
     pub(super) fn fin_deadline(&mut self, now: Instant, fin: Duration) -> Option<Instant> {
         if !(self.host_eof && self.guest_fin) {
             return None;
         }
-        Some(*self.fin_since.get_or_insert(now) + fin)
+        let left = self.socket.map_or(0, |h| {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            s.send_queue() + s.recv_queue()
+        });
+        match self.fin_clock {
+            // After both FINs nothing is added either way: fewer bytes
+            // left is progress.
+            Some((since, was)) if left >= was => Some(since + fin),
+            _ => {
+                self.fin_clock = Some((now, left));
+                Some(now + fin)
+            }
+        }
     }
 
     /// Both FINs were passed on: the host's to the guest, the guest's to
@@ -325,7 +340,6 @@ impl Flow {
             match r {
                 Ok(Ok(0)) => {
                     self.host_eof = true;
-                    s.close();
                     changed = true;
                 }
                 Ok(Ok(_)) => changed = true,
@@ -339,6 +353,20 @@ impl Flow {
                 }
                 Err(_) => break,
             }
+        }
+        // The host's FIN, after its data. Once the guest's FIN came first
+        // (CLOSE-WAIT), only when every byte before it is acknowledged:
+        // smoltcp in LAST-ACK takes a pure window update for a duplicate
+        // ACK and drops it, so a guest whose window had filled would never
+        // be sent the rest (the flow wedged until the FIN timeout).
+        let fin_due = match s.state() {
+            tcp::State::Established => true,
+            tcp::State::CloseWait => s.send_queue() == 0,
+            _ => false,
+        };
+        if self.host_eof && fin_due {
+            s.close();
+            changed = true;
         }
         changed
     }
