@@ -8,7 +8,7 @@
 //! are made 0600 whatever the umask.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
@@ -48,6 +48,7 @@ pub fn open_stream(path: &Path) -> Result<Link, ServeError> {
     }
     conn.set_nonblocking(true)
         .map_err(link_err("making QEMU's connection non-blocking".into()))?;
+    widen_buffers(&conn);
     let fd = OwnedFd::from(conn);
     let raw = fd.as_raw_fd();
     Ok(Link::polled(
@@ -56,6 +57,24 @@ pub fn open_stream(path: &Path) -> Result<Link, ServeError> {
         Box::new(StreamRx::new(raw, DEFAULT_MAX_FRAME)),
         Box::new(StreamTx::new(raw)),
     ))
+}
+
+/// Bytes asked for each way of QEMU's stream socket; the kernel grants at
+/// most `net.core.wmem_max` / `rmem_max` (Linux) or `kern.ipc.maxsockbuf`
+/// (FreeBSD).
+const STREAM_SOCKET_BUFFER: usize = 8 << 20;
+
+/// Asks for large socket buffers both ways, as passt does on its own QEMU
+/// socket: with the default (208 KiB on Linux, three frames at MTU 65520)
+/// the loop stops for `EPOLLOUT` every few frames and QEMU finds the
+/// socket empty between them. Best effort: a refusal only costs speed.
+fn widen_buffers(conn: &impl AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let snd = setsockopt(conn, sockopt::SndBuf, &STREAM_SOCKET_BUFFER);
+    let rcv = setsockopt(conn, sockopt::RcvBuf, &STREAM_SOCKET_BUFFER);
+    if let Err(e) = snd.and(rcv) {
+        log::debug!("QEMU's socket keeps its default buffers: {e}");
+    }
 }
 
 /// Binds the datagram socket for `-netdev dgram` and waits for QEMU's first
