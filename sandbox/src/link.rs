@@ -124,12 +124,36 @@ pub trait Tx {
     fn gone(&self) -> bool {
         false
     }
+    /// Whether the link takes IPv4 TCP super-segments with partial
+    /// checksums behind a virtio-net header now ([`Tx::push_offloaded`]):
+    /// a tap opened with one, a vhost-user guest that accepted
+    /// `GUEST_TSO4`.
+    fn offload4(&self) -> bool {
+        false
+    }
+    /// Sends `frame` behind its 10-byte virtio-net header `hdr`, as it is.
+    /// Called only while [`Tx::offload4`] says yes; a link that does not
+    /// take offloads cuts and checksums it first.
+    fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
+        push_completed(self, hdr, frame);
+    }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
     /// A failure found while flushing that must end the session with an
     /// error (a vhost-user guest's malformed receive ring), taken once.
     fn failure(&mut self) -> Option<ServeError> {
         None
+    }
+}
+
+/// Pushes `frame` as a link without offloads takes it: cut into segments
+/// and checksummed as its virtio-net header `hdr` says.
+pub fn push_completed<T: Tx + ?Sized>(tx: &mut T, hdr: &[u8], frame: &[u8]) {
+    let mut f = frame.to_vec();
+    let done = caploop::net::offload::VnetHdr::parse(hdr)
+        .and_then(|h| caploop::net::offload::complete(&h, &mut f, &mut |piece| tx.push(piece)));
+    if let Err(e) = done {
+        log::debug!("a frame for the guest: {e}");
     }
 }
 
@@ -165,6 +189,17 @@ impl Tx for Thinned {
 
     fn pending(&self) -> bool {
         self.acks.holding() || self.inner.pending()
+    }
+
+    fn offload4(&self) -> bool {
+        self.inner.offload4()
+    }
+
+    fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
+        // ACKs held so far go first, in order.
+        let inner = &mut self.inner;
+        self.acks.finish(&mut |f| inner.push(f));
+        self.inner.push_offloaded(hdr, frame);
     }
 
     fn full(&self) -> bool {

@@ -311,6 +311,22 @@ impl Tx for RecordTx {
         !self.out.queue.is_empty()
     }
 
+    fn offload4(&self) -> bool {
+        self.out.sender.medium == Medium::TapVnet
+    }
+
+    fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
+        if self.out.sender.medium != Medium::TapVnet {
+            crate::link::push_completed(self, hdr, frame);
+            return;
+        }
+        // Segments the coalescer holds go first, in order; then the
+        // super-segment behind its header, in one writev.
+        let out = &mut self.out;
+        self.gso.finish(&mut |h, f| out.offer(&[h, f]));
+        self.out.offer(&[hdr, frame]);
+    }
+
     fn full(&self) -> bool {
         self.pending()
     }

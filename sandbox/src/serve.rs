@@ -164,6 +164,13 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
         }
         t.full()
     });
+    // A link that takes offloads gets the own path's super-segments as
+    // they are made, behind their virtio-net header.
+    let (takes, offloaded) = (tx.clone(), tx.clone());
+    stack.set_offload(
+        move || takes.try_borrow().is_ok_and(|t| t.offload4()),
+        move |hdr, frame| offloaded.borrow_mut().push_offloaded(hdr, frame),
+    );
     for rule in &session.rules {
         stack.add_hostfwd(&mut reactor, rule)?;
         log::info!("{name}: forwarding {rule}");

@@ -189,12 +189,18 @@ fn vhost_user_guest_gets_a_lease_pings_moves_files_both_ways_and_cannot_reach_th
     );
 
     // QEMU going away ends the helper cleanly. Offloads both ways: the
-    // guest's TSO super-segments went into libslirp (HOST_TSO4), and runs
-    // of libslirp's segments reached the guest merged (GUEST_TSO4).
-    let (log, offloaded, merged) = end_and_count(guest, helper, &scratch);
+    // guest's TSO super-segments came in (HOST_TSO4), and the upload
+    // reached the guest as super-segments the own TCP path built for its
+    // GUEST_TSO4, written to its ring as they were made.
+    let (log, offloaded, _) = end_and_count(guest, helper, &scratch);
     assert!(log.contains("sandbox entered"), "{log}");
     assert!(offloaded > 0, "no super-segment in\n{log}");
-    assert!(merged > 0, "nothing merged for the guest\n{log}");
+    let gso = log
+        .split("gso_frames: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(gso > Some(0), "no super-segment for the guest\n{log}");
 }
 
 /// The back end restarts under a running guest: QEMU (`-chardev

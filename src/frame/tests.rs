@@ -610,3 +610,58 @@ fn a_neighbour_solicitation_is_one_smoltcp_reads_with_its_checksum() {
         other => panic!("not a solicitation: {other:?}"),
     }
 }
+
+/// What a link without offloads gets from a super-segment made for one
+/// with them: the segments it was built from (their TCP bytes, sequence
+/// numbers and flags, checksums complete); a plain frame with a partial
+/// checksum gets it finished; a header that lies is an error, nothing
+/// emitted.
+#[test]
+fn completing_a_record_gives_back_what_a_peer_without_offloads_takes() {
+    let data: Vec<u8> = (0..3896u32).map(|i| (i * 7) as u8).collect();
+    let frames = [
+        seg(1000, ACK, &data[..1448]),
+        seg(2448, ACK, &data[1448..2896]),
+        seg(3896, ACK | PSH, &data[2896..]),
+    ];
+    let (out, _) = run(&frames);
+    let h = VnetHdr::parse(&out[0]).unwrap();
+    let mut rec = out[0][VNET_HDR_SIZE..].to_vec();
+    let mut pieces = Vec::new();
+    let n = complete(&h, &mut rec, &mut |f| pieces.push(f.to_vec())).unwrap();
+    assert_eq!(n, 3);
+    for (piece, want) in pieces.iter().zip(&frames) {
+        assert!(tcp4_checksum_ok(piece));
+        assert_eq!(piece[TCP..], want[TCP..], "TCP header and payload");
+    }
+
+    // One segment with a partial checksum: finished, nothing cut.
+    let mut partial = seg(1000, ACK, &data[..100]);
+    let whole = partial.clone();
+    let pseudo = Ipv4::new_checked(&partial[ETH..]).unwrap().pseudo_sum(120);
+    partial[TCP + 16..TCP + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+    let plain = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 54,
+        gso_size: 0,
+        csum_start: TCP as u16,
+        csum_offset: 16,
+    };
+    let mut got = Vec::new();
+    assert_eq!(
+        complete(&plain, &mut partial, &mut |f| got.push(f.to_vec())),
+        Ok(1)
+    );
+    assert_eq!(got, [whole]);
+
+    // A segment size of 0, and a GSO header on a frame that is not TCP.
+    let zero = VnetHdr { gso_size: 0, ..h };
+    let mut r = out[0][VNET_HDR_SIZE..].to_vec();
+    let e = complete(&zero, &mut r, &mut |_| panic!("emitted")).unwrap_err();
+    assert!(e.to_string().contains("segment size of 0"), "{e}");
+    let mut udp = tcp4(b"x");
+    udp[ETH + 9] = 17;
+    let e = complete(&h, &mut udp, &mut |_| panic!("emitted")).unwrap_err();
+    assert!(e.to_string().contains("not one TCP/IP segment"), "{e}");
+}

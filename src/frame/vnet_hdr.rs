@@ -113,6 +113,35 @@ pub fn finish(hdr: &VnetHdr, frame: &mut [u8]) -> Result<Offloaded, FrameError> 
     Ok(kind)
 }
 
+/// Hands on `frame`, made for a peer that takes what `hdr` asks, as that
+/// peer's frames would be without offloads: a TCP super-segment cut into
+/// segments of `gso_size` payload bytes with complete checksums
+/// ([`segment`](super::segment::segment)), anything else with its checksum
+/// finished. For a link that stopped taking offloads after the frame was
+/// made. Returns how many frames went to `emit`; a frame that is not what
+/// its header claims is an error naming it, and nothing is emitted.
+pub fn complete(
+    hdr: &VnetHdr,
+    frame: &mut [u8],
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<usize, FrameError> {
+    if finish(hdr, frame)? == Offloaded::Frame {
+        emit(frame);
+        return Ok(1);
+    }
+    let Some((_, payload)) = super::tcp::tcp_segment(frame) else {
+        return Err(bad(format!(
+            "a {}-byte GSO frame is not one TCP/IP segment",
+            frame.len()
+        )));
+    };
+    let headers = frame.len() - payload - super::ETH_HLEN;
+    if hdr.gso_size == 0 {
+        return Err(bad("a GSO frame with a segment size of 0".into()));
+    }
+    super::segment::segment(frame, headers + usize::from(hdr.gso_size), emit)
+}
+
 /// Splits a record (a `hdr_len`-byte virtio-net header, 10 or 12 bytes,
 /// then the frame) and [`finish`]es what its header asks of the frame.
 pub fn unwrap_record(

@@ -14,6 +14,7 @@ use super::callbacks::{Op, Shared, TimerKind};
 use super::config::{CConfig, Config};
 use super::ffi;
 use super::reass::Reassembler;
+use crate::frame::vnet_hdr::{complete, VnetHdr};
 use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
 
 /// Ethernet header length: the shortest frame accepted.
@@ -91,6 +92,16 @@ pub(crate) struct State {
 /// Where frames for the guest go.
 pub(crate) type Sink = Box<dyn FnMut(&[u8])>;
 
+/// The embedder's link that takes offloads: whether it takes IPv4 TCP
+/// super-segments now, and where a frame goes with its virtio-net header.
+pub(crate) struct Offload {
+    pub takes: Box<dyn FnMut() -> bool>,
+    pub sink: OffloadSink,
+}
+
+/// Where a frame goes with its virtio-net header: `(header, frame)`.
+pub(crate) type OffloadSink = Box<dyn FnMut(&[u8], &[u8])>;
+
 /// Everything the stack owns, shared (by `Rc`) between the [`Stack`] handle
 /// and the closures it puts in the reactor.
 pub(crate) struct Inner {
@@ -110,6 +121,8 @@ pub(crate) struct Inner {
     pub tcp: Option<RefCell<crate::tcp::Path>>,
     /// The embedder's word on whether its link toward the guest is full.
     pub link_full: RefCell<Option<Box<dyn FnMut() -> bool>>>,
+    /// The embedder's link that takes offloads, if it said so.
+    pub offload: RefCell<Option<Offload>>,
 }
 
 impl Inner {
@@ -218,7 +231,9 @@ impl Inner {
         }
     }
 
-    /// One round of the own TCP path, its frames handed to the sink.
+    /// One round of the own TCP path, its frames handed to the sink (or,
+    /// made for a link that takes offloads, to its offload sink; finished
+    /// here if that link no longer takes them).
     pub fn run_tcp<D: 'static>(&self, r: &mut Reactor<D>) {
         let Some(p) = &self.tcp else {
             return;
@@ -226,15 +241,34 @@ impl Inner {
         let Ok(mut p) = p.try_borrow_mut() else {
             return;
         };
+        let mut offload = self.offload.try_borrow_mut().ok();
+        let takes = offload
+            .as_mut()
+            .and_then(|o| o.as_mut())
+            .is_some_and(|o| (o.takes)());
+        p.set_offload(takes);
         let mut drain = |out: &mut crate::tcp::Frames| {
             if !out.is_empty() {
                 if let Ok(mut sink) = self.sink.try_borrow_mut() {
-                    out.hand_over(|frame| {
+                    out.hand_over(|frame, hdr| {
                         self.count(|c| {
                             c.frames_out += 1;
                             c.bytes_out += frame.len() as u64;
                         });
-                        sink(frame);
+                        let Some(hdr) = hdr else {
+                            sink(frame);
+                            return;
+                        };
+                        match offload.as_mut().and_then(|o| o.as_mut()) {
+                            Some(o) if takes => (o.sink)(hdr, frame),
+                            _ => {
+                                let done = VnetHdr::parse(hdr)
+                                    .and_then(|h| complete(&h, frame, &mut |f| sink(f)));
+                                if let Err(e) = done {
+                                    log::debug!("tcp: a frame for the guest: {e}");
+                                }
+                            }
+                        }
                     });
                 }
             }

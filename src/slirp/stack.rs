@@ -72,6 +72,7 @@ impl Stack {
             counters: Cell::new(Counters::default()),
             tcp,
             link_full: RefCell::new(None),
+            offload: RefCell::new(None),
         });
         *inner.shared.detacher.borrow_mut() = Some(reactor.detacher());
         let opaque = &*inner.shared as *const Shared as *mut std::os::raw::c_void;
@@ -396,6 +397,29 @@ impl Stack {
     /// allow and the sink queues what the link cannot take.
     pub fn set_link_full(&self, probe: impl FnMut() -> bool + 'static) {
         *self.inner.link_full.borrow_mut() = Some(Box::new(probe));
+    }
+
+    /// Tells the own TCP path that the link toward the guest takes
+    /// offloads, as a tap opened with a virtio-net header does, or a
+    /// virtio-net guest that accepted `GUEST_TSO4` (`takes` says whether it
+    /// does now; it is asked once a round). IPv4 flows opened while it
+    /// does are built for it: smoltcp makes segments of up to 64 KiB
+    /// without their TCP checksum, and each goes to `sink` with the
+    /// virtio-net header (10 bytes) that says so (`NEEDS_CSUM`, and
+    /// `GSO_TCPV4` with the guest's MSS for a super-segment), to be written
+    /// as it is: no merging copy and no checksum pass on this side. Frames
+    /// made for it after `takes` turned false are cut and checksummed
+    /// here and go to the plain sink. Everything else (libslirp's frames,
+    /// IPv6 flows) goes to the plain sink as before.
+    pub fn set_offload(
+        &self,
+        takes: impl FnMut() -> bool + 'static,
+        sink: impl FnMut(&[u8], &[u8]) + 'static,
+    ) {
+        *self.inner.offload.borrow_mut() = Some(super::inner::Offload {
+            takes: Box::new(takes),
+            sink: Box::new(sink),
+        });
     }
 
     /// The configuration the stack runs with.

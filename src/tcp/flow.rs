@@ -59,6 +59,8 @@ pub(super) struct Flow {
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
     pub(super) due: Option<Instant>,
     pub(super) queued: bool,
+    /// Its frames are made for a link that takes offloads.
+    pub(super) offload: bool,
     /// Once both FINs were seen: since when no byte moved, and how many
     /// were left to move (either way) then. The FIN timeout runs from there.
     pub(super) fin_clock: Option<(Instant, usize)>,
@@ -101,7 +103,13 @@ pub(super) fn ip_address(ip: IpAddr) -> IpAddress {
 /// A smoltcp interface that owns `remote`'s address: the guest's packets
 /// to it are its own.
 /// (smoltcp keeps the device's capabilities, the MTU among them, from here.)
-pub(super) fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Instant) -> Interface {
+/// With `offload`, its segments may be super-segments ([`Wire::offload`]).
+pub(super) fn iface_for(
+    remote: SocketAddr,
+    mtu: usize,
+    offload: bool,
+    now: smoltcp::time::Instant,
+) -> Interface {
     let mut iface = Interface::new(
         IfaceConfig::new(HardwareAddress::Ip),
         &mut Wire {
@@ -109,6 +117,7 @@ pub(super) fn iface_for(remote: SocketAddr, mtu: usize, now: smoltcp::time::Inst
             out: &mut Frames::default(),
             macs: Macs::default(),
             mtu,
+            offload,
         },
         now,
     );
@@ -126,12 +135,18 @@ impl Flow {
         host: TcpStream,
         macs: Macs,
         mtu: usize,
+        offload: bool,
         now: smoltcp::time::Instant,
     ) -> Flow {
+        // The link's offloads serve IPv4 only (see `Wire::offload`), and
+        // only an MTU at which a 64 KiB super-segment holds two segments
+        // or more (at 65520 one segment is already that big).
+        let offload = offload && key.remote.is_ipv4() && mtu <= usize::from(u16::MAX) / 2;
         Flow {
             key,
             phase,
-            iface: iface_for(key.remote, mtu, now),
+            iface: iface_for(key.remote, mtu, offload, now),
+            offload,
             sockets: SocketSet::new(Vec::new()),
             socket: None,
             host: Rc::new(host),
@@ -229,6 +244,7 @@ impl Flow {
             out,
             macs: self.macs,
             mtu,
+            offload: self.offload,
         };
         self.iface
             .poll_ingress_single(now, &mut wire, &mut self.sockets);
@@ -254,6 +270,7 @@ impl Flow {
                 out: &mut *out,
                 macs: self.macs,
                 mtu,
+                offload: self.offload,
             };
             let r = self
                 .iface
@@ -276,6 +293,7 @@ impl Flow {
                 out: &mut *out,
                 macs: self.macs,
                 mtu,
+                offload: self.offload,
             };
             if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
                 break;

@@ -164,7 +164,7 @@ impl Path {
                     ip.octets(),
                 ),
             };
-            self.out.push(ask);
+            self.out.push(ask, None);
             self.waiting
                 .push((stream, target, Instant::now() + ARP_WAIT));
             return;
@@ -200,6 +200,7 @@ impl Path {
             stream,
             macs,
             self.rules.mtu,
+            self.offload4,
             self.now(),
         );
         let mut s = new_socket(self.rules.idle_timeout.min(super::CONNECT_TIMEOUT));

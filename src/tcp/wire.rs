@@ -4,10 +4,14 @@
 
 use std::collections::VecDeque;
 
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
+use crate::frame::checksum::fold;
 use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::frame::ipv4::Ipv4;
+use crate::frame::tcp::{field, Tcp};
+use crate::frame::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_SIZE};
 use crate::frame::ETH_HLEN;
 
 /// The Ethernet addresses of frames to the guest.
@@ -27,23 +31,27 @@ pub(crate) struct Macs {
 /// would tell it nothing new.
 #[derive(Debug, Default)]
 pub struct Frames {
-    /// Made, for the sink.
-    pub list: Vec<Vec<u8>>,
+    /// Made, for the sink: each frame, with the virtio-net header of one
+    /// made for a link that takes offloads (see [`Wire::offload`]).
+    pub list: Vec<(Vec<u8>, Option<[u8; VNET_HDR_SIZE]>)>,
     spare: Vec<Vec<u8>>,
     /// Frames made so far.
     pub made: u64,
+    /// Of them, super-segments (a GSO type in their header).
+    pub gso: u64,
 }
 
 /// Spent buffers kept for reuse, at most.
 const SPARE: usize = 256;
 
 impl Frames {
-    /// Hands each frame made so far to `sink`, oldest first, and keeps
-    /// their buffers (and the list's) for the next ones.
-    pub fn hand_over(&mut self, mut sink: impl FnMut(&[u8])) {
+    /// Hands each frame made so far to `sink`, oldest first, with its
+    /// virtio-net header if it has one, and keeps their buffers (and the
+    /// list's) for the next ones.
+    pub fn hand_over(&mut self, mut sink: impl FnMut(&mut [u8], Option<&[u8; VNET_HDR_SIZE]>)) {
         let mut list = std::mem::take(&mut self.list);
-        for frame in list.drain(..) {
-            sink(&frame);
+        for (mut frame, hdr) in list.drain(..) {
+            sink(&mut frame, hdr.as_ref());
             if self.spare.len() < SPARE {
                 self.spare.push(frame);
             }
@@ -64,8 +72,12 @@ impl Frames {
     }
 
     /// Adds a frame for the sink.
-    pub(crate) fn push(&mut self, frame: Vec<u8>) {
-        self.list.push(frame);
+    pub(crate) fn push(&mut self, frame: Vec<u8>, hdr: Option<[u8; VNET_HDR_SIZE]>) {
+        // Byte 1 of the header is its GSO type.
+        if hdr.is_some_and(|h| h[1] != GSO_NONE) {
+            self.gso += 1;
+        }
+        self.list.push((frame, hdr));
         self.made += 1;
     }
 
@@ -88,6 +100,15 @@ pub(crate) struct Wire<'a> {
     pub macs: Macs,
     /// The largest IP packet toward the guest.
     pub mtu: usize,
+    /// The link takes IPv4 TCP super-segments and partial checksums (a
+    /// tap with a virtio-net header, a guest that accepted GUEST_TSO4):
+    /// smoltcp builds segments of up to 64 KiB and leaves the TCP
+    /// checksum, and each super-segment goes with the header that has the
+    /// guest's kernel cut it (no merging copy, no checksum pass here).
+    /// IPv4 only: smoltcp 0.14 drops IPv6 packets over the MTU even when
+    /// the device segments, so IPv6 flows keep MTU-sized segments (which
+    /// the link merges).
+    pub offload: bool,
 }
 
 /// The guest's packets for smoltcp: queued ones, or the one segment just
@@ -105,6 +126,9 @@ pub(crate) enum Rx<'a> {
 pub(crate) struct Tx<'a> {
     out: &'a mut Frames,
     macs: Macs,
+    offload: bool,
+    /// The segment size smoltcp asked the link to cut this packet to.
+    gso_size: Option<u16>,
 }
 
 impl phy::RxToken for Rx<'_> {
@@ -131,9 +155,56 @@ impl phy::TxToken for Tx<'_> {
             eth.set_src(self.macs.gateway);
             eth.set_ethertype(ethertype);
         }
-        self.out.push(frame);
+        let hdr = if self.offload {
+            offload_header(&mut frame, self.gso_size)
+        } else {
+            None
+        };
+        self.out.push(frame, hdr);
         r
     }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.gso_size = meta.segmentation_offload_size.map(|s| s.get());
+    }
+}
+
+/// For an IPv4 TCP packet smoltcp built for a link that takes offloads
+/// (its TCP checksum left zero): a super-segment (smoltcp asked for
+/// `gso_size`) gets the pseudo-header's sum in its checksum field and the
+/// virtio-net header that has the receiver cut it and finish the sums
+/// (`GSO_TCPV4`, `NEEDS_CSUM`); any other segment gets its full checksum
+/// here and no header, so it goes on as a plain frame (ACKs thinned,
+/// short runs merged by the link as libslirp's are). `None` for a plain
+/// frame.
+fn offload_header(frame: &mut [u8], gso_size: Option<u16>) -> Option<[u8; VNET_HDR_SIZE]> {
+    let ip = Ipv4::new_checked(frame.get(ETH_HLEN..)?).ok()?;
+    if ip.protocol() != crate::frame::ipv4::PROTO_TCP || ip.is_fragment() {
+        return None;
+    }
+    let (ip_len, l4_len) = (
+        ip.header_len(),
+        ip.total_len().checked_sub(ip.header_len())?,
+    );
+    let pseudo = ip.pseudo_sum(l4_len);
+    let tcp = ETH_HLEN + ip_len;
+    let end = ETH_HLEN + ip.total_len();
+    let mut t = Tcp::new_checked(frame.get_mut(tcp..end)?).ok()?;
+    let Some(gso_size) = gso_size else {
+        t.fill_checksum(pseudo);
+        return None;
+    };
+    let tcp_len = t.header_len();
+    t.set_checksum(fold(pseudo));
+    let h = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: (tcp + tcp_len) as u16,
+        gso_size,
+        csum_start: tcp as u16,
+        csum_offset: field::CHECKSUM.start as u16,
+    };
+    Some(h.to_bytes())
 }
 
 impl Device for Wire<'_> {
@@ -156,6 +227,8 @@ impl Device for Wire<'_> {
             Tx {
                 out: self.out,
                 macs: self.macs,
+                offload: self.offload,
+                gso_size: None,
             },
         ))
     }
@@ -164,6 +237,8 @@ impl Device for Wire<'_> {
         Some(Tx {
             out: self.out,
             macs: self.macs,
+            offload: self.offload,
+            gso_size: None,
         })
     }
 
@@ -171,6 +246,11 @@ impl Device for Wire<'_> {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
+        if self.offload {
+            // The largest IPv4 packet; checksums verified on the way in.
+            c.segmentation.tcpv4 = std::num::NonZeroUsize::new(usize::from(u16::MAX));
+            c.checksum.tcp = Checksum::Rx;
+        }
         c
     }
 }

@@ -255,6 +255,13 @@ impl Outbox {
         });
     }
 
+    /// Queues a super-segment made for the guest's GSO as it is, after
+    /// whatever is pending before it.
+    fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
+        self.seal();
+        self.queue.push(&[hdr, frame]);
+    }
+
     /// Hands on a pending merged run.
     fn seal(&mut self) {
         let queue = &mut self.queue;
@@ -538,6 +545,18 @@ impl Tx for VhostTx {
 
     fn pending(&self) -> bool {
         self.gate.try_borrow().is_ok_and(|g| g.pending())
+    }
+
+    fn offload4(&self) -> bool {
+        self.out.try_borrow().is_ok_and(|o| o.merging.0)
+    }
+
+    fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
+        if self.offload4() {
+            self.out.borrow_mut().push_offloaded(hdr, frame);
+        } else {
+            crate::link::push_completed(self, hdr, frame);
+        }
     }
 
     fn failure(&mut self) -> Option<ServeError> {
