@@ -77,8 +77,16 @@ pub use device::{Device, Handler};
 use gate::{Gate, Step};
 
 /// Frames held for the guest while its receive ring is full or not yet
-/// set up; past this the oldest are dropped and counted.
+/// set up; past this (or [`OUTBOX_BYTES`]) the oldest are dropped and
+/// counted.
 const OUTBOX_LIMIT: usize = 4096;
+/// Bytes held for the guest at most (records of up to 64 KiB: 4,096 of
+/// them would be 256 MiB for a guest that posts no receive buffers).
+const OUTBOX_BYTES: usize = 16 << 20;
+/// Bytes waiting past which the link counts as full: the own TCP path
+/// keeps what it would send in its flows' buffers (no copy, no drop) until
+/// the guest's buffers take the outbox (its kick writes it).
+const OUTBOX_FULL: usize = 1 << 20;
 /// Messages handled per wake-up of the socket; the rest wait for the next
 /// round (the socket stays readable), so a flood cannot starve the rings.
 const MESSAGES_PER_WAKEUP: usize = 32;
@@ -232,7 +240,7 @@ impl Default for Outbox {
         Outbox {
             queue: FrameQueue::new(Limits {
                 frames: OUTBOX_LIMIT,
-                bytes: usize::MAX,
+                bytes: OUTBOX_BYTES,
                 when_full: WhenFull::DropOldest,
             }),
             gso: Coalescer::new(false, false),
@@ -253,6 +261,11 @@ impl Outbox {
         self.gso.push(frame, &mut |hdr, f| {
             queue.push(&[hdr, f]);
         });
+    }
+
+    /// Whether what waits for the guest's buffers is past [`OUTBOX_FULL`].
+    fn full(&self) -> bool {
+        self.queue.byte_len() >= OUTBOX_FULL
     }
 
     /// Queues a super-segment made for the guest's GSO as it is, after
@@ -547,6 +560,10 @@ impl Tx for VhostTx {
         self.gate.try_borrow().is_ok_and(|g| g.pending())
     }
 
+    fn full(&self) -> bool {
+        self.out.try_borrow().is_ok_and(|o| o.full())
+    }
+
     fn offload4(&self) -> bool {
         self.out.try_borrow().is_ok_and(|o| o.merging.0)
     }
@@ -565,5 +582,34 @@ impl Tx for VhostTx {
 
     fn counters(&self) -> LinkCounters {
         self.out.borrow().counters()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest that posts no receive buffers: the outbox says full past
+    /// a mebibyte (the own TCP path then holds back) and never holds more
+    /// than its byte bound, dropping and counting the oldest beyond it.
+    #[test]
+    fn the_outbox_is_full_past_a_mebibyte_and_bounded_in_bytes() {
+        let mut o = Outbox::default();
+        let (hdr, frame) = ([0u8; 10], vec![7u8; 60_000]);
+        for _ in 0..17 {
+            o.push_offloaded(&hdr, &frame);
+        }
+        assert!(!o.full(), "{} bytes", o.queue.byte_len());
+        o.push_offloaded(&hdr, &frame);
+        assert!(o.full(), "{} bytes", o.queue.byte_len());
+        for _ in 0..1000 {
+            o.push_offloaded(&hdr, &frame);
+        }
+        assert!(
+            o.queue.byte_len() <= OUTBOX_BYTES,
+            "{} bytes",
+            o.queue.byte_len()
+        );
+        assert!(o.counters().dropped > 700, "{:?}", o.counters());
     }
 }
