@@ -65,17 +65,20 @@ fn link_in(log: &str, what: &str) -> u64 {
         .unwrap()
 }
 
-/// The `segments_in` counter from the helper's exit line.
-fn segments_in(log: &str) -> u64 {
-    let at = log
-        .find("segments_in: ")
-        .unwrap_or_else(|| panic!("no counters in the log: {log}"));
-    log[at + "segments_in: ".len()..]
+/// The counter `field` from the helper's exit lines (`field: N`), if
+/// they have it.
+fn counter(log: &str, field: &str) -> Option<u64> {
+    let at = log.find(&format!("{field}: "))?;
+    log[at + field.len() + 2..]
         .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
+        .next()?
         .parse()
-        .unwrap()
+        .ok()
+}
+
+/// The stack's `segments_in` counter.
+fn segments_in(log: &str) -> u64 {
+    counter(log, "segments_in").unwrap_or_else(|| panic!("no counters in the log: {log}"))
 }
 
 /// How many frames toward the namespace carried merged segments.
@@ -106,17 +109,10 @@ fn assert_offloaded_both_ways(log: &str) {
     );
 }
 
-/// Super-segments the own TCP path built for the tap (IPv4), from the
-/// helper's exit line (0 without the own path).
+/// Super-segments the own TCP path built for the tap (IPv4); 0 without
+/// the own path.
 fn own_gso_frames(log: &str) -> u64 {
-    log.find("gso_frames: ").map_or(0, |at| {
-        log[at + "gso_frames: ".len()..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    })
+    counter(log, "gso_frames").unwrap_or(0)
 }
 
 #[test]

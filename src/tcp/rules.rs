@@ -29,8 +29,8 @@ pub struct Rules {
     /// A flow whose guest has sent nothing this long is reset (probed at
     /// half of it).
     pub idle_timeout: Duration,
-    /// A flow both of whose FINs are through and whose guest has not
-    /// finished closing this long is reset.
+    /// A flow both of whose FINs were seen and that moves no byte either
+    /// way this long is reset.
     pub fin_timeout: Duration,
 }
 
