@@ -19,7 +19,10 @@
 //! next (an IPv4 one made a valid TCP segment), so runs can merge. Bit 3
 //! of the first byte makes the stack open with the own TCP path
 //! (`TcpMode::Own`), so SYNs open flows and segments reach smoltcp; else
-//! it is restricted. The target runs in a network namespace of its own
+//! it is restricted; bit 4 has the link take offloads
+//! (`Stack::set_offload`), and every frame the path hands it with a
+//! virtio-net header must complete (`offload::complete`) into frames that
+//! fit the link. The target runs in a network namespace of its own
 //! with only a loopback that is down (made at start, as root): nothing
 //! leaves the machine, and every connect the path makes fails, which it
 //! answers with a RST. The stack is made afresh for each input, so a
@@ -33,7 +36,7 @@ use std::time::Duration;
 
 use caploop::net::acks::AckThinner;
 use caploop::net::gro::Gro;
-use caploop::net::offload::Offloaded;
+use caploop::net::offload::{complete, Offloaded, VnetHdr};
 use caploop::slirp::{Config, Stack, TcpMode};
 use caploop::Reactor;
 use libfuzzer_sys::fuzz_target;
@@ -74,6 +77,25 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
         }
     })
     .expect("stack");
+    if choice & 16 != 0 {
+        let off_bad = bad.clone();
+        stack.set_offload(
+            || true,
+            move |hdr, frame| {
+                let mut f = frame.to_vec();
+                let done = VnetHdr::parse(hdr).and_then(|h| {
+                    complete(&h, &mut f, &mut |piece| {
+                        if piece.len() < 14 || piece.len() > mtu + 14 {
+                            off_bad.set(Some(piece.len()));
+                        }
+                    })
+                });
+                if done.is_err() {
+                    off_bad.set(Some(frame.len()));
+                }
+            },
+        );
+    }
     let mut frame = Vec::with_capacity(mtu + 64);
     let mut frames = 0;
     let mut thin = AckThinner::default();

@@ -223,6 +223,18 @@ fn bad_flags_exit_non_zero_with_one_line() {
             "99999",
         ),
         (vec!["--mtu", "70000", "--qemu-stream", "/tmp/x"], "70000"),
+        (
+            vec!["--tcp-fin-timeout", "0", "--qemu-stream", "/tmp/x"],
+            "TCP FIN timeout 0ns is out of range (1 ms to 30 days)",
+        ),
+        (
+            vec!["--tcp-idle-timeout=99999999999", "--qemu-stream", "/tmp/x"],
+            "TCP idle timeout 99999999999s is out of range",
+        ),
+        (
+            vec!["--tcp-idle-timeout=soon", "--qemu-stream", "/tmp/x"],
+            "soon",
+        ),
         (vec!["--frobnicate"], "--frobnicate"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();

@@ -667,6 +667,10 @@ fn bad_flags_exit_1_with_one_line() {
         ),
         (&["--target-type=bess", "1", "tap0"][..], "bess"),
         (&["--mtu", "70000", "1", "tap0"][..], "70000"),
+        (
+            &["--tcp-fin-timeout=0", "1", "tap0"][..],
+            "TCP FIN timeout 0ns is out of range",
+        ),
         (&["--netns-type=foo", "1"][..], "foo"),
         (&["--cidr", "10.0.2.0/33", "1"][..], "10.0.2.0/33"),
         (&["--macaddress", "zz:zz", "1"][..], "zz:zz"),
