@@ -80,7 +80,7 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
     if choice & 16 != 0 {
         let off_bad = bad.clone();
         stack.set_offload(
-            || true,
+            || (true, true),
             move |hdr, frame| {
                 let mut f = frame.to_vec();
                 let done = VnetHdr::parse(hdr).and_then(|h| {

@@ -124,16 +124,16 @@ pub trait Tx {
     fn gone(&self) -> bool {
         false
     }
-    /// Whether the link takes IPv4 TCP super-segments with partial
-    /// checksums behind a virtio-net header now ([`Tx::push_offloaded`]):
-    /// a tap opened with one, a vhost-user guest that accepted
-    /// `GUEST_TSO4`.
-    fn offload4(&self) -> bool {
-        false
+    /// Whether the link takes TCP super-segments with partial checksums
+    /// behind a virtio-net header now ([`Tx::push_offloaded`]), for IPv4
+    /// and for IPv6: a tap opened with one, a vhost-user guest that
+    /// accepted `GUEST_TSO4` / `GUEST_TSO6`.
+    fn offloads(&self) -> (bool, bool) {
+        (false, false)
     }
     /// Sends `frame` behind its 10-byte virtio-net header `hdr`, as it is.
-    /// Called only while [`Tx::offload4`] says yes; a link that does not
-    /// take offloads cuts and checksums it first.
+    /// Called only while [`Tx::offloads`] says yes for its family; a link
+    /// that does not take offloads cuts and checksums it first.
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
         push_completed(self, hdr, frame);
     }
@@ -191,8 +191,8 @@ impl Tx for Thinned {
         self.acks.holding() || self.inner.pending()
     }
 
-    fn offload4(&self) -> bool {
-        self.inner.offload4()
+    fn offloads(&self) -> (bool, bool) {
+        self.inner.offloads()
     }
 
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {

@@ -311,8 +311,9 @@ impl Tx for RecordTx {
         !self.out.queue.is_empty()
     }
 
-    fn offload4(&self) -> bool {
-        self.out.sender.medium == Medium::TapVnet
+    fn offloads(&self) -> (bool, bool) {
+        let vnet = self.out.sender.medium == Medium::TapVnet;
+        (vnet, vnet)
     }
 
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {

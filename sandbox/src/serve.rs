@@ -168,7 +168,7 @@ pub fn prepare(session: Session, link: Link, extras: Extras) -> Result<Prepared,
     // they are made, behind their virtio-net header.
     let (takes, offloaded) = (tx.clone(), tx.clone());
     stack.set_offload(
-        move || takes.try_borrow().is_ok_and(|t| t.offload4()),
+        move || takes.try_borrow().map_or((false, false), |t| t.offloads()),
         move |hdr, frame| offloaded.borrow_mut().push_offloaded(hdr, frame),
     );
     for rule in &session.rules {

@@ -154,6 +154,29 @@ impl<T: AsRef<[u8]>> Tcp<T> {
         &self.b()[TCP_HLEN..self.header_len()]
     }
 
+    /// The maximum segment size its options announce (kind 2), if any;
+    /// options cut short end the search.
+    pub fn mss(&self) -> Option<u16> {
+        let mut o = self.options();
+        while let Some((&kind, rest)) = o.split_first() {
+            match kind {
+                0 => return None,
+                1 => o = rest,
+                _ => {
+                    let len = usize::from(*rest.first()?);
+                    if len < 2 || len > o.len() {
+                        return None;
+                    }
+                    if kind == 2 && len == 4 {
+                        return Some(u16::from_be_bytes([o[2], o[3]]));
+                    }
+                    o = &o[len..];
+                }
+            }
+        }
+        None
+    }
+
     /// The payload.
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..]

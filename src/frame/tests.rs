@@ -665,3 +665,27 @@ fn completing_a_record_gives_back_what_a_peer_without_offloads_takes() {
     let e = complete(&h, &mut udp, &mut |_| panic!("emitted")).unwrap_err();
     assert!(e.to_string().contains("not one TCP/IP segment"), "{e}");
 }
+
+/// The MSS option read from a SYN's options: found after NOPs and other
+/// options; options cut short, a length below 2 or past the header, or an
+/// end-of-list before it give none (never a panic).
+#[test]
+fn the_mss_option_is_read_or_not_found() {
+    let with = |opts: &[u8]| {
+        let mut h = vec![0u8; 20];
+        h[12] = (((20 + opts.len()) / 4) << 4) as u8;
+        h.extend_from_slice(opts);
+        Tcp::new_checked(h).unwrap().mss()
+    };
+    assert_eq!(with(&[2, 4, 0x05, 0xb4]), Some(1460));
+    assert_eq!(
+        with(&[1, 1, 3, 3, 7, 1, 2, 4, 0x05, 0xa0, 0, 0]),
+        Some(1440)
+    );
+    assert_eq!(with(&[4, 2, 2, 4, 0xff, 0xd7, 1, 1]), Some(65495));
+    assert_eq!(with(&[0, 0, 2, 4, 5, 180, 0, 0]), None);
+    assert_eq!(with(&[3, 0, 2, 4]), None);
+    assert_eq!(with(&[3, 9, 2, 4]), None);
+    assert_eq!(with(&[1, 1, 1, 2]), None);
+    assert_eq!(with(&[]), None);
+}

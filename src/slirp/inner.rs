@@ -14,7 +14,7 @@ use super::callbacks::{Op, Shared, TimerKind};
 use super::config::{CConfig, Config};
 use super::ffi;
 use super::reass::Reassembler;
-use crate::frame::vnet_hdr::{complete, VnetHdr};
+use crate::frame::vnet_hdr::{complete, VnetHdr, GSO_TCPV4, GSO_TCPV6};
 use crate::reactor::{Handle, Interest, PrepareHandle, Reactor, TimerHandle};
 
 /// Ethernet header length: the shortest frame accepted.
@@ -92,10 +92,11 @@ pub(crate) struct State {
 /// Where frames for the guest go.
 pub(crate) type Sink = Box<dyn FnMut(&[u8])>;
 
-/// The embedder's link that takes offloads: whether it takes IPv4 TCP
-/// super-segments now, and where a frame goes with its virtio-net header.
+/// The embedder's link that takes offloads: whether it takes TCP
+/// super-segments now (IPv4, IPv6), and where a frame goes with its
+/// virtio-net header.
 pub(crate) struct Offload {
-    pub takes: Box<dyn FnMut() -> bool>,
+    pub takes: Box<dyn FnMut() -> (bool, bool)>,
     pub sink: OffloadSink,
 }
 
@@ -245,7 +246,7 @@ impl Inner {
         let takes = offload
             .as_mut()
             .and_then(|o| o.as_mut())
-            .is_some_and(|o| (o.takes)());
+            .map_or((false, false), |o| (o.takes)());
         p.set_offload(takes);
         let mut drain = |out: &mut crate::tcp::Frames| {
             if !out.is_empty() {
@@ -259,8 +260,14 @@ impl Inner {
                             sink(frame);
                             return;
                         };
+                        // Byte 1 of the header is its GSO type.
+                        let taken = match hdr[1] {
+                            GSO_TCPV4 => takes.0,
+                            GSO_TCPV6 => takes.1,
+                            _ => false,
+                        };
                         match offload.as_mut().and_then(|o| o.as_mut()) {
-                            Some(o) if takes => (o.sink)(hdr, frame),
+                            Some(o) if taken => (o.sink)(hdr, frame),
                             _ => {
                                 let done = VnetHdr::parse(hdr)
                                     .and_then(|h| complete(&h, frame, &mut |f| sink(f)));

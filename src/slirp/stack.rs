@@ -401,19 +401,21 @@ impl Stack {
 
     /// Tells the own TCP path that the link toward the guest takes
     /// offloads, as a tap opened with a virtio-net header does, or a
-    /// virtio-net guest that accepted `GUEST_TSO4` (`takes` says whether it
-    /// does now; it is asked once a round). IPv4 flows opened while it
-    /// does are built for it: smoltcp makes segments of up to 64 KiB
-    /// without their TCP checksum, and each goes to `sink` with the
-    /// virtio-net header (10 bytes) that says so (`NEEDS_CSUM`, and
-    /// `GSO_TCPV4` with the guest's MSS for a super-segment), to be written
-    /// as it is: no merging copy and no checksum pass on this side. Frames
-    /// made for it after `takes` turned false are cut and checksummed
-    /// here and go to the plain sink. Everything else (libslirp's frames,
-    /// IPv6 flows) goes to the plain sink as before.
+    /// virtio-net guest that accepted `GUEST_TSO4` / `GUEST_TSO6` (`takes`
+    /// says for which of IPv4 and IPv6 it does now; it is asked once a
+    /// round). Flows of those families opened while it does are built for
+    /// it: smoltcp makes segments of up to 64 KiB without their TCP
+    /// checksum, and each one longer than the guest's MSS goes to `sink`
+    /// with the virtio-net header (10 bytes) that has the guest cut it
+    /// (`GSO_TCPV4` or `GSO_TCPV6` at the guest's MSS, `NEEDS_CSUM`), to be
+    /// written as it is: no merging copy and no checksum pass on this
+    /// side. Such frames made after `takes` stopped saying yes for their
+    /// family are cut and checksummed here and go to the plain sink.
+    /// Everything else (libslirp's frames, segments within the MSS) goes
+    /// to the plain sink as before.
     pub fn set_offload(
         &self,
-        takes: impl FnMut() -> bool + 'static,
+        takes: impl FnMut() -> (bool, bool) + 'static,
         sink: impl FnMut(&[u8], &[u8]) + 'static,
     ) {
         *self.inner.offload.borrow_mut() = Some(super::inner::Offload {

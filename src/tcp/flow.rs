@@ -16,6 +16,8 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use super::segment::Key;
 use super::wire::{Frames, Incoming, Macs, Wire};
 use super::{Drain, BUFFER, EGRESS_PASSES};
+use crate::frame::ipv6::IP6;
+use crate::frame::tcp::TCP_HLEN;
 use crate::reactor::{Handle, Interest};
 
 /// Where a flow stands.
@@ -59,8 +61,16 @@ pub(super) struct Flow {
     /// When smoltcp next wants a poll, as queued in `Path::timers`.
     pub(super) due: Option<Instant>,
     pub(super) queued: bool,
+    /// Its interface's MTU: the link's, or the largest for an offloading
+    /// IPv6 flow.
+    pub(super) mtu: usize,
     /// Its frames are made for a link that takes offloads.
     pub(super) offload: bool,
+    /// The link's MTU.
+    link_mtu: usize,
+    /// For an offloading IPv6 flow once the guest's SYN told its MSS:
+    /// where its super-segments are cut ([`Wire::cut`]).
+    pub(super) cut: Option<u16>,
     /// Once both FINs were seen: since when no byte moved, and how many
     /// were left to move (either way) then. The FIN timeout runs from there.
     pub(super) fin_clock: Option<(Instant, usize)>,
@@ -118,6 +128,7 @@ pub(super) fn iface_for(
             macs: Macs::default(),
             mtu,
             offload,
+            cut: None,
         },
         now,
     );
@@ -135,18 +146,35 @@ impl Flow {
         host: TcpStream,
         macs: Macs,
         mtu: usize,
-        offload: bool,
+        offload: (bool, bool),
         now: smoltcp::time::Instant,
     ) -> Flow {
-        // The link's offloads serve IPv4 only (see `Wire::offload`), and
-        // only an MTU at which a 64 KiB super-segment holds two segments
-        // or more (at 65520 one segment is already that big).
-        let offload = offload && key.remote.is_ipv4() && mtu <= usize::from(u16::MAX) / 2;
+        // The link's offloads for the flow's family, at an MTU where a
+        // 64 KiB super-segment holds two segments or more (at 65520 one
+        // segment is already that big).
+        let family = if key.remote.is_ipv4() {
+            offload.0
+        } else {
+            offload.1
+        };
+        let offload = family && mtu <= usize::from(u16::MAX) / 2;
+        // smoltcp 0.14 drops an IPv6 packet over its interface's MTU even
+        // when the device segments it: an offloading IPv6 flow's interface
+        // gets the largest (its segments still follow the guest's MSS,
+        // which its MTU bounds).
+        let iface_mtu = if offload && key.remote.is_ipv6() {
+            usize::from(u16::MAX)
+        } else {
+            mtu
+        };
         Flow {
             key,
             phase,
-            iface: iface_for(key.remote, mtu, offload, now),
+            iface: iface_for(key.remote, iface_mtu, offload, now),
+            mtu: iface_mtu,
             offload,
+            link_mtu: mtu,
+            cut: None,
             sockets: SocketSet::new(Vec::new()),
             socket: None,
             host: Rc::new(host),
@@ -162,6 +190,18 @@ impl Flow {
             queued: false,
             fin_clock: None,
             held: false,
+        }
+    }
+
+    /// Takes the MSS the guest's SYN (or SYN-ACK) announced: an
+    /// offloading IPv6 flow cuts its super-segments there, or at 536 bytes
+    /// without one (as smoltcp assumes), and never above what the link's
+    /// MTU carries.
+    pub(super) fn learn_mss(&mut self, mss: Option<u16>) {
+        if self.offload && self.key.remote.is_ipv6() && self.cut.is_none() {
+            let link = self.link_mtu.saturating_sub(IP6 + TCP_HLEN);
+            let most = u16::try_from(link).unwrap_or(u16::MAX);
+            self.cut = Some(mss.unwrap_or(536).min(most).max(1));
         }
     }
 
@@ -232,19 +272,14 @@ impl Flow {
     /// Feeds smoltcp one packet of the guest's at once, borrowed from the
     /// link's buffer (a copy of every byte the guest sends saved); what it
     /// answers right away (a RST) waits in `out`.
-    pub(super) fn ingest(
-        &mut self,
-        now: smoltcp::time::Instant,
-        packet: &[u8],
-        out: &mut Frames,
-        mtu: usize,
-    ) {
+    pub(super) fn ingest(&mut self, now: smoltcp::time::Instant, packet: &[u8], out: &mut Frames) {
         let mut wire = Wire {
             rx: Incoming::One(Some(packet)),
             out,
             macs: self.macs,
-            mtu,
+            mtu: self.mtu,
             offload: self.offload,
+            cut: self.cut,
         };
         self.iface
             .poll_ingress_single(now, &mut wire, &mut self.sockets);
@@ -260,7 +295,6 @@ impl Flow {
         &mut self,
         now: smoltcp::time::Instant,
         out: &mut Frames,
-        mtu: usize,
         egress: bool,
         drain: &mut Drain<'_>,
     ) -> bool {
@@ -269,8 +303,9 @@ impl Flow {
                 rx: Incoming::Queue(&mut self.rx),
                 out: &mut *out,
                 macs: self.macs,
-                mtu,
+                mtu: self.mtu,
                 offload: self.offload,
+                cut: self.cut,
             };
             let r = self
                 .iface
@@ -292,8 +327,9 @@ impl Flow {
                 rx: Incoming::Queue(&mut self.rx),
                 out: &mut *out,
                 macs: self.macs,
-                mtu,
+                mtu: self.mtu,
                 offload: self.offload,
+                cut: self.cut,
             };
             if self.iface.poll_egress(now, &mut wire, &mut self.sockets) == PollResult::None {
                 break;

@@ -200,7 +200,7 @@ impl Path {
             stream,
             macs,
             self.rules.mtu,
-            self.offload4,
+            self.offload,
             self.now(),
         );
         let mut s = new_socket(self.rules.idle_timeout.min(super::CONNECT_TIMEOUT));

@@ -148,9 +148,9 @@ pub(crate) struct Path {
     /// Forwarded connections waiting for the guest's Ethernet address
     /// (asked by ARP), with their deadline.
     waiting: Vec<(TcpStream, Target, Instant)>,
-    /// The link takes IPv4 TCP super-segments with partial checksums:
-    /// flows opened from now make them ([`Path::set_offload`]).
-    offload4: bool,
+    /// The link takes TCP super-segments with partial checksums (IPv4,
+    /// IPv6): flows opened from now make them ([`Path::set_offload`]).
+    offload: (bool, bool),
 }
 
 impl Path {
@@ -173,15 +173,16 @@ impl Path {
             next_port: *FORWARD_PORTS.start(),
             held: Vec::new(),
             waiting: Vec::new(),
-            offload4: false,
+            offload: (false, false),
         }
     }
 
-    /// Whether the link takes IPv4 TCP super-segments with partial
-    /// checksums (the embedder's word, asked each round): flows opened
-    /// while it does hand their frames on with a virtio-net header.
-    pub fn set_offload(&mut self, ipv4: bool) {
-        self.offload4 = ipv4;
+    /// Whether the link takes TCP super-segments with partial checksums,
+    /// for IPv4 and for IPv6 (the embedder's word, asked each round):
+    /// flows opened while it does hand their frames on with a virtio-net
+    /// header.
+    pub fn set_offload(&mut self, families: (bool, bool)) {
+        self.offload = families;
     }
 
     /// Removes every registration and the timer from the reactor (the
@@ -238,7 +239,10 @@ impl Path {
                 Phase::Connecting { .. } => {}
                 Phase::Relaying => {
                     flow.macs = seg.macs;
-                    flow.ingest(now, seg.packet, &mut self.out, self.rules.mtu);
+                    if seg.flags & SYN != 0 {
+                        flow.learn_mss(seg.mss);
+                    }
+                    flow.ingest(now, seg.packet, &mut self.out);
                     queue(&mut self.work, flow, id);
                 }
                 Phase::Done => {}
@@ -283,7 +287,7 @@ impl Path {
                 s,
                 seg.macs,
                 self.rules.mtu,
-                self.offload4,
+                self.offload,
                 self.now(),
             ),
             None => {
@@ -298,12 +302,14 @@ impl Path {
                     macs: seg.macs,
                     mtu: self.rules.mtu,
                     offload: false,
+                    cut: None,
                 };
                 iface.poll(now, &mut wire, &mut sockets);
                 // Goes to the link with the next round's frames.
                 return true;
             }
         };
+        flow.learn_mss(seg.mss);
         self.counters.flows_opened += 1;
         self.by_key.insert(seg.key, id);
         queue(&mut self.work, &mut flow, id);
@@ -427,7 +433,6 @@ impl Path {
         drain: &mut Drain<'_>,
     ) -> bool {
         let smol_now = self.now();
-        let mtu = self.rules.mtu;
         let connect_timeout = self.rules.idle_timeout.min(CONNECT_TIMEOUT);
         let mut full = full;
         let Some(flow) = self.flows.get_mut(&id) else {
@@ -484,11 +489,11 @@ impl Path {
                 flow.ready.writable = false;
             }
         }
-        full = flow.poll(smol_now, &mut self.out, mtu, !full, drain);
+        full = flow.poll(smol_now, &mut self.out, !full, drain);
         let mut fin_deadline = None;
         if matches!(flow.phase, Phase::Relaying) {
             if flow.relay() {
-                full = flow.poll(smol_now, &mut self.out, mtu, !full, drain);
+                full = flow.poll(smol_now, &mut self.out, !full, drain);
             }
             flow.tune(self.rules.idle_timeout);
             let now = Instant::now();
@@ -502,7 +507,7 @@ impl Path {
                 );
                 flow.abort();
                 // The RST goes out even to a full link.
-                flow.poll(smol_now, &mut self.out, mtu, true, &mut |o| {
+                flow.poll(smol_now, &mut self.out, true, &mut |o| {
                     drain(o);
                     false
                 });

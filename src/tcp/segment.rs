@@ -23,6 +23,8 @@ pub(super) struct Segment<'a> {
     pub(super) packet: &'a [u8],
     pub(super) flags: u8,
     pub(super) macs: Macs,
+    /// The MSS a SYN announces.
+    pub(super) mss: Option<u16>,
 }
 
 /// Reads what the path needs from a guest frame: one TCP segment over
@@ -64,5 +66,6 @@ pub(super) fn segment(frame: &[u8]) -> Option<Segment<'_>> {
         packet,
         flags: tcp.flags(),
         macs,
+        mss: tcp.mss(),
     })
 }

@@ -9,9 +9,12 @@ use smoltcp::time::Instant;
 
 use crate::frame::checksum::fold;
 use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::frame::ipv4::Ipv4;
+use crate::frame::ipv4::{Ipv4, PROTO_TCP};
+use crate::frame::ipv6::{Ipv6, IP6};
 use crate::frame::tcp::{field, Tcp};
-use crate::frame::vnet_hdr::{VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_SIZE};
+use crate::frame::vnet_hdr::{
+    VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE,
+};
 use crate::frame::ETH_HLEN;
 
 /// The Ethernet addresses of frames to the guest.
@@ -100,15 +103,16 @@ pub(crate) struct Wire<'a> {
     pub macs: Macs,
     /// The largest IP packet toward the guest.
     pub mtu: usize,
-    /// The link takes IPv4 TCP super-segments and partial checksums (a
-    /// tap with a virtio-net header, a guest that accepted GUEST_TSO4):
-    /// smoltcp builds segments of up to 64 KiB and leaves the TCP
-    /// checksum, and each super-segment goes with the header that has the
-    /// guest's kernel cut it (no merging copy, no checksum pass here).
-    /// IPv4 only: smoltcp 0.14 drops IPv6 packets over the MTU even when
-    /// the device segments, so IPv6 flows keep MTU-sized segments (which
-    /// the link merges).
+    /// The link takes this flow's TCP super-segments and partial checksums
+    /// (a tap with a virtio-net header, a guest that accepted GUEST_TSO4 or
+    /// GUEST_TSO6): smoltcp builds segments of up to 64 KiB and leaves the
+    /// TCP checksum, and each super-segment goes with the header that has
+    /// the guest's kernel cut it (no merging copy, no checksum pass here).
     pub offload: bool,
+    /// For an offloading IPv6 flow, the segment size to cut at: smoltcp
+    /// 0.14 passes no packet metadata for IPv6, so a packet longer than
+    /// this is taken for the super-segment it is (see `Flow::learn_mss`).
+    pub cut: Option<u16>,
 }
 
 /// The guest's packets for smoltcp: queued ones, or the one segment just
@@ -127,6 +131,7 @@ pub(crate) struct Tx<'a> {
     out: &'a mut Frames,
     macs: Macs,
     offload: bool,
+    cut: Option<u16>,
     /// The segment size smoltcp asked the link to cut this packet to.
     gso_size: Option<u16>,
 }
@@ -156,7 +161,7 @@ impl phy::TxToken for Tx<'_> {
             eth.set_ethertype(ethertype);
         }
         let hdr = if self.offload {
-            offload_header(&mut frame, self.gso_size)
+            offload_header(&mut frame, self.gso_size, self.cut)
         } else {
             None
         };
@@ -169,27 +174,47 @@ impl phy::TxToken for Tx<'_> {
     }
 }
 
-/// For an IPv4 TCP packet smoltcp built for a link that takes offloads
-/// (its TCP checksum left zero): a super-segment (smoltcp asked for
-/// `gso_size`) gets the pseudo-header's sum in its checksum field and the
-/// virtio-net header that has the receiver cut it and finish the sums
-/// (`GSO_TCPV4`, `NEEDS_CSUM`); any other segment gets its full checksum
-/// here and no header, so it goes on as a plain frame (ACKs thinned,
-/// short runs merged by the link as libslirp's are). `None` for a plain
-/// frame.
-fn offload_header(frame: &mut [u8], gso_size: Option<u16>) -> Option<[u8; VNET_HDR_SIZE]> {
-    let ip = Ipv4::new_checked(frame.get(ETH_HLEN..)?).ok()?;
-    if ip.protocol() != crate::frame::ipv4::PROTO_TCP || ip.is_fragment() {
-        return None;
-    }
-    let (ip_len, l4_len) = (
-        ip.header_len(),
-        ip.total_len().checked_sub(ip.header_len())?,
-    );
-    let pseudo = ip.pseudo_sum(l4_len);
-    let tcp = ETH_HLEN + ip_len;
-    let end = ETH_HLEN + ip.total_len();
+/// For a TCP packet smoltcp built for a link that takes offloads (its TCP
+/// checksum left zero): a super-segment (smoltcp asked for `gso_size`)
+/// gets the pseudo-header's sum in its checksum field and the virtio-net
+/// header that has the receiver cut it and finish the sums (`GSO_TCPV4`
+/// or `GSO_TCPV6`, `NEEDS_CSUM`); any other segment gets its full
+/// checksum here and no header, so it goes on as a plain frame (ACKs
+/// thinned, short runs merged by the link as libslirp's are). `None` for
+/// a plain frame.
+fn offload_header(
+    frame: &mut [u8],
+    gso_size: Option<u16>,
+    cut: Option<u16>,
+) -> Option<[u8; VNET_HDR_SIZE]> {
+    let ip = frame.get(ETH_HLEN..)?;
+    let (tcp, end, pseudo, gso_type) = if ip.first()? >> 4 == 4 {
+        let ip = Ipv4::new_checked(ip).ok()?;
+        if ip.protocol() != PROTO_TCP || ip.is_fragment() {
+            return None;
+        }
+        let l4_len = ip.total_len().checked_sub(ip.header_len())?;
+        let tcp = ETH_HLEN + ip.header_len();
+        (tcp, tcp + l4_len, ip.pseudo_sum(l4_len), GSO_TCPV4)
+    } else {
+        // smoltcp's IPv6 packets carry no extension headers.
+        let ip = Ipv6::new_checked(ip).ok()?;
+        if ip.next_header() != PROTO_TCP {
+            return None;
+        }
+        let tcp = ETH_HLEN + IP6;
+        (
+            tcp,
+            tcp + ip.payload_len(),
+            ip.pseudo_sum(ip.payload_len()),
+            GSO_TCPV6,
+        )
+    };
     let mut t = Tcp::new_checked(frame.get_mut(tcp..end)?).ok()?;
+    // IPv6: no metadata from smoltcp; its length says.
+    let payload = t.payload().len();
+    let gso_size =
+        gso_size.or_else(|| cut.filter(|&c| gso_type == GSO_TCPV6 && payload > usize::from(c)));
     let Some(gso_size) = gso_size else {
         t.fill_checksum(pseudo);
         return None;
@@ -198,7 +223,7 @@ fn offload_header(frame: &mut [u8], gso_size: Option<u16>) -> Option<[u8; VNET_H
     t.set_checksum(fold(pseudo));
     let h = VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: GSO_TCPV4,
+        gso_type,
         hdr_len: (tcp + tcp_len) as u16,
         gso_size,
         csum_start: tcp as u16,
@@ -228,6 +253,7 @@ impl Device for Wire<'_> {
                 out: self.out,
                 macs: self.macs,
                 offload: self.offload,
+                cut: self.cut,
                 gso_size: None,
             },
         ))
@@ -238,6 +264,7 @@ impl Device for Wire<'_> {
             out: self.out,
             macs: self.macs,
             offload: self.offload,
+            cut: self.cut,
             gso_size: None,
         })
     }
@@ -247,8 +274,10 @@ impl Device for Wire<'_> {
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
         if self.offload {
-            // The largest IPv4 packet; checksums verified on the way in.
-            c.segmentation.tcpv4 = std::num::NonZeroUsize::new(usize::from(u16::MAX));
+            // The largest IP packet; checksums verified on the way in.
+            let most = std::num::NonZeroUsize::new(usize::from(u16::MAX));
+            c.segmentation.tcpv4 = most;
+            c.segmentation.tcpv6 = most;
             c.checksum.tcp = Checksum::Rx;
         }
         c

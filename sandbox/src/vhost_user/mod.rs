@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
-use caploop::net::offload::{Coalescer, Offloaded};
+use caploop::net::offload::{Coalescer, Offloaded, GSO_TCPV4, GSO_TCPV6};
 use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
@@ -564,12 +564,19 @@ impl Tx for VhostTx {
         self.out.try_borrow().is_ok_and(|o| o.full())
     }
 
-    fn offload4(&self) -> bool {
-        self.out.try_borrow().is_ok_and(|o| o.merging.0)
+    fn offloads(&self) -> (bool, bool) {
+        self.out.try_borrow().map_or((false, false), |o| o.merging)
     }
 
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
-        if self.offload4() {
+        let (v4, v6) = self.offloads();
+        // Byte 1 of the header is its GSO type.
+        let taken = match hdr.get(1) {
+            Some(&GSO_TCPV4) => v4,
+            Some(&GSO_TCPV6) => v6,
+            _ => false,
+        };
+        if taken {
             self.out.borrow_mut().push_offloaded(hdr, frame);
         } else {
             crate::link::push_completed(self, hdr, frame);
