@@ -184,17 +184,30 @@ impl Coalescer {
             (GSO_TCPV6, ip.pseudo_sum(l4_len))
         };
         let mut t = Tcp::new_checked(&mut frame[tcp..]).expect("accepted headers");
-        let tcp_len = t.header_len();
-        t.set_checksum(fold(pseudo));
-        let h = VnetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type,
-            hdr_len: (tcp + tcp_len) as u16,
-            gso_size: self.gso_size as u16,
-            csum_start: tcp as u16,
-            csum_offset: field::CHECKSUM.start as u16,
-        };
+        let h = gso_header(&mut t, tcp, pseudo, gso_type, self.gso_size as u16);
         hdr.copy_from_slice(&h.to_bytes());
+    }
+}
+
+/// The virtio-net header that has the receiver cut the TCP super-segment
+/// whose header `t` is (at `tcp` in its frame) into `gso_size`-byte
+/// segments and finish their checksums (`NEEDS_CSUM`), with the checksum
+/// field set to the pseudo-header's sum `pseudo` for it.
+pub(crate) fn gso_header(
+    t: &mut Tcp<&mut [u8]>,
+    tcp: usize,
+    pseudo: u64,
+    gso_type: u8,
+    gso_size: u16,
+) -> VnetHdr {
+    t.set_checksum(fold(pseudo));
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: (tcp + t.header_len()) as u16,
+        gso_size,
+        csum_start: tcp as u16,
+        csum_offset: field::CHECKSUM.start as u16,
     }
 }
 

@@ -7,14 +7,12 @@ use std::collections::VecDeque;
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
-use crate::frame::checksum::fold;
+use crate::frame::coalesce::gso_header;
 use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::frame::ipv4::{Ipv4, PROTO_TCP};
 use crate::frame::ipv6::{Ipv6, IP6};
-use crate::frame::tcp::{field, Tcp};
-use crate::frame::vnet_hdr::{
-    VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE,
-};
+use crate::frame::tcp::Tcp;
+use crate::frame::vnet_hdr::{GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
 use crate::frame::ETH_HLEN;
 
 /// The Ethernet addresses of frames to the guest.
@@ -219,17 +217,7 @@ fn offload_header(
         t.fill_checksum(pseudo);
         return None;
     };
-    let tcp_len = t.header_len();
-    t.set_checksum(fold(pseudo));
-    let h = VnetHdr {
-        flags: F_NEEDS_CSUM,
-        gso_type,
-        hdr_len: (tcp + tcp_len) as u16,
-        gso_size,
-        csum_start: tcp as u16,
-        csum_offset: field::CHECKSUM.start as u16,
-    };
-    Some(h.to_bytes())
+    Some(gso_header(&mut t, tcp, pseudo, gso_type, gso_size).to_bytes())
 }
 
 impl Device for Wire<'_> {
