@@ -135,7 +135,13 @@ pub trait Tx {
     /// Called only while [`Tx::offloads`] says yes for its family; a link
     /// that does not take offloads cuts and checksums it first.
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
-        push_completed(self, hdr, frame);
+        let mut f = frame.to_vec();
+        let done = caploop::net::offload::VnetHdr::parse(hdr).and_then(|h| {
+            caploop::net::offload::complete(&h, &mut f, &mut |piece| self.push(piece))
+        });
+        if let Err(e) = done {
+            log::debug!("a frame for the guest: {e}");
+        }
     }
     /// Traffic so far (frames out, drops).
     fn counters(&self) -> LinkCounters;
@@ -143,17 +149,6 @@ pub trait Tx {
     /// error (a vhost-user guest's malformed receive ring), taken once.
     fn failure(&mut self) -> Option<ServeError> {
         None
-    }
-}
-
-/// Pushes `frame` as a link without offloads takes it: cut into segments
-/// and checksummed as its virtio-net header `hdr` says.
-pub fn push_completed<T: Tx + ?Sized>(tx: &mut T, hdr: &[u8], frame: &[u8]) {
-    let mut f = frame.to_vec();
-    let done = caploop::net::offload::VnetHdr::parse(hdr)
-        .and_then(|h| caploop::net::offload::complete(&h, &mut f, &mut |piece| tx.push(piece)));
-    if let Err(e) = done {
-        log::debug!("a frame for the guest: {e}");
     }
 }
 

@@ -317,10 +317,6 @@ impl Tx for RecordTx {
     }
 
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
-        if self.out.sender.medium != Medium::TapVnet {
-            crate::link::push_completed(self, hdr, frame);
-            return;
-        }
         // Segments the coalescer holds go first, in order; then the
         // super-segment behind its header, in one writev.
         let out = &mut self.out;

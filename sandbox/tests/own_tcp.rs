@@ -613,10 +613,8 @@ fn a_close_that_stops_moving_is_reset_after_the_fin_timeout_given_on_the_command
         s.write_all(&vec![7u8; 1 << 20])?;
         s.shutdown(Shutdown::Write)
     });
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c"])
-        .arg(format!(
-            "import socket,time\n\
+    let said = ns.py(&format!(
+        "import socket,time\n\
              s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,65536)\n\
              s.settimeout(30); s.connect(('10.0.2.2',{port}))\n\
              s.shutdown(socket.SHUT_WR)\n\
@@ -630,18 +628,10 @@ fn a_close_that_stops_moving_is_reset_after_the_fin_timeout_given_on_the_command
              \x20   print('eof', n)\n\
              except ConnectionResetError:\n\
              \x20   print('reset')\n"
-        ))
-        .output()
-        .unwrap();
+    ));
     host.join().unwrap().expect("the host sent it all");
     let log = finish(h);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        said.trim(),
-        "reset",
-        "{}\n{log}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(said, "reset", "{log}");
     assert_eq!(own(&log, "flows"), 0, "{log}");
 }
 

@@ -260,21 +260,22 @@ impl Inner {
                             sink(frame);
                             return;
                         };
-                        // Byte 1 of the header is its GSO type.
-                        let taken = match hdr[1] {
-                            GSO_TCPV4 => takes.0,
-                            GSO_TCPV6 => takes.1,
-                            _ => false,
-                        };
-                        match offload.as_mut().and_then(|o| o.as_mut()) {
-                            Some(o) if taken => (o.sink)(hdr, frame),
-                            _ => {
-                                let done = VnetHdr::parse(hdr)
-                                    .and_then(|h| complete(&h, frame, &mut |f| sink(f)));
-                                if let Err(e) = done {
-                                    log::debug!("tcp: a frame for the guest: {e}");
-                                }
+                        let taken = VnetHdr::parse(hdr).map(|h| match h.gso_type {
+                            GSO_TCPV4 => (h, takes.0),
+                            GSO_TCPV6 => (h, takes.1),
+                            _ => (h, false),
+                        });
+                        let done = match (taken, offload.as_mut().and_then(|o| o.as_mut())) {
+                            (Ok((_, true)), Some(o)) => {
+                                (o.sink)(hdr, frame);
+                                Ok(())
                             }
+                            // The link stopped taking them: cut here.
+                            (Ok((h, _)), _) => complete(&h, frame, &mut |f| sink(f)).map(drop),
+                            (Err(e), _) => Err(e),
+                        };
+                        if let Err(e) = done {
+                            log::debug!("tcp: a frame for the guest: {e}");
                         }
                     });
                 }

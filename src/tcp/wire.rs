@@ -12,7 +12,7 @@ use crate::frame::ethernet::{Ethernet, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::frame::ipv4::{Ipv4, PROTO_TCP};
 use crate::frame::ipv6::{Ipv6, IP6};
 use crate::frame::tcp::Tcp;
-use crate::frame::vnet_hdr::{GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
+use crate::frame::vnet_hdr::{VnetHdr, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_SIZE};
 use crate::frame::ETH_HLEN;
 
 /// The Ethernet addresses of frames to the guest.
@@ -74,8 +74,7 @@ impl Frames {
 
     /// Adds a frame for the sink.
     pub(crate) fn push(&mut self, frame: Vec<u8>, hdr: Option<[u8; VNET_HDR_SIZE]>) {
-        // Byte 1 of the header is its GSO type.
-        if hdr.is_some_and(|h| h[1] != GSO_NONE) {
+        if hdr.is_some_and(|h| VnetHdr::parse(&h).is_ok_and(|h| h.gso_type != GSO_NONE)) {
             self.gso += 1;
         }
         self.list.push((frame, hdr));

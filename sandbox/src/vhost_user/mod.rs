@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
-use caploop::net::offload::{Coalescer, Offloaded, GSO_TCPV4, GSO_TCPV6};
+use caploop::net::offload::{Coalescer, Offloaded};
 use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
@@ -569,18 +569,7 @@ impl Tx for VhostTx {
     }
 
     fn push_offloaded(&mut self, hdr: &[u8], frame: &[u8]) {
-        let (v4, v6) = self.offloads();
-        // Byte 1 of the header is its GSO type.
-        let taken = match hdr.get(1) {
-            Some(&GSO_TCPV4) => v4,
-            Some(&GSO_TCPV6) => v6,
-            _ => false,
-        };
-        if taken {
-            self.out.borrow_mut().push_offloaded(hdr, frame);
-        } else {
-            crate::link::push_completed(self, hdr, frame);
-        }
+        self.out.borrow_mut().push_offloaded(hdr, frame);
     }
 
     fn failure(&mut self) -> Option<ServeError> {
