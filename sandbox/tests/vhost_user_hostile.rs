@@ -1,8 +1,10 @@
 //! A hostile vhost-user front end, in process: it sets the helper's
 //! device up properly (one memory region, both rings), then scribbles on
 //! the rings and descriptors in the shared memory and kicks, round after
-//! round, and sends malformed messages. The helper must never crash: it
-//! keeps serving, or ends the connection with a clear error (exit 1 and a
+//! round, and sends malformed messages; or it runs a real guest stack on
+//! its rings and stops posting receive buffers while the own TCP path has
+//! megabytes for it. The helper must never crash or spin: it keeps
+//! serving, or ends the connection with a clear error (exit 1 and a
 //! `vhost-user` line on stderr), or exits 0 when told to stop.
 
 #![cfg(target_os = "linux")]
@@ -372,8 +374,15 @@ fn spawn(scratch: &Scratch, n: u64) -> (Child, Front) {
 }
 
 fn spawn_with(scratch: &Scratch, n: u64, args: &[&str]) -> (Child, Front) {
+    spawn_logging(scratch, n, args, "warn")
+}
+
+/// [`spawn_with`], the helper logging at `level` (`info` adds its
+/// counters when it ends).
+fn spawn_logging(scratch: &Scratch, n: u64, args: &[&str], level: &str) -> (Child, Front) {
     let sock = scratch.0.join(format!("vu{n}.sock"));
     let helper = Command::new(BIN)
+        .env("RUST_LOG", level)
         .arg("--vhost-user")
         .arg(&sock)
         .args(args)
@@ -523,8 +532,8 @@ fn term(helper: &Child) {
     unsafe { libc::kill(helper.id() as i32, libc::SIGTERM) };
 }
 
-/// SIGTERM ends the helper within a second with exit 0.
-fn sigterm_ends_it(helper: &mut Child, what: &str) {
+/// SIGTERM ends the helper within a second with exit 0; its stderr.
+fn sigterm_ends_it(helper: &mut Child, what: &str) -> String {
     term(helper);
     let Some(status) = wait_exit(helper, Duration::from_secs(1)) else {
         let _ = helper.kill();
@@ -536,6 +545,7 @@ fn sigterm_ends_it(helper: &mut Child, what: &str) {
     };
     let err = stderr_text(helper);
     assert_eq!(status.code(), Some(0), "{what}: {status:?}\n{err}");
+    err
 }
 
 /// The helper ends by itself within `timeout` with exit 1 and a line that
@@ -911,4 +921,348 @@ fn a_huge_page_memfd_without_huge_pages_ends_the_session_with_exit_1() {
         "huge-page memfd",
     );
     eprintln!("{}", err.lines().last().unwrap_or(""));
+}
+
+// ----- a guest that stops posting receive buffers --------------------------
+
+/// Receive buffers the ring guest posts (2 KiB each at [`RX_AT`]); a frame
+/// of the helper's default MTU fits one.
+const RX_BUFS: u16 = 64;
+const RX_AT: u64 = 0x10000;
+const TX_AT: u64 = 0x40000;
+const BUF: u64 = 2048;
+/// The virtio-net header with VERSION_1: 12 bytes.
+const VNET: usize = 12;
+
+/// A guest network stack (smoltcp, its address from DHCP) behind a
+/// driver for the helper's two rings in shared memory: it takes frames
+/// from the receive ring, puts its own on the transmit ring and kicks. While `holding`, it
+/// posts no receive buffer back, as a guest whose driver stopped would.
+struct RingGuest {
+    /// The session: the helper serves the rings while it is open.
+    _front: Front,
+    mem: Memory,
+    kicks: [OwnedFd; 2],
+    _calls: [OwnedFd; 2],
+    guest: common::link_guest::Guest,
+    rx_avail: u16,
+    rx_used: u16,
+    tx_avail: u16,
+    holding: bool,
+    /// Receive descriptors taken back while holding.
+    held: Vec<u16>,
+}
+
+impl RingGuest {
+    fn new(mut front: Front) -> RingGuest {
+        let mem = Memory::new();
+        let kicks = [eventfd(), eventfd()];
+        let calls = [eventfd(), eventfd()];
+        front.set_up(&mem, &kicks, &calls);
+        let mut g = RingGuest {
+            _front: front,
+            mem,
+            kicks,
+            _calls: calls,
+            guest: common::link_guest::Guest::new(Default::default(), 1500),
+            rx_avail: 0,
+            rx_used: 0,
+            tx_avail: 0,
+            holding: false,
+            held: Vec::new(),
+        };
+        let (desc, _, _) = RINGS[0];
+        for id in 0..RX_BUFS {
+            let mut d = Vec::new();
+            d.extend_from_slice(&(RX_AT + BUF * u64::from(id)).to_le_bytes());
+            d.extend_from_slice(&(BUF as u32).to_le_bytes());
+            d.extend_from_slice(&2u16.to_le_bytes()); // VIRTQ_DESC_F_WRITE
+            d.extend_from_slice(&0u16.to_le_bytes());
+            g.mem.write(desc + 16 * u64::from(id), &d);
+            g.post_rx(id);
+        }
+        kick(&g.kicks[0]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while g.guest.lease.is_none() {
+            assert!(Instant::now() < deadline, "no DHCP lease within 10 s");
+            g.step();
+        }
+        g
+    }
+
+    fn read(&self, at: u64, len: usize) -> Vec<u8> {
+        assert!(at as usize + len <= self.mem.size);
+        let mut v = vec![0u8; len];
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: inside the mapping (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.mem.base.add(at as usize), v.as_mut_ptr(), len)
+        };
+        v
+    }
+
+    fn u16_at(&self, at: u64) -> u16 {
+        u16::from_le_bytes(self.read(at, 2).try_into().unwrap())
+    }
+
+    /// Makes receive descriptor `id` available again.
+    fn post_rx(&mut self, id: u16) {
+        let (_, avail, _) = RINGS[0];
+        let slot = u64::from(self.rx_avail % QSIZE);
+        self.mem.write(avail + 4 + 2 * slot, &id.to_le_bytes());
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.rx_avail = self.rx_avail.wrapping_add(1);
+        self.mem.write(avail + 2, &self.rx_avail.to_le_bytes());
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        let (desc, avail, used) = RINGS[1];
+        // Wait for a free slot: the helper hands transmit buffers back in order.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.tx_avail.wrapping_sub(self.u16_at(used + 2)) >= QSIZE {
+            assert!(Instant::now() < deadline, "the transmit ring stays full");
+            kick(&self.kicks[1]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let slot = u64::from(self.tx_avail % QSIZE);
+        let at = TX_AT + BUF * slot;
+        let mut buf = vec![0u8; VNET];
+        buf.extend_from_slice(frame);
+        assert!(
+            buf.len() as u64 <= BUF,
+            "a guest frame of {} bytes",
+            frame.len()
+        );
+        self.mem.write(at, &buf);
+        let mut d = Vec::new();
+        d.extend_from_slice(&at.to_le_bytes());
+        d.extend_from_slice(&(buf.len() as u32).to_le_bytes());
+        d.extend_from_slice(&0u32.to_le_bytes());
+        self.mem.write(desc + 16 * slot, &d);
+        self.mem
+            .write(avail + 4 + 2 * slot, &(slot as u16).to_le_bytes());
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.tx_avail = self.tx_avail.wrapping_add(1);
+        self.mem.write(avail + 2, &self.tx_avail.to_le_bytes());
+        kick(&self.kicks[1]);
+    }
+
+    /// Takes what the helper put on the receive ring, runs the guest,
+    /// sends what it made; then sleeps a millisecond.
+    fn step(&mut self) {
+        let (_, _, used) = RINGS[0];
+        let mut posted = false;
+        while self.rx_used != self.u16_at(used + 2) {
+            let e = self.read(used + 4 + 8 * u64::from(self.rx_used % QSIZE), 8);
+            self.rx_used = self.rx_used.wrapping_add(1);
+            let id = u16::from_le_bytes([e[0], e[1]]);
+            let len = u32::from_le_bytes(e[4..8].try_into().unwrap()) as usize;
+            assert!(id < RX_BUFS && (VNET..=BUF as usize).contains(&len));
+            let buf = self.read(RX_AT + BUF * u64::from(id), len);
+            assert_eq!(u16::from_le_bytes([buf[10], buf[11]]), 1, "num_buffers");
+            self.guest
+                .wire
+                .rx
+                .borrow_mut()
+                .push_back(buf[VNET..].to_vec());
+            if self.holding {
+                self.held.push(id);
+            } else {
+                self.post_rx(id);
+                posted = true;
+            }
+        }
+        if posted {
+            kick(&self.kicks[0]);
+        }
+        for _ in 0..64 {
+            self.guest.poll();
+            let out: Vec<Vec<u8>> = self.guest.wire.tx.drain(..).collect();
+            if out.is_empty() {
+                break;
+            }
+            for f in out {
+                self.send(&f);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    /// Posts every receive buffer the guest held back and goes on posting.
+    fn resume(&mut self) {
+        self.holding = false;
+        for id in std::mem::take(&mut self.held) {
+            self.post_rx(id);
+        }
+        kick(&self.kicks[0]);
+    }
+}
+
+/// Host connections through a forward to the ring guest, held.
+struct HeldFlows {
+    helper: Child,
+    g: RingGuest,
+    socks: Vec<smoltcp::iface::SocketHandle>,
+    /// What each guest socket received so far.
+    got: Vec<Vec<u8>>,
+    /// Bytes each host writer has written so far.
+    written: Vec<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl HeldFlows {
+    /// `flows` connections to guest port 80 through a host forward (the
+    /// own TCP path), each host writer sending `len` bytes of its own
+    /// pattern and closing; once the guest accepted them all it stops
+    /// posting receive buffers, and this returns when the writers stalled.
+    fn new(scratch: &Scratch, n: u64, flows: usize, len: usize) -> HeldFlows {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Barrier};
+        let port = free_port();
+        let rule = format!("tcp:127.0.0.1:{port}-:80");
+        let (helper, front) = spawn_logging(scratch, n, &["--hostfwd", &rule], "info");
+        let mut g = RingGuest::new(front);
+        let socks: Vec<_> = (0..flows)
+            .map(|_| g.guest.tcp_listen(80, 3 << 20))
+            .collect();
+        let go = Arc::new(Barrier::new(flows + 1));
+        let written: Vec<_> = (0..flows).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let writers = (0..flows)
+            .map(|i| {
+                let (go, written) = (go.clone(), written[i].clone());
+                std::thread::spawn(move || {
+                    let data = common::link_guest::pattern(len, i as u64);
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    go.wait();
+                    for chunk in data.chunks(64 << 10) {
+                        // Fails once the helper is gone: the test is over.
+                        if s.write_all(chunk).is_err() {
+                            return;
+                        }
+                        written.fetch_add(chunk.len(), Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let mut held = HeldFlows {
+            helper,
+            g,
+            socks,
+            got: vec![Vec::new(); flows],
+            written,
+            writers,
+        };
+        let up = held.run_until(Duration::from_secs(20), |h| {
+            h.socks
+                .iter()
+                .all(|&s| h.g.guest.tcp(s).state() == smoltcp::socket::tcp::State::Established)
+        });
+        assert!(up, "the guest did not accept {flows} connections");
+        held.g.holding = true;
+        go.wait();
+        // Stalled: no writer moved for a second.
+        let mut last = (usize::MAX, Instant::now());
+        let stalled = held.run_until(Duration::from_secs(30), |h| {
+            let now = h.total_written();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            now > 0 && last.1.elapsed() > Duration::from_secs(1)
+        });
+        assert!(stalled, "the host writers never stalled");
+        held
+    }
+
+    fn total_written(&self) -> usize {
+        self.written
+            .iter()
+            .map(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Steps the guest (reading what each socket received) until `cond`
+    /// holds (true) or `timeout` passes (false).
+    fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut cond: impl FnMut(&mut HeldFlows) -> bool,
+    ) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if cond(self) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            self.g.step();
+            for (i, &h) in self.socks.iter().enumerate() {
+                let s = self.g.guest.tcp(h);
+                while s.can_recv() {
+                    s.recv(|b| {
+                        self.got[i].extend_from_slice(b);
+                        (b.len(), ())
+                    })
+                    .unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_guest_that_posts_no_receive_buffers_holds_its_flows_without_spinning_and_sigterm_ends_it() {
+    // Twelve flows with 2 MiB each in flight would be 24 MiB toward a
+    // guest that takes nothing: more than the outbox may hold (16 MiB,
+    // 4,096 frames). The own path must hold them in its buffers instead,
+    // losing nothing, and wait without spinning.
+    let scratch = Scratch::new("vuheld");
+    let (flows, len) = (12, 8 << 20);
+    let mut held = HeldFlows::new(&scratch, 0, flows, len);
+    let stalled = held.total_written();
+    assert!(stalled < flows * len, "every byte went through: {stalled}");
+    let pid = held.helper.id();
+    let t0 = common::helper::cpu_ticks(pid);
+    let start = Instant::now();
+    held.run_until(Duration::from_secs(1), |_| false);
+    let ticks = common::helper::cpu_ticks(pid) - t0;
+    let tck = 100.0 * start.elapsed().as_secs_f64();
+    assert!(
+        (ticks as f64) < 0.2 * tck,
+        "the helper spun while its flows were held: {ticks} ticks in {:?}",
+        start.elapsed()
+    );
+    let err = sigterm_ends_it(&mut held.helper, "flows held behind a full outbox");
+    let counters = err
+        .lines()
+        .find(|l| l.contains("link in"))
+        .unwrap_or_else(|| panic!("no counters in\n{err}"));
+    assert!(
+        counters.contains(" 0 dropped;"),
+        "frames were dropped toward the guest: {counters}"
+    );
+    eprintln!("stalled after {stalled} bytes\n{err}");
+}
+
+#[test]
+fn a_guest_that_stops_posting_receive_buffers_and_resumes_gets_every_byte() {
+    let scratch = Scratch::new("vuresume");
+    let (flows, len) = (4, 4 << 20);
+    let mut held = HeldFlows::new(&scratch, 0, flows, len);
+    held.g.resume();
+    let done = held.run_until(Duration::from_secs(120), |h| {
+        h.got.iter().all(|g| g.len() >= len)
+    });
+    let got: Vec<usize> = held.got.iter().map(Vec::len).collect();
+    assert!(done, "{got:?} of {len} bytes each arrived");
+    for (i, g) in held.got.iter().enumerate() {
+        assert!(
+            *g == common::link_guest::pattern(len, i as u64),
+            "flow {i}: the bytes differ"
+        );
+    }
+    for w in std::mem::take(&mut held.writers) {
+        w.join().unwrap();
+    }
+    sigterm_ends_it(&mut held.helper, "after the resumed flows");
 }
