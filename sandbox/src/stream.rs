@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use caploop::wire::stream::{header, Backlog, Decoder};
+use caploop::wire::stream::{Backlog, Decoder};
 
 use crate::error::ServeError;
 use crate::link::{peer_gone, Arrival, LinkCounters, Rx, Tx};
@@ -67,10 +67,6 @@ impl Rx for StreamRx {
     }
 }
 
-/// Frames this long or longer go out at once when nothing waits (no copy
-/// into the backlog); shorter ones wait for the round's one write.
-const DIRECT_MIN: usize = 16 * 1024;
-
 /// Writes length-prefixed frames, keeping what the socket cannot take.
 pub struct StreamTx {
     fd: RawFd,
@@ -90,47 +86,17 @@ impl StreamTx {
             blocked: false,
         }
     }
-
-    /// Writes `frame` with its header straight to the socket; what it does
-    /// not take is queued. Whether it was sent or queued.
-    fn send_direct(&mut self, frame: &[u8]) -> bool {
-        let Some(h) = header(frame.len()) else {
-            return false;
-        };
-        let n = loop {
-            let n = crate::link::writev2(self.fd, &h, frame);
-            if n >= 0 {
-                break n as usize;
-            }
-            match io::Error::last_os_error().kind() {
-                io::ErrorKind::Interrupted => continue,
-                // Queued whole; a failure shows at the next flush.
-                _ => break 0,
-            }
-        };
-        if n == h.len() + frame.len() {
-            return true;
-        }
-        self.blocked = true;
-        self.backlog.push_rest(&h, frame, n).is_ok()
-    }
 }
 
 impl Tx for StreamTx {
     fn push(&mut self, frame: &[u8]) {
-        // A large frame (the own TCP path's segments at a large MTU) goes
-        // out at once when nothing waits: no copy.
-        if frame.len() >= DIRECT_MIN && self.backlog.is_empty() {
-            if self.send_direct(frame) {
-                self.counters.frames_out += 1;
-                self.counters.bytes_out += frame.len() as u64;
-            } else {
-                self.counters.dropped += 1;
-            }
-            return;
-        }
         // Queued, not written: the loop flushes once per round, so a burst
-        // of frames from libslirp costs one write, not one per frame.
+        // of frames costs one write, not one per frame. Writing the own
+        // path's large segments one by one as they were made saved a copy
+        // but cost more than it saved: QEMU woke and handed a TCG guest
+        // each one on its own (vm_net.sh at MTU 65520: 0.86x the
+        // throughput, twice the guest's interrupts per GB), and even a
+        // kernel peer took them slower (qemu_stream.sh: 0.87x).
         match self.backlog.push(frame) {
             Ok(()) => {
                 self.counters.frames_out += 1;
@@ -185,11 +151,11 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
-    /// Large frames go straight to the socket; once it is full the rest
-    /// waits (the link says so), and a flush after the peer read sends it
-    /// all, each frame whole and in order.
+    /// Frames wait for the round's write; once the socket is full the
+    /// rest waits (the link says so), and a flush after the peer read
+    /// sends it all, each frame whole and in order.
     #[test]
-    fn large_frames_go_out_at_once_and_a_full_socket_is_reported_then_drained() {
+    fn frames_wait_for_the_flush_and_a_full_socket_is_reported_then_drained() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut tx = StreamTx::new(ours.as_raw_fd());
@@ -197,13 +163,15 @@ mod tests {
         let mut pushed = 0;
         for f in &frames {
             tx.push(f);
+            assert!(tx.pending(), "a frame went out before the flush");
+            tx.flush().unwrap();
             pushed += 1;
             if tx.full() {
                 break;
             }
         }
         assert!(tx.full(), "{pushed} frames of 60,000 bytes fit the socket");
-        assert!(pushed > 1, "the first frame went out at once");
+        assert!(pushed > 1, "the first flush left its frame waiting");
         for f in &frames[pushed..] {
             tx.push(f);
         }
