@@ -29,6 +29,11 @@
 # longest gap: the longest run of the guest's iperf3 0.2-second intervals
 # that moved no byte, so a stall (libslirp's 5 s at MTU 65520) shows.
 #
+# The guest reads its own counters around iperf3 (/proc/stat,
+# /proc/interrupts, /proc/net/snmp and netstat) and the table shows them
+# per GB: a peer that hands QEMU its frames one by one costs the guest
+# interrupts and ACKs that show there before they show in Gbit/s.
+#
 # Under TCG the guest's own stack is slow and shares the 2 vCPUs with
 # everything else: what differs between the peers is how much CPU the
 # path outside the guest takes (QEMU copying frames for a stream netdev,
@@ -121,10 +126,14 @@ ip link set eth0 mtu \$mtu up
 ip addr add $GUEST/24 dev eth0
 ip route add default via $GW
 R=""; [ "\$dir" = download ] && R="-R"
+counters() { cat /proc/stat /proc/interrupts /proc/net/snmp /proc/net/netstat; }
+counters > /tmp/before
 echo BENCH-START
 iperf3 -c $GW -p \$port -t \$secs -i 0.2 -J \$R > /tmp/out.json 2>&1
 echo BENCH-END
+counters > /tmp/after
 sleep 2 # the host samples CPU times while everything still runs
+echo BENCH-COUNTERS-BEGIN; cat /tmp/before; echo BENCH-COUNTERS-MID; cat /tmp/after; echo BENCH-COUNTERS-END
 echo BENCH-JSON-BEGIN; cat /tmp/out.json; echo; echo BENCH-JSON-END
 poweroff -f
 EOF
@@ -196,17 +205,48 @@ run_one() {
         tail -3 "$log" "$con" >&2 || true
         return 1
     fi
+    # The guest's own view of the run: virtio interrupts, TCP segments it
+    # sent (for a download, its ACKs), zero windows it advertised, and the
+    # share of its CPU time it was idle.
+    local guest
+    guest=$(tr -d '\r' <"$con" | python3 -c "$GUEST_COUNTERS")
     # The longest run of intervals that moved nothing, in seconds.
     local gap
     gap=$(jq -r '[.intervals[].sum | [.seconds, .bytes]] | reduce .[] as [$s, $b]
         ({run: 0, max: 0}; if $b == 0 then .run += $s | .max = ([.max, .run] | max) else .run = 0 end)
         | .max * 100 | round / 100' "$json" 2>/dev/null || echo 0)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$dir" "$peer" "$round" "$bytes" \
-        "$(jq -r '.end.sum_received.seconds' "$json")" "$((c1 - c0))" "$((q1 - q0))" "$TCK" "$hwm" "$gap"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$dir" "$peer" "$round" "$bytes" \
+        "$(jq -r '.end.sum_received.seconds' "$json")" "$((c1 - c0))" "$((q1 - q0))" "$TCK" "$hwm" "$gap" "$guest"
 }
 
+# Reads the guest's counters from its console (before, after): prints
+# "irqs<TAB>segments out<TAB>zero windows<TAB>idle %".
+GUEST_COUNTERS='
+import re, sys
+txt = sys.stdin.read()
+m = re.search(r"BENCH-COUNTERS-BEGIN\n(.*)BENCH-COUNTERS-MID\n(.*)BENCH-COUNTERS-END", txt, re.S)
+def parse(t):
+    d, lines = {}, [l.split() for l in t.splitlines()]
+    for l in lines:
+        if l and l[0] == "cpu":
+            d["idle"], d["cpu"] = int(l[4]), sum(map(int, l[1:8]))
+        if len(l) > 2 and l[0].endswith(":") and l[1].isdigit() and "virtio" in l[-1]:
+            d["irqs"] = d.get("irqs", 0) + int(l[1])
+    for h, v in zip(lines, lines[1:]):
+        if h and v and h[0] == v[0] in ("Tcp:", "TcpExt:") and not h[1].lstrip("-").isdigit():
+            d.update({h[0] + k: int(x) for k, x in zip(h[1:], v[1:])})
+    return d
+if not m:
+    print("0\t0\t0\t0"); sys.exit()
+a, b = parse(m.group(1)), parse(m.group(2))
+dd = lambda k: b.get(k, 0) - a.get(k, 0)
+idle = 100 * dd("idle") / max(dd("cpu"), 1)
+irqs, segs, zw = dd("irqs"), dd("Tcp:OutSegs"), dd("TcpExt:TCPToZeroWindowAdv")
+print("%d\t%d\t%d\t%.1f" % (irqs, segs, zw, idle))
+'
+
 build_initrd
-printf 'mtu\tdir\tpeer\tround\tbytes\tsecs\tpeer_ticks\tqemu_ticks\tclk_tck\thwm_kb\tgap_s\n' >"$RESULTS"
+printf 'mtu\tdir\tpeer\tround\tbytes\tsecs\tpeer_ticks\tqemu_ticks\tclk_tck\thwm_kb\tgap_s\tguest_irqs\tguest_segs_out\tguest_zero_wnd\tguest_idle_pct\n' >"$RESULTS"
 START=$(date +%s)
 FAILED=0
 for mtu in $MTUS; do
@@ -238,6 +278,10 @@ for r in rows:
         "qemu": int(r["qemu_ticks"]) / t / (b / 1e9),
         "hwm": int(r["hwm_kb"]) / 1024,
         "gap": float(r["gap_s"]),
+        "irqs": int(r["guest_irqs"]) / (b / 1e9),
+        "segs": int(r["guest_segs_out"]) / (b / 1e9),
+        "zw": int(r["guest_zero_wnd"]),
+        "idle": float(r["guest_idle_pct"]),
     })
 print(f"\n{'MTU':>6} {'direction':<9} {'peer':<15} {'n':>2} {'Gbit/s':>7} "
       f"{'peer s/GB':>9} {'QEMU s/GB':>9} {'HWM MiB':>7}  longest gap per round (s)")
@@ -246,6 +290,14 @@ for k in sorted(groups):
     print(f"{k[0]:>6} {k[1]:<9} {k[2]:<15} {len(g):>2} {med([x['gbit'] for x in g]):>7.3f} "
           f"{med([x['peer'] for x in g]):>9.2f} {med([x['qemu'] for x in g]):>9.2f} "
           f"{med([x['hwm'] for x in g]):>7.1f}  " + " ".join(f"{x['gap']:g}" for x in g))
+print(f"\nThe guest's view (medians): virtio interrupts and TCP segments it sent per GB\n"
+      f"(for a download, its ACKs), zero windows it advertised, its idle CPU share.")
+print(f"{'MTU':>6} {'direction':<9} {'peer':<15} {'irqs/GB':>8} {'segs/GB':>8} {'zero wnd':>8} {'idle %':>6}")
+for k in sorted(groups):
+    g = groups[k]
+    print(f"{k[0]:>6} {k[1]:<9} {k[2]:<15} {med([x['irqs'] for x in g]):>8.0f} "
+          f"{med([x['segs'] for x in g]):>8.0f} {med([x['zw'] for x in g]):>8g} "
+          f"{med([x['idle'] for x in g]):>6.1f}")
 print(f"\n{'MTU':>6} {'direction':<9} {'ratio':<24} {'Gbit/s':>7} {'(peer+QEMU) CPU/GB':>19}")
 for (mtu, d) in sorted({(k[0], k[1]) for k in groups}):
     def m(p, f):
