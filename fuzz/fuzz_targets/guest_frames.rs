@@ -12,7 +12,11 @@
 //! in the protocols. Bit 2 of the kind byte hands the frame over as a TCP
 //! super-segment (`Stack::input_segment`, up to 64 KiB, as from a tap with
 //! segmentation offload), an IPv4 one with its lengths and checksums made
-//! right, an IPv6 one with its length right (cut to the MTU there). Every input frame also goes through an ACK thinner
+//! right, an IPv6 one with its length right (cut to the MTU there); bit 5
+//! hands it over with its TCP checksum left partial
+//! (`Stack::input_partial`: the own path takes it as it is, libslirp
+//! after the sum is finished), bit 6 with a checksum field anywhere, even
+//! past its end. Every input frame also goes through an ACK thinner
 //! (`caploop::net::acks`), which must hand on or count each once, and
 //! into the stack through receive coalescing (`caploop::net::gro`), as the
 //! helper does; bit 3 of the kind byte puts a frame in one batch with the
@@ -36,7 +40,7 @@ use std::time::Duration;
 
 use caploop::net::acks::AckThinner;
 use caploop::net::gro::Gro;
-use caploop::net::offload::{complete, Offloaded, VnetHdr};
+use caploop::net::offload::{complete, Offloaded, Partial, VnetHdr};
 use caploop::slirp::{Config, Stack, TcpMode};
 use caploop::Reactor;
 use libfuzzer_sys::fuzz_target;
@@ -143,7 +147,19 @@ fn run(reactor: &mut Reactor<()>, data: &[u8]) {
                 _ => {}
             }
             gro.finish(&mut input);
-            stack.input_segment(&frame);
+            // Bit 5: its TCP checksum left partial (`Stack::input_partial`),
+            // where the TCP header is, or (bit 6) anywhere, even past it.
+            if rest_kind & 0x20 != 0 {
+                let start = if kind == 3 { 54 } else { 34 };
+                let partial = if rest_kind & 0x40 != 0 {
+                    Partial { start: frame.len(), offset: usize::from(rest_kind) }
+                } else {
+                    Partial { start, offset: 16 }
+                };
+                stack.input_partial(&mut frame, partial);
+            } else {
+                stack.input_segment(&frame);
+            }
         } else {
             if kind == 2 && batched {
                 as_tcp4_segment(&mut frame);

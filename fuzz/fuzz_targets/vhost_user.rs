@@ -307,7 +307,7 @@ fn run(data: &[u8]) {
                         hdr_len,
                         &mut buf,
                         &mut stats,
-                        &mut |frame, _| assert!(frame.len() <= rings::MAX_TX),
+                        &mut |frame, _, _| assert!(frame.len() <= rings::MAX_TX),
                     )
                     .is_ok(),
                     None => true,

@@ -40,6 +40,10 @@ impl Inbound {
                 self.counts.offloaded_in += 1;
                 self.path.segment(&self.stack, segment);
             }
+            Arrival::Partial(frame, partial, segment) => {
+                self.counts.offloaded_in += u64::from(segment);
+                self.path.partial(&self.stack, frame, partial);
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use std::io;
 
 use crate::error::ServeError;
 use caploop::frame::acks::AckThinner;
+use caploop::net::offload::{Offloaded, Partial};
 
 /// Link traffic counts, logged on exit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,21 +45,36 @@ pub struct LinkCounters {
 }
 
 /// One thing a link read for the stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Arrival<'a> {
     /// An Ethernet frame.
     Frame(&'a [u8]),
     /// A TCP super-segment of up to 64 KiB from a tap with
     /// segmentation offload (`Stack::input_segment`).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
-    Segment(&'a [u8]),
+    Segment(&'a mut [u8]),
+    /// A super-segment (`true`) or a large frame whose checksum the guest
+    /// left partial (`Stack::input_partial`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
+    Partial(&'a mut [u8], Partial, bool),
 }
 
-impl<'a> Arrival<'a> {
+impl Arrival<'_> {
     /// Its bytes, from the Ethernet header on.
-    pub fn bytes(&self) -> &'a [u8] {
-        match *self {
-            Arrival::Frame(b) | Arrival::Segment(b) => b,
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Arrival::Frame(b) => b,
+            Arrival::Segment(b) | Arrival::Partial(b, ..) => b,
+        }
+    }
+
+    /// What a link with a virtio-net header read, as
+    /// `unwrap_record_lazily` told it.
+    pub fn offloaded(kind: Offloaded, partial: Option<Partial>, frame: &mut [u8]) -> Arrival<'_> {
+        match (kind, partial) {
+            (kind, Some(p)) => Arrival::Partial(frame, p, kind == Offloaded::TcpSegment),
+            (Offloaded::TcpSegment, None) => Arrival::Segment(frame),
+            (Offloaded::Frame, None) => Arrival::Frame(frame),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
-use caploop::net::offload::{self, Coalescer, Offloaded, VNET_HDR_SIZE};
+use caploop::net::offload::{self, Coalescer, VNET_HDR_SIZE};
 use caploop::net::MAX_FRAME_LEN;
 
 use crate::error::ServeError;
@@ -132,9 +132,8 @@ impl Rx for RecordRx {
                 deliver(Arrival::Frame(&self.buf[..n]));
                 continue;
             }
-            match offload::unwrap_record(&mut self.buf[..n], VNET_HDR_SIZE) {
-                Ok((Offloaded::Frame, frame)) => deliver(Arrival::Frame(frame)),
-                Ok((Offloaded::TcpSegment, frame)) => deliver(Arrival::Segment(frame)),
+            match offload::unwrap_record_lazily(&mut self.buf[..n], VNET_HDR_SIZE) {
+                Ok((kind, partial, frame)) => deliver(Arrival::offloaded(kind, partial, frame)),
                 Err(e) => log::debug!("dropping a {n}-byte frame from {}: {e}", self.peer),
             }
         }

@@ -114,6 +114,63 @@ fn a_super_segment_is_told_from_a_frame() {
 }
 
 #[test]
+fn a_lazy_unwrap_leaves_only_a_super_segments_checksum_partial() {
+    let record = |h: VnetHdr, frame: &[u8]| [h.to_bytes().to_vec(), frame.to_vec()].concat();
+    let whole = tcp4(&vec![0x5a; 60_000]);
+    let gso = VnetHdr {
+        gso_type: GSO_TCPV4,
+        gso_size: 1448,
+        ..needs_csum()
+    };
+    // A super-segment: as it came, and where its checksum goes.
+    let mut rec = record(gso, &partial(&whole));
+    let (kind, p, frame) = unwrap_record_lazily(&mut rec, VNET_HDR_SIZE).unwrap();
+    assert_eq!(
+        (kind, p),
+        (
+            Offloaded::TcpSegment,
+            Some(Partial {
+                start: 34,
+                offset: 16
+            })
+        )
+    );
+    assert_eq!(frame, &partial(&whole)[..]);
+    p.unwrap().finish(frame).unwrap();
+    assert_eq!(frame, &whole[..]);
+    // A large frame (a segment at a large MTU): the same, as a frame.
+    let mut rec = record(needs_csum(), &partial(&whole));
+    let (kind, p, frame) = unwrap_record_lazily(&mut rec, VNET_HDR_SIZE).unwrap();
+    assert_eq!(
+        (kind, p),
+        (
+            Offloaded::Frame,
+            Some(Partial {
+                start: 34,
+                offset: 16
+            })
+        )
+    );
+    assert_eq!(frame, &partial(&whole)[..]);
+    // A small one: finished at once.
+    let small = tcp4(b"hello");
+    let mut rec = record(needs_csum(), &partial(&small));
+    let (kind, p, frame) = unwrap_record_lazily(&mut rec, VNET_HDR_SIZE).unwrap();
+    assert_eq!((kind, p, &*frame), (Offloaded::Frame, None, &small[..]));
+    // A checksum field past the end, and a short record: errors naming them.
+    let mut rec = record(
+        VnetHdr {
+            csum_offset: 61_000,
+            ..gso
+        },
+        &partial(&whole),
+    );
+    let e = unwrap_record_lazily(&mut rec, VNET_HDR_SIZE).unwrap_err();
+    assert!(e.to_string().contains("csum_offset 61000"), "{e}");
+    assert!(unwrap_record_lazily(&mut [0u8; 5], VNET_HDR_SIZE).is_err());
+}
+
+#[test]
 fn offsets_beyond_the_frame_and_gso_types_not_offered_are_refused() {
     let mut f = tcp4(b"x");
     for (start, offset) in [(55, 0), (54, 0), (34, 20), (53, 1), (u16::MAX, u16::MAX)] {

@@ -142,6 +142,70 @@ pub fn complete(
     super::segment::segment(frame, headers + usize::from(hdr.gso_size), emit)
 }
 
+/// A TCP checksum a sender left partial (virtio's `NEEDS_CSUM`): the
+/// field at `start + offset` holds the pseudo-header's sum of the bytes
+/// from `start` on. Its bounds are checked against the frame it came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partial {
+    /// Where the summed bytes begin (the TCP header).
+    pub start: usize,
+    /// Where the checksum field is, from `start`.
+    pub offset: usize,
+}
+
+impl Partial {
+    /// Stores the whole checksum in `frame`.
+    pub fn finish(&self, frame: &mut [u8]) -> Result<(), FrameError> {
+        finish_checksum(frame, self.start, self.offset)
+    }
+}
+
+/// Frames at least this long whose checksum was left partial are handed
+/// on unfinished by [`unwrap_record_lazily`]; shorter ones (ACKs, the
+/// segments a run is merged from) are finished at once.
+pub const LAZY_MIN: usize = 16 * 1024;
+
+/// [`unwrap_record`], except that the partial checksum of a TCP
+/// super-segment, or of a frame of [`LAZY_MIN`] bytes or more (a segment
+/// at a large MTU), is left as it is and returned: a consumer that needs
+/// no checksum (the own TCP path) spares the pass over up to 64 KiB, and
+/// one that does finishes it ([`Partial::finish`]). Other frames are
+/// finished here.
+pub fn unwrap_record_lazily(
+    record: &mut [u8],
+    hdr_len: usize,
+) -> Result<(Offloaded, Option<Partial>, &mut [u8]), FrameError> {
+    if record.len() < hdr_len {
+        return Err(FrameError::Short {
+            have: record.len(),
+            need: hdr_len,
+        });
+    }
+    let (hdr, frame) = record.split_at_mut(hdr_len);
+    let hdr = VnetHdr::parse(hdr)?;
+    let kind = match hdr.gso_type & !GSO_ECN {
+        GSO_TCPV4 | GSO_TCPV6 => Offloaded::TcpSegment,
+        GSO_NONE if frame.len() >= LAZY_MIN => Offloaded::Frame,
+        _ => return Ok((finish(&hdr, frame)?, None, frame)),
+    };
+    if hdr.flags & F_NEEDS_CSUM == 0 {
+        return Ok((kind, None, frame));
+    }
+    let partial = Partial {
+        start: hdr.csum_start.into(),
+        offset: hdr.csum_offset.into(),
+    };
+    if partial.start >= frame.len() || partial.start + partial.offset + 2 > frame.len() {
+        return Err(bad(format!(
+            "csum_start {} + csum_offset {} is beyond the {}-byte frame",
+            partial.start,
+            partial.offset,
+            frame.len()
+        )));
+    }
+    Ok((kind, Some(partial), frame))
+}
+
 /// Splits a record (a `hdr_len`-byte virtio-net header, 10 or 12 bytes,
 /// then the frame) and [`finish`]es what its header asks of the frame.
 pub fn unwrap_record(

@@ -6,7 +6,8 @@ pub use crate::frame::checksum::{finish_checksum, fold, sum_be};
 pub use crate::frame::coalesce::Coalescer;
 pub use crate::frame::segment::segment;
 pub use crate::frame::vnet_hdr::{
-    complete, finish, unwrap_record, Offloaded, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN,
-    GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4, VNET_HDR_SIZE,
+    complete, finish, unwrap_record, unwrap_record_lazily, Offloaded, Partial, VnetHdr,
+    F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4,
+    VNET_HDR_SIZE,
 };
 pub use crate::frame::FrameError;

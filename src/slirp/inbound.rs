@@ -10,7 +10,7 @@
 
 use crate::frame::acks::AckThinner;
 use crate::frame::gro::Gro;
-use crate::frame::vnet_hdr::Offloaded;
+use crate::frame::vnet_hdr::{Offloaded, Partial};
 
 use super::Stack;
 
@@ -55,6 +55,13 @@ impl Inbound {
     pub fn segment(&mut self, stack: &Stack, segment: &[u8]) {
         self.end_batch(stack);
         stack.input_segment(segment);
+    }
+
+    /// Takes a super-segment or a large frame whose TCP checksum is still
+    /// partial ([`Stack::input_partial`]): what is held goes first.
+    pub fn partial(&mut self, stack: &Stack, frame: &mut [u8], partial: Partial) {
+        self.end_batch(stack);
+        stack.input_partial(frame, partial);
     }
 
     /// Ends the batch: what is held goes into `stack`. Returns whether

@@ -18,6 +18,7 @@ use crate::frame::ethernet::{
 use crate::frame::ipv4::{Ipv4, PROTO_TCP};
 use crate::frame::ipv6::Ipv6;
 use crate::frame::tcp::Tcp;
+use crate::frame::vnet_hdr::Partial;
 use crate::reactor::Reactor;
 
 pub use super::inner::{Counters, ETH_HLEN};
@@ -177,18 +178,52 @@ impl Stack {
         inner.count(|c| c.dropped_oversize += 1);
     }
 
+    /// [`input_segment`](Self::input_segment) (or [`input`](Self::input))
+    /// for a super-segment or frame whose TCP checksum the guest left
+    /// partial (`partial`, from
+    /// [`unwrap_record_lazily`](crate::frame::vnet_hdr::unwrap_record_lazily)):
+    /// the own TCP path takes a whole TCP/IPv4 datagram of its flows as it
+    /// is (it does not verify guest checksums), sparing a pass over up to
+    /// 64 KiB; anything else gets the checksum finished here first. One
+    /// whose checksum field lies outside it is counted and dropped
+    /// (`dropped_malformed`).
+    pub fn input_partial(&self, frame: &mut [u8], partial: Partial) {
+        let inner = &self.inner;
+        if whole_tcp4(frame) && self.to_own_path(frame) {
+            if frame.len() > inner.config.mru + ETH_HLEN {
+                inner.count(|c| c.segments_in += 1);
+            }
+            return;
+        }
+        if partial.finish(frame).is_err() {
+            inner.count(|c| c.dropped_malformed += 1);
+            return;
+        }
+        self.input_segment(frame);
+    }
+
+    /// Whether the own TCP path took `frame` (one of its flows', or a SYN
+    /// it answers); counted if so.
+    fn to_own_path(&self, frame: &[u8]) -> bool {
+        let Some(p) = &self.inner.tcp else {
+            return false;
+        };
+        if !p.try_borrow_mut().is_ok_and(|mut p| p.take(frame)) {
+            return false;
+        }
+        self.inner.count(|c| {
+            c.frames_in += 1;
+            c.bytes_in += frame.len() as u64;
+        });
+        true
+    }
+
     /// Hands one checked frame (or a reassembled datagram, or a piece of
     /// a cut super-segment) to libslirp, without TCP urgent data
     /// ([`urgent`](super::urgent)).
     fn deliver(&self, frame: &[u8]) {
-        if let Some(p) = &self.inner.tcp {
-            if p.try_borrow_mut().is_ok_and(|mut p| p.take(frame)) {
-                self.inner.count(|c| {
-                    c.frames_in += 1;
-                    c.bytes_in += frame.len() as u64;
-                });
-                return;
-            }
+        if self.to_own_path(frame) {
+            return;
         }
         let cleared = urgent::cleared(frame);
         let frame = match &cleared {

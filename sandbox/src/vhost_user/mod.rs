@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caploop::frame::queue::{FrameQueue, Limits, WhenFull};
-use caploop::net::offload::{Coalescer, Offloaded};
+use caploop::net::offload::Coalescer;
 use caploop::reactor::{Event, Handle, Interest, Reactor};
 use caploop::Rights;
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
@@ -482,11 +482,8 @@ fn kick_callback(
                     hdr_len,
                     &mut buf,
                     &mut stats,
-                    &mut |frame, kind| {
-                        core.deliver(match kind {
-                            Offloaded::Frame => Arrival::Frame(frame),
-                            Offloaded::TcpSegment => Arrival::Segment(frame),
-                        })
+                    &mut |frame, kind, partial| {
+                        core.deliver(Arrival::offloaded(kind, partial, frame))
                     },
                 ),
                 None => Ok(()),

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::Write;
 
 use caploop::frame::queue::FrameQueue;
-use caploop::net::offload::{self, Offloaded, VNET_HDR_SIZE};
+use caploop::net::offload::{self, Offloaded, Partial, VNET_HDR_SIZE};
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -79,17 +79,21 @@ fn check_avail(ring: usize, v: &mut Vring, mem: &GuestMemoryMmap) -> Result<(), 
     v.queue.iter(mem).map(drop).map_err(|e| bad(ring, e))
 }
 
+/// Where [`drain_tx`] hands each frame.
+pub type Deliver<'a> = dyn FnMut(&mut [u8], Offloaded, Option<Partial>) + 'a;
+
 /// Reads every frame the guest made available on the transmit ring into
-/// `buf` in turn and hands it to `deliver` (the Ethernet frame, and whether
-/// it is a TCP super-segment); `hdr_len` is the virtio-net header's
-/// length.
+/// `buf` in turn and hands it to `deliver` (the Ethernet frame, whether
+/// it is a TCP super-segment, and its checksum if the guest left it
+/// partial and it is large: `offload::unwrap_record_lazily`); `hdr_len`
+/// is the virtio-net header's length.
 pub fn drain_tx(
     v: &mut Vring,
     mem: &GuestMemoryMmap,
     hdr_len: usize,
     buf: &mut Vec<u8>,
     stats: &mut TxStats,
-    deliver: &mut dyn FnMut(&[u8], Offloaded),
+    deliver: &mut Deliver<'_>,
 ) -> Result<(), RingError> {
     if !v.live() {
         return Ok(());
@@ -128,18 +132,13 @@ pub fn drain_tx(
 }
 
 /// One transmitted chain's bytes: header, then frame.
-fn frame_in(
-    buf: &mut [u8],
-    hdr_len: usize,
-    stats: &mut TxStats,
-    deliver: &mut dyn FnMut(&[u8], Offloaded),
-) {
+fn frame_in(buf: &mut [u8], hdr_len: usize, stats: &mut TxStats, deliver: &mut Deliver<'_>) {
     if buf.len() < hdr_len + 14 {
         stats.bad_frames += 1;
         return;
     }
-    match offload::unwrap_record(buf, hdr_len) {
-        Ok((kind, frame)) => deliver(frame, kind),
+    match offload::unwrap_record_lazily(buf, hdr_len) {
+        Ok((kind, partial, frame)) => deliver(frame, kind, partial),
         Err(e) => {
             stats.bad_frames += 1;
             log::debug!("vhost-user: a transmitted frame: {e}");
