@@ -8,6 +8,7 @@
 
 use std::rc::Rc;
 
+use caploop::net::offload::Offloaded;
 use caploop::slirp::Stack;
 
 use crate::link::{Arrival, LinkCounters};
@@ -40,8 +41,8 @@ impl Inbound {
                 self.counts.offloaded_in += 1;
                 self.path.segment(&self.stack, segment);
             }
-            Arrival::Partial(frame, partial, segment) => {
-                self.counts.offloaded_in += u64::from(segment);
+            Arrival::Partial(frame, partial, kind) => {
+                self.counts.offloaded_in += u64::from(kind == Offloaded::TcpSegment);
                 self.path.partial(&self.stack, frame, partial);
             }
         }

@@ -53,10 +53,10 @@ pub enum Arrival<'a> {
     /// segmentation offload (`Stack::input_segment`).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
     Segment(&'a mut [u8]),
-    /// A super-segment (`true`) or a large frame whose checksum the guest
-    /// left partial (`Stack::input_partial`).
+    /// A super-segment or a large frame (which of them) whose checksum
+    /// the guest left partial (`Stack::input_partial`).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the offloading tap
-    Partial(&'a mut [u8], Partial, bool),
+    Partial(&'a mut [u8], Partial, Offloaded),
 }
 
 impl Arrival<'_> {
@@ -72,7 +72,7 @@ impl Arrival<'_> {
     /// `unwrap_record_lazily` told it.
     pub fn offloaded(kind: Offloaded, partial: Option<Partial>, frame: &mut [u8]) -> Arrival<'_> {
         match (kind, partial) {
-            (kind, Some(p)) => Arrival::Partial(frame, p, kind == Offloaded::TcpSegment),
+            (kind, Some(p)) => Arrival::Partial(frame, p, kind),
             (Offloaded::TcpSegment, None) => Arrival::Segment(frame),
             (Offloaded::Frame, None) => Arrival::Frame(frame),
         }

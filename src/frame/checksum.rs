@@ -6,15 +6,21 @@ use super::{bad, FrameError};
 /// Stores at `start + offset` the Internet checksum of `frame[start..]`,
 /// whose checksum field holds the pseudo-header's sum (virtio 5.1.6.2).
 pub fn finish_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), FrameError> {
+    check_field(frame.len(), start, offset)?;
     let at = start + offset;
-    if start >= frame.len() || at + 2 > frame.len() {
-        return Err(bad(format!(
-            "csum_start {start} + csum_offset {offset} is beyond the {}-byte frame",
-            frame.len()
-        )));
-    }
     let sum = !fold(sum_be(&frame[start..], 0));
     frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+/// Checks that a checksum field at `start + offset`, summing from
+/// `start`, lies within a `len`-byte frame.
+pub(crate) fn check_field(len: usize, start: usize, offset: usize) -> Result<(), FrameError> {
+    if start >= len || start + offset + 2 > len {
+        return Err(bad(format!(
+            "csum_start {start} + csum_offset {offset} is beyond the {len}-byte frame"
+        )));
+    }
     Ok(())
 }
 

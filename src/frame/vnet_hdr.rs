@@ -12,7 +12,7 @@
 //! first. The rules are the kernel's (`virtio_net_hdr_to_skb`,
 //! `skb_checksum_help`) and the virtio spec's (5.1.6.2).
 
-use super::checksum::finish_checksum;
+use super::checksum::{check_field, finish_checksum};
 use super::{bad, FrameError};
 
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start +
@@ -195,14 +195,7 @@ pub fn unwrap_record_lazily(
         start: hdr.csum_start.into(),
         offset: hdr.csum_offset.into(),
     };
-    if partial.start >= frame.len() || partial.start + partial.offset + 2 > frame.len() {
-        return Err(bad(format!(
-            "csum_start {} + csum_offset {} is beyond the {}-byte frame",
-            partial.start,
-            partial.offset,
-            frame.len()
-        )));
-    }
+    check_field(frame.len(), partial.start, partial.offset)?;
     Ok((kind, Some(partial), frame))
 }
 
@@ -212,13 +205,9 @@ pub fn unwrap_record(
     record: &mut [u8],
     hdr_len: usize,
 ) -> Result<(Offloaded, &mut [u8]), FrameError> {
-    if record.len() < hdr_len {
-        return Err(FrameError::Short {
-            have: record.len(),
-            need: hdr_len,
-        });
+    let (kind, partial, frame) = unwrap_record_lazily(record, hdr_len)?;
+    if let Some(p) = partial {
+        p.finish(frame)?;
     }
-    let (hdr, frame) = record.split_at_mut(hdr_len);
-    let kind = finish(&VnetHdr::parse(hdr)?, frame)?;
     Ok((kind, frame))
 }
